@@ -1,0 +1,120 @@
+"""holiday_calendar and sales_features: model inputs computed by one set-based SQL pass."""
+
+
+import datetime as dt
+
+import dagster as dg
+
+from forecast_platform.assets.metadata import table_metadata
+from forecast_platform.datasets.spec import DatasetSpec
+from forecast_platform.features.calendar import calendar_frame
+from forecast_platform.features.sql import (
+    KNOWN_IN_ADVANCE,
+    FeaturePlan,
+    features_select,
+    plan_features,
+)
+from forecast_platform.partitions import date_range, partitions_for
+from forecast_platform.resources import PlatformResource
+from forecast_platform.warehouse.store import connect, quote, replace_range
+
+CALENDAR = "holiday_calendar"
+FEATURES = "sales_features"
+OWNERS = ["team:forecasting"]
+
+
+def history_source(spec: DatasetSpec) -> str:
+    """validated_sales in the canonical shape the feature SQL reads (two parameters: range)."""
+    keys = ", ".join(quote(k) for k in spec.keys)
+    known = "".join(f", {quote(c)}" for c in spec.known)
+    date = quote(spec.date_column)
+    return (
+        f"SELECT {date} AS ds, series_id, {keys}, CAST({quote(spec.target)} AS DOUBLE) AS y"
+        f"{known} FROM validated_sales WHERE {date} BETWEEN ? AND ?"
+    )
+
+
+HOLIDAYS_SOURCE = f"SELECT ds, is_holiday, days_to_holiday FROM {CALENDAR}"
+
+
+def compute_features(con, plan: FeaturePlan, start: dt.date, end: dt.date) -> int:
+    """Replace sales_features for start..end, reading only the lookback the plan needs."""
+    source = history_source(plan.spec)
+    select = features_select(plan, source, HOLIDAYS_SOURCE)
+    history_start = start - dt.timedelta(days=plan.lookback_days)
+    return replace_range(con, FEATURES, "ds", start, end, select, [history_start, end, start, end])
+
+
+def feature_schema(plan: FeaturePlan) -> dg.TableSchema:
+    def horizon(h: int) -> str:
+        return "any horizon" if h >= KNOWN_IN_ADVANCE else f"horizons <= {h}"
+
+    return dg.TableSchema(columns=[
+        dg.TableColumn("ds", "date", description="target date"),
+        dg.TableColumn("series_id", "string", description="series keys joined by '|'"),
+        dg.TableColumn("y", "float64", description="target (null for future dates)"),
+        *[dg.TableColumn(f.name, "float64", description=f"{f.description}; safe for "
+                         f"{horizon(f.safe_horizon)}") for f in plan.features],
+    ])
+
+
+def build_feature_assets(spec: DatasetSpec) -> list:
+    partitions = partitions_for(spec)
+    plan = plan_features(spec)
+
+    @dg.asset(
+        name=CALENDAR,
+        group_name="features",
+        kinds={"duckdb", "pandas"},
+        owners=OWNERS,
+        description="One row per day with holiday flag, name and days to the next holiday, "
+                    "running a year past the data so forecasts see future holidays.",
+        pool="duckdb",
+    )
+    def holiday_calendar(platform: PlatformResource) -> dg.MaterializeResult:
+        frame = calendar_frame(spec.start, spec.end)
+        with connect(platform.warehouse_path) as con:
+            con.register("_calendar", frame)
+            con.execute(f"CREATE OR REPLACE TABLE {CALENDAR} AS "
+                        "SELECT CAST(ds AS DATE) AS ds, is_holiday, holiday, days_to_holiday "
+                        "FROM _calendar")
+            con.unregister("_calendar")
+        return dg.MaterializeResult(metadata={
+            "dagster/row_count": len(frame),
+            "holidays": int(frame["is_holiday"].sum()),
+            "range": f"{frame['ds'].min()} .. {frame['ds'].max()}",
+        })
+
+    @dg.asset(
+        name=FEATURES,
+        deps=["validated_sales", CALENDAR],
+        group_name="features",
+        kinds={"duckdb", "sql"},
+        owners=OWNERS,
+        description=(
+            f"Model features per series and date for a {plan.horizon}-period horizon: calendar, "
+            "known covariates, lags, rolling means and spreads, same-weekday profiles, "
+            "year-over-year growth. No feature reads data after the forecast origin; each "
+            "column's description says the horizons it is safe for."
+        ),
+        partitions_def=partitions,
+        backfill_policy=dg.BackfillPolicy.single_run(),
+        pool="duckdb",
+        metadata={"horizon": plan.horizon, "lookback_days": plan.lookback_days},
+    )
+    def sales_features(context: dg.AssetExecutionContext, platform: PlatformResource):
+        start, end = date_range(context, spec)
+        with connect(platform.warehouse_path) as con:
+            rows = compute_features(con, plan, start, end)
+            metadata = table_metadata(con, FEATURES, "ds", start, end, rows)
+            lag = quote(plan.names[-1])
+            complete = con.execute(
+                f"SELECT avg(CASE WHEN {lag} IS NULL THEN 0 ELSE 1 END) FROM {FEATURES} "
+                "WHERE ds BETWEEN ? AND ?", [start, end]).fetchone()[0]
+        metadata["dagster/column_schema"] = feature_schema(plan)
+        return dg.MaterializeResult(metadata={
+            **metadata, "features": len(plan.features),
+            "share_with_full_history": round(float(complete or 0.0), 4),
+        })
+
+    return [holiday_calendar, sales_features]

@@ -1,0 +1,59 @@
+"""raw_sales: landing files into the warehouse, as they came."""
+
+
+import datetime as dt
+
+import dagster as dg
+
+from forecast_platform.assets.metadata import check_result, table_metadata
+from forecast_platform.datasets.landing import landed_files
+from forecast_platform.datasets.spec import DatasetSpec
+from forecast_platform.partitions import date_range, partitions_for
+from forecast_platform.quality import checks
+from forecast_platform.resources import PlatformResource
+from forecast_platform.warehouse.ingest import PARTITION_COLUMN, RAW_TABLE, ingest_files
+from forecast_platform.warehouse.store import connect
+
+OWNERS = ["team:data-platform"]
+
+
+def build_ingest_assets(spec: DatasetSpec) -> list:
+    partitions = partitions_for(spec)
+
+    @dg.asset(
+        name=RAW_TABLE,
+        group_name="ingestion",
+        kinds={"duckdb", "csv"},
+        owners=OWNERS,
+        description=(
+            "The landed rows of each partition exactly as they came, every value as text, with "
+            "source file, line and ingestion time. Re-materializing replaces the partition."
+        ),
+        partitions_def=partitions,
+        backfill_policy=dg.BackfillPolicy.single_run(),
+        pool="duckdb",
+        check_specs=[
+            dg.AssetCheckSpec("columns_match_spec", asset=RAW_TABLE, partitions_def=partitions,
+                              description="Each file has exactly the spec's columns."),
+            dg.AssetCheckSpec("freshness", asset=RAW_TABLE,
+                              description="Every landed file has been ingested (no backlog)."),
+        ],
+    )
+    def raw_sales(context: dg.AssetExecutionContext, platform: PlatformResource):
+        start, end = date_range(context, spec)
+        landed = landed_files(platform.landing_dir)
+        files = {day: path for day, path in landed.items() if start <= day <= end}
+        with connect(platform.warehouse_path) as con:
+            facts = ingest_files(con, spec, files, start, end, dt.datetime.now())
+            metadata = table_metadata(con, RAW_TABLE, PARTITION_COLUMN, start, end, facts["rows"])
+            header_outcome = checks.file_headers(con, start, end)
+            fresh = checks.freshness(con, list(landed))
+        missing = (end - start).days // spec.step_days + 1 - len(files)
+        yield dg.MaterializeResult(
+            metadata={**metadata, "files": len(files), "partitions_without_file": missing}
+        )
+        yield check_result(RAW_TABLE, "columns_match_spec", header_outcome,
+                           dg.AssetCheckSeverity.WARN)
+        yield check_result(RAW_TABLE, "freshness", fresh, dg.AssetCheckSeverity.WARN)
+
+    return [raw_sales]

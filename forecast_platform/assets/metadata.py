@@ -1,0 +1,60 @@
+"""Materialization metadata a person can use: counts, date range, schema and a preview."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import dagster as dg
+import duckdb
+import pandas as pd
+
+from forecast_platform.quality.checks import Outcome
+from forecast_platform.warehouse.store import quote
+
+TYPE_NAMES = {"BIGINT": "int64", "INTEGER": "int32", "DOUBLE": "float64", "VARCHAR": "string"}
+
+
+def column_schema(con: duckdb.DuckDBPyConnection, table: str) -> dg.TableSchema:
+    cols = con.execute(f"DESCRIBE {quote(table)}").fetchall()
+    return dg.TableSchema(
+        columns=[dg.TableColumn(name=c[0], type=TYPE_NAMES.get(c[1], c[1].lower())) for c in cols]
+    )
+
+
+def preview(frame: pd.DataFrame, rows: int = 5) -> dg.MarkdownMetadataValue:
+    return dg.MetadataValue.md(frame.head(rows).to_markdown(index=False))
+
+
+def table_metadata(
+    con: duckdb.DuckDBPyConnection, table: str, date_column: str, start: dt.date, end: dt.date,
+    rows_written: int,
+) -> dict[str, dg.RawMetadataValue]:
+    """The figures every warehouse asset shows: rows written, table size, range, schema, sample."""
+    date = quote(date_column)
+    total, first, last = con.execute(
+        f"SELECT count(*), min({date}), max({date}) FROM {quote(table)}"
+    ).fetchone()
+    sample = con.execute(
+        f"SELECT * FROM {quote(table)} WHERE {date} BETWEEN ? AND ? LIMIT 5", [start, end]
+    ).df()
+    return {
+        "dagster/row_count": rows_written,
+        "dagster/column_schema": column_schema(con, table),
+        "dagster/table_name": f"warehouse.main.{table}",
+        "partition_range": f"{start} .. {end}",
+        "table_rows_total": int(total),
+        "table_date_range": f"{first} .. {last}",
+        "preview": preview(sample),
+    }
+
+
+def check_result(asset: str, name: str, outcome: Outcome,
+                 severity: dg.AssetCheckSeverity = dg.AssetCheckSeverity.ERROR
+                 ) -> dg.AssetCheckResult:
+    metadata: dict[str, dg.RawMetadataValue] = {"summary": outcome.summary, **outcome.figures}
+    if outcome.examples is not None and not outcome.examples.empty:
+        metadata["examples"] = preview(outcome.examples, rows=len(outcome.examples))
+    return dg.AssetCheckResult(
+        asset_key=asset, check_name=name, passed=outcome.passed, severity=severity,
+        metadata=metadata, description=outcome.summary,
+    )

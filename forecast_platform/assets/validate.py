@@ -1,0 +1,144 @@
+"""validated_sales and sales_rejects: one pass splits raw rows; nothing is dropped silently.
+
+Both tables are written in one transaction per run, so raw = validated + rejected always holds.
+The checks on validated_sales protect the models and are blocking; the checks on sales_rejects
+make the quarantine visible (warnings: the bad rows are already kept away from the models).
+"""
+
+
+import datetime as dt
+
+import dagster as dg
+import duckdb
+import pandas as pd
+
+from forecast_platform.assets.metadata import check_result, preview, table_metadata
+from forecast_platform.datasets.spec import DatasetSpec
+from forecast_platform.partitions import date_range, partitions_for
+from forecast_platform.quality import checks
+from forecast_platform.quality.validation import column_types, validate_range
+from forecast_platform.resources import PlatformResource
+from forecast_platform.warehouse.ingest import RAW_TABLE
+from forecast_platform.warehouse.store import connect, quote, replace_range
+
+VALIDATED = "validated_sales"
+REJECTS = "sales_rejects"
+OWNERS = ["team:data-platform"]
+
+BLOCKING_CHECKS = {
+    "valid_rows_contract": "No null date, key or target; no negative target; unique (date, keys).",
+    "completeness": "No date misses over 5 % of the series seen in the previous 28 periods.",
+    "volume": "Rows per date within 0.5x..1.5x of the trailing 28-period mean.",
+    "quarantine_rate": "At most 5 % of a date's raw rows are quarantined.",
+}
+QUARANTINE_CHECKS = {
+    "keys_and_dates_present": ("keys_and_dates", "missing, unparseable or misplaced dates/keys"),
+    "target_valid": ("target", "missing, non-numeric or negative targets"),
+    "unique_date_keys": ("duplicates", "duplicate (date, keys) rows"),
+    "covariates_valid": ("covariates", "missing or unparseable covariates"),
+}
+
+
+def write_validated(con: duckdb.DuckDBPyConnection, spec: DatasetSpec, valid: pd.DataFrame,
+                    start: dt.date, end: dt.date) -> int:
+    typed = [spec.date_column, *column_types(spec)]
+    frame = valid[[*typed, "_source_file", "_ingested_at"]]
+    con.register("_valid", frame)
+    keys = ", ".join(f"CAST({quote(k)} AS VARCHAR)" for k in spec.keys)
+    select = (
+        f"SELECT CAST({quote(spec.date_column)} AS DATE) AS {quote(spec.date_column)}, "
+        + ", ".join(quote(c) for c in typed[1:])
+        + f", concat_ws('|', {keys}) AS series_id, _source_file, _ingested_at FROM _valid"
+    )
+    try:
+        return replace_range(con, VALIDATED, spec.date_column, start, end, select)
+    finally:
+        con.unregister("_valid")
+
+
+def write_rejects(con: duckdb.DuckDBPyConnection, spec: DatasetSpec, rejects: pd.DataFrame,
+                  start: dt.date, end: dt.date) -> int:
+    originals = ", ".join(f"{quote('raw:' + c)} AS {quote(c)}" for c in spec.columns)
+    frame = rejects[
+        ["partition_date", *("raw:" + c for c in spec.columns), "rules", "reason",
+         "_source_file", "_source_line", "_ingested_at"]
+    ]
+    con.register("_rejects", frame)
+    select = (
+        f"SELECT CAST(partition_date AS DATE) AS partition_date, {originals}, "
+        "CAST(rules AS VARCHAR) AS rules, CAST(reason AS VARCHAR) AS reason, _source_file, "
+        "_source_line, _ingested_at, now()::TIMESTAMP AS _rejected_at FROM _rejects"
+    )
+    try:
+        return replace_range(con, REJECTS, "partition_date", start, end, select)
+    finally:
+        con.unregister("_rejects")
+
+
+def build_validate_assets(spec: DatasetSpec) -> list:
+    partitions = partitions_for(spec)
+    check_specs = [
+        dg.AssetCheckSpec(name, asset=VALIDATED, blocking=True, partitions_def=partitions,
+                          description=text)
+        for name, text in BLOCKING_CHECKS.items()
+    ] + [
+        dg.AssetCheckSpec(name, asset=REJECTS, partitions_def=partitions,
+                          description=f"No rows quarantined for {what}.")
+        for name, (_, what) in QUARANTINE_CHECKS.items()
+    ]
+
+    @dg.multi_asset(
+        specs=[
+            dg.AssetSpec(
+                VALIDATED, deps=[RAW_TABLE], group_name="ingestion", kinds={"duckdb", "pandera"},
+                owners=OWNERS, partitions_def=partitions,
+                description="Raw rows that pass the dataset's pandera schema, typed, with a "
+                            "series_id. The only sales table features and models read.",
+            ),
+            dg.AssetSpec(
+                REJECTS, deps=[RAW_TABLE], group_name="ingestion", kinds={"duckdb", "pandera"},
+                owners=OWNERS, partitions_def=partitions,
+                description="Quarantine: raw rows that failed validation, with their original "
+                            "values, the rule families they broke and a readable reason.",
+            ),
+        ],
+        check_specs=check_specs,
+        backfill_policy=dg.BackfillPolicy.single_run(),
+        pool="duckdb",
+    )
+    def validate_sales(context: dg.AssetExecutionContext, platform: PlatformResource):
+        start, end = date_range(context, spec)
+        with connect(platform.warehouse_path) as con:
+            valid, rejects = validate_range(con, spec, RAW_TABLE, start, end)
+            n_valid = write_validated(con, spec, valid, start, end)
+            n_rejects = write_rejects(con, spec, rejects, start, end)
+            validated_meta = table_metadata(con, VALIDATED, spec.date_column, start, end, n_valid)
+            rejects_meta = table_metadata(con, REJECTS, "partition_date", start, end, n_rejects)
+            blocking = {
+                "valid_rows_contract": checks.valid_rows_contract(con, spec, start, end),
+                "completeness": checks.completeness(con, spec, start, end),
+                "volume": checks.volume(con, spec, start, end),
+                "quarantine_rate": checks.quarantine_rate(con, start, end),
+            }
+            quarantine = {
+                name: checks.quarantined(con, category, start, end, what)
+                for name, (category, what) in QUARANTINE_CHECKS.items()
+            }
+        by_rule = rejects["rules"].str.split(",").explode().value_counts().to_dict()
+        yield dg.MaterializeResult(
+            asset_key=VALIDATED,
+            metadata={**validated_meta, "rejected_rows": n_rejects,
+                      "series": int(valid[list(spec.keys)].drop_duplicates().shape[0])},
+        )
+        reasons = rejects["reason"].value_counts().head(10).rename_axis("reason").reset_index()
+        yield dg.MaterializeResult(
+            asset_key=REJECTS,
+            metadata={**rejects_meta, **{f"rejected_{k}": int(v) for k, v in by_rule.items()},
+                      "top_reasons": preview(reasons, rows=10)},
+        )
+        for name, outcome in blocking.items():
+            yield check_result(VALIDATED, name, outcome)
+        for name, outcome in quarantine.items():
+            yield check_result(REJECTS, name, outcome, dg.AssetCheckSeverity.WARN)
+
+    return [validate_sales]

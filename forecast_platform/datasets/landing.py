@@ -1,0 +1,65 @@
+"""Landing files: the platform's boundary with upstream systems.
+
+Upstream drops one CSV per partition date, named ``sales_YYYY-MM-DD.csv``. The file name, not
+its content, says which partition a row belongs to: a row whose date cannot be parsed still has
+a partition, and so is quarantined with its partition instead of disappearing.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import re
+from pathlib import Path
+
+import pandas as pd
+
+FILE_PATTERN = re.compile(r"^sales_(\d{4}-\d{2}-\d{2})\.csv$")
+
+
+def landing_file(landing_dir: Path, day: dt.date) -> Path:
+    return landing_dir / f"sales_{day.isoformat()}.csv"
+
+
+def partition_of(path: Path) -> dt.date | None:
+    """The partition date a landing file belongs to, or None if it is not a landing file."""
+    match = FILE_PATTERN.match(path.name)
+    return dt.date.fromisoformat(match.group(1)) if match else None
+
+
+def landed_files(landing_dir: Path) -> dict[dt.date, Path]:
+    """Every landing file in the directory, by partition date."""
+    if not landing_dir.is_dir():
+        return {}
+    found = {}
+    for entry in os.scandir(landing_dir):
+        day = partition_of(Path(entry.name))
+        if day is not None:
+            found[day] = Path(entry.path)
+    return dict(sorted(found.items()))
+
+
+def write_landing_files(
+    frame: pd.DataFrame, landing_dir: Path, date_column: str, overwrite: bool = False,
+    keep_key: bool = True,
+) -> list[Path]:
+    """Write one CSV per date, atomically (temp file + rename) so a reader never sees half a file.
+
+    ``date_column`` picks each row's file; with ``keep_key=False`` it is a helper column that is
+    not written. Existing files are kept unless ``overwrite``: landing is append-only.
+    """
+    landing_dir.mkdir(parents=True, exist_ok=True)
+    dates = pd.to_datetime(frame[date_column])
+    out = frame.assign(**{date_column: dates.dt.strftime("%Y-%m-%d")})
+    if not keep_key:
+        out = out.drop(columns=[date_column])
+    written = []
+    for day, part in out.groupby(dates.dt.date, sort=True):
+        path = landing_file(landing_dir, day)
+        if path.exists() and not overwrite:
+            continue
+        tmp = path.with_suffix(".csv.tmp")
+        part.to_csv(tmp, index=False)
+        os.replace(tmp, path)
+        written.append(path)
+    return written

@@ -1,0 +1,36 @@
+"""The code location: every asset, check, job and sensor of the configured dataset.
+
+``dagster dev`` (through workspace.yaml) imports ``defs``; tests call ``build_definitions`` with
+their own settings so each test gets its own warehouse.
+"""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from forecast_platform.assets.features import build_feature_assets
+from forecast_platform.assets.ingest import build_ingest_assets
+from forecast_platform.assets.validate import build_validate_assets
+from forecast_platform.datasets.registry import get_spec
+from forecast_platform.jobs import build_jobs
+from forecast_platform.resources import PlatformResource
+from forecast_platform.sensors import build_sensors
+from forecast_platform.settings import Settings, load_settings
+
+
+def build_definitions(settings: Settings | None = None) -> dg.Definitions:
+    settings = settings or load_settings()
+    spec = get_spec(settings.dataset)
+    return dg.Definitions(
+        assets=[
+            *build_ingest_assets(spec),
+            *build_validate_assets(spec),
+            *build_feature_assets(spec),
+        ],
+        jobs=build_jobs(spec),
+        sensors=build_sensors(spec),
+        resources={"platform": PlatformResource.from_settings(settings)},
+    )
+
+
+defs = build_definitions()

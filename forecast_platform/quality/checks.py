@@ -1,0 +1,243 @@
+"""Data-quality checks as plain functions over the warehouse, so they are testable without Dagster.
+
+Each returns an ``Outcome``: pass/fail, the figures a person needs to act (counts, the dates and
+example rows that fail) and one sentence saying what is wrong. The Dagster layer only turns
+outcomes into asset check results.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+
+import duckdb
+import pandas as pd
+
+from forecast_platform.datasets.spec import DatasetSpec
+from forecast_platform.warehouse.store import quote, table_exists
+
+EXAMPLES = 5
+
+
+@dataclass(frozen=True)
+class Outcome:
+    passed: bool
+    summary: str
+    figures: dict[str, float | int | str] = field(default_factory=dict)
+    examples: pd.DataFrame | None = None
+
+
+def _examples(con: duckdb.DuckDBPyConnection, sql: str, params: list) -> pd.DataFrame:
+    return con.execute(f"SELECT * FROM ({sql}) LIMIT {EXAMPLES}", params).df()
+
+
+def quarantined(
+    con: duckdb.DuckDBPyConnection, category: str, start: dt.date, end: dt.date, what: str
+) -> Outcome:
+    """Rows of the range quarantined for one category of rule (they never reach the models)."""
+    if not table_exists(con, "sales_rejects"):
+        return Outcome(True, f"no rows quarantined for {what}", {"quarantined": 0})
+    where = "partition_date BETWEEN ? AND ? AND list_contains(string_split(rules, ','), ?)"
+    n = con.execute(f"SELECT count(*) FROM sales_rejects WHERE {where}", [start, end, category])
+    count = int(n.fetchone()[0])
+    if count == 0:
+        return Outcome(True, f"no rows quarantined for {what}", {"quarantined": 0})
+    sql = (
+        "SELECT partition_date, _source_file, _source_line, reason FROM sales_rejects "
+        f"WHERE {where} ORDER BY partition_date, _source_file, _source_line"
+    )
+    examples = _examples(con, sql, [start, end, category])
+    return Outcome(
+        False,
+        f"{count} rows quarantined for {what}; see sales_rejects for each reason",
+        {"quarantined": count},
+        examples,
+    )
+
+
+def file_headers(con: duckdb.DuckDBPyConnection, start: dt.date, end: dt.date) -> Outcome:
+    """Landing files whose header differs from the spec (missing or unexpected columns)."""
+    rows = con.execute(
+        "SELECT DISTINCT partition_date, _source_file, _schema_note FROM raw_sales "
+        "WHERE partition_date BETWEEN ? AND ? AND _schema_note IS NOT NULL ORDER BY 1",
+        [start, end],
+    ).df()
+    if rows.empty:
+        return Outcome(True, "every file has the spec's columns", {"files_with_issues": 0})
+    return Outcome(
+        False, f"{len(rows)} files differ from the spec's columns",
+        {"files_with_issues": len(rows)}, rows.head(EXAMPLES),
+    )
+
+
+def valid_rows_contract(
+    con: duckdb.DuckDBPyConnection, spec: DatasetSpec, start: dt.date, end: dt.date
+) -> Outcome:
+    """What models rely on: no null key/date/target, no negative target, unique (date, keys)."""
+    date, target = quote(spec.date_column), quote(spec.target)
+    keys = ", ".join(quote(k) for k in spec.keys)
+    nulls = " OR ".join(f"{quote(c)} IS NULL" for c in [spec.date_column, *spec.keys, spec.target])
+    negative = "false" if spec.allow_negative_target else f"{target} < 0"
+    row = con.execute(
+        f"""SELECT count(*) FILTER ({nulls}), count(*) FILTER ({negative}),
+                   count(*) - count(DISTINCT ({date}, {keys}))
+            FROM validated_sales WHERE {date} BETWEEN ? AND ?""",
+        [start, end],
+    ).fetchone()
+    figures = {
+        "null_values": int(row[0]), "negative_target": int(row[1]), "duplicates": int(row[2]),
+    }
+    passed = not any(figures.values())
+    summary = "validated rows meet the contract" if passed else (
+        "validated rows break the contract: " + ", ".join(f"{k}={v}" for k, v in figures.items())
+    )
+    return Outcome(passed, summary, figures)
+
+
+def completeness(
+    con: duckdb.DuckDBPyConnection, spec: DatasetSpec, start: dt.date, end: dt.date,
+    expect_window: int = 28, max_missing_share: float = 0.05,
+) -> Outcome:
+    """Series seen in the previous ``expect_window`` periods but absent on a date of the range.
+
+    A few missing series-days (a quarantined row) are reported but pass; a date missing more than
+    ``max_missing_share`` of its expected series (a partial or empty file) fails. Computed from
+    the gaps between a series' consecutive rows, so the cost follows the gaps, not series x dates.
+    """
+    date = quote(spec.date_column)
+    step = spec.step_days
+    sql = f"""
+        WITH s AS (
+            SELECT series_id, {date} AS d,
+                   lead({date}) OVER (PARTITION BY series_id ORDER BY {date}) AS nxt
+            FROM validated_sales
+            WHERE {date} BETWEEN ?::DATE - INTERVAL {expect_window * step} DAYS AND ?
+        ), gaps AS (
+            SELECT series_id, unnest(generate_series(
+                d + INTERVAL {step} DAYS,
+                least(coalesce(nxt, ?::DATE + INTERVAL {step} DAYS),
+                      d + INTERVAL {(expect_window + 1) * step} DAYS) - INTERVAL {step} DAYS,
+                INTERVAL {step} DAYS))::DATE AS missing_date
+            FROM s
+        ), missing AS (
+            SELECT missing_date, count(*) AS missing_series, min(series_id) AS example_series
+            FROM gaps WHERE missing_date BETWEEN ? AND ? GROUP BY 1
+        ), present AS (
+            SELECT {date} AS missing_date, count(*) AS present_series FROM validated_sales
+            WHERE {date} IN (SELECT missing_date FROM missing) GROUP BY 1
+        )
+        SELECT missing_date AS date, missing_series, coalesce(present_series, 0) AS present,
+               round(missing_series / (missing_series + coalesce(present_series, 0)), 4)
+                   AS missing_share, example_series
+        FROM missing LEFT JOIN present USING (missing_date) ORDER BY 1
+    """
+    missing = con.execute(sql, [start, end, end, start, end]).df()
+    total = int(missing["missing_series"].sum()) if not missing.empty else 0
+    bad = missing[missing["missing_share"] > max_missing_share]
+    figures = {"missing_series_days": total, "dates_over_limit": len(bad)}
+    if bad.empty:
+        note = f" ({total} series-days missing, each date under {max_missing_share:.0%})" \
+            if total else ""
+        return Outcome(True, f"expected series present{note}", figures,
+                       missing.head(EXAMPLES) if total else None)
+    return Outcome(
+        False,
+        f"{len(bad)} dates miss more than {max_missing_share:.0%} of the series seen in the "
+        f"previous {expect_window} periods",
+        figures,
+        bad.head(EXAMPLES),
+    )
+
+
+def volume(
+    con: duckdb.DuckDBPyConnection, spec: DatasetSpec, start: dt.date, end: dt.date,
+    window: int = 28, low: float = 0.5, high: float = 1.5,
+) -> Outcome:
+    """Rows per date against the trailing mean of the previous ``window`` periods."""
+    date = quote(spec.date_column)
+    step = spec.step_days
+    sql = f"""
+        WITH spine AS (
+            SELECT unnest(generate_series(?::DATE - INTERVAL {window * step} DAYS, ?::DATE,
+                                          INTERVAL {step} DAYS))::DATE AS d
+        ), daily AS (
+            SELECT {date} AS d, count(*) AS n FROM validated_sales
+            WHERE {date} BETWEEN ?::DATE - INTERVAL {window * step} DAYS AND ? GROUP BY 1
+        ), filled AS (
+            SELECT spine.d, coalesce(daily.n, 0) AS n, daily.n IS NOT NULL AS seen
+            FROM spine LEFT JOIN daily USING (d)
+        ), trail AS (
+            SELECT d, n, avg(n) FILTER (seen) OVER (ORDER BY d ROWS BETWEEN {window} PRECEDING
+                                                    AND 1 PRECEDING) AS expected
+            FROM filled
+        )
+        SELECT d AS date, n AS rows, round(expected, 1) AS trailing_mean
+        FROM trail
+        WHERE d BETWEEN ? AND ? AND expected IS NOT NULL
+          AND (n < {low} * expected OR n > {high} * expected)
+        ORDER BY d
+    """
+    bad = con.execute(sql, [start, end, start, end, start, end]).df()
+    if bad.empty:
+        return Outcome(True, f"daily volume within {low:g}x..{high:g}x of the trailing mean",
+                       {"dates_out_of_bounds": 0})
+    return Outcome(
+        False,
+        f"{len(bad)} dates have a row count outside {low:g}x..{high:g}x of the trailing "
+        f"{window}-period mean",
+        {"dates_out_of_bounds": len(bad)},
+        bad.head(EXAMPLES),
+    )
+
+
+def quarantine_rate(
+    con: duckdb.DuckDBPyConnection, start: dt.date, end: dt.date, max_share: float = 0.05
+) -> Outcome:
+    """Dates where too much of the input was quarantined for the rest to be trusted."""
+    rejects = (
+        "SELECT partition_date, count(*) AS n FROM sales_rejects "
+        "WHERE partition_date BETWEEN ? AND ? GROUP BY 1"
+        if table_exists(con, "sales_rejects")
+        else "SELECT NULL::DATE AS partition_date, 0 AS n WHERE false"
+    )
+    params = [start, end] if table_exists(con, "sales_rejects") else []
+    sql = f"""
+        WITH raw AS (SELECT partition_date, count(*) AS n FROM raw_sales
+                     WHERE partition_date BETWEEN ? AND ? GROUP BY 1),
+             rej AS ({rejects})
+        SELECT raw.partition_date AS date, raw.n AS raw_rows, coalesce(rej.n, 0) AS rejected,
+               round(coalesce(rej.n, 0) / raw.n, 4) AS share
+        FROM raw LEFT JOIN rej USING (partition_date) ORDER BY 1
+    """
+    by_date = con.execute(sql, [start, end, *params]).df()
+    raw_rows = int(by_date["raw_rows"].sum()) if not by_date.empty else 0
+    rejected = int(by_date["rejected"].sum()) if not by_date.empty else 0
+    bad = by_date[by_date["share"] > max_share]
+    figures = {"raw_rows": raw_rows, "rejected_rows": rejected, "dates_over_limit": len(bad)}
+    if bad.empty:
+        return Outcome(True, f"quarantined share at most {max_share:.0%} on every date", figures)
+    return Outcome(
+        False, f"{len(bad)} dates have more than {max_share:.0%} of their rows quarantined",
+        figures, bad.head(EXAMPLES),
+    )
+
+
+def freshness(
+    con: duckdb.DuckDBPyConnection, landed: list[dt.date]
+) -> Outcome:
+    """Landed files not yet ingested: the warehouse is behind its upstream."""
+    if not landed:
+        return Outcome(True, "no landing files yet", {"backlog_partitions": 0})
+    rows = con.execute("SELECT DISTINCT partition_date FROM raw_sales").fetchall()
+    ingested = {r[0] for r in rows}
+    backlog = sorted(set(landed) - ingested)
+    latest = max(ingested) if ingested else None
+    figures = {
+        "latest_landed": max(landed).isoformat(),
+        "latest_ingested": latest.isoformat() if latest else "none",
+        "backlog_partitions": len(backlog),
+    }
+    if not backlog:
+        return Outcome(True, "every landed file is ingested", figures)
+    shown = ", ".join(d.isoformat() for d in backlog[:EXAMPLES])
+    return Outcome(False, f"{len(backlog)} landed partitions not ingested yet: {shown}", figures)

@@ -1,0 +1,70 @@
+"""Sensors: landed files start ingestion by themselves, each file exactly once.
+
+The cursor is the newest file modification time already requested, so a file re-landed with
+corrected content (a newer mtime) is ingested again, and an unchanged file never is. New files
+for consecutive dates become one range run (a single-run backfill), not one run per day.
+"""
+
+
+import datetime as dt
+
+import dagster as dg
+
+from forecast_platform.datasets.landing import landed_files
+from forecast_platform.datasets.spec import DatasetSpec
+from forecast_platform.jobs import INGEST_JOB
+from forecast_platform.resources import PlatformResource
+
+RANGE_START = "dagster/asset_partition_range_start"
+RANGE_END = "dagster/asset_partition_range_end"
+
+
+def contiguous_ranges(days: list[dt.date], step_days: int) -> list[tuple[dt.date, dt.date]]:
+    """Group sorted dates into runs of consecutive periods."""
+    ranges: list[tuple[dt.date, dt.date]] = []
+    for day in sorted(days):
+        if ranges and (day - ranges[-1][1]).days == step_days:
+            ranges[-1] = (ranges[-1][0], day)
+        else:
+            ranges.append((day, day))
+    return ranges
+
+
+def build_sensors(spec: DatasetSpec) -> list[dg.SensorDefinition]:
+    @dg.sensor(
+        name="landing_sensor",
+        job_name=INGEST_JOB,
+        minimum_interval_seconds=30,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description="Turns newly landed files into partition runs of ingest_job.",
+    )
+    def landing_sensor(context: dg.SensorEvaluationContext, platform: PlatformResource):
+        high_water = int(context.cursor) if context.cursor else 0
+        fresh: dict[dt.date, int] = {}
+        for day, path in landed_files(platform.landing_dir).items():
+            mtime = path.stat().st_mtime_ns
+            if mtime > high_water:
+                fresh[day] = mtime
+        in_range = [d for d in fresh if spec.start <= d <= spec.end]
+        if len(in_range) < len(fresh):
+            context.log.warning(
+                f"{len(fresh) - len(in_range)} landed files fall outside the partitions "
+                f"{spec.start}..{spec.end} and are not ingested"
+            )
+        if not fresh:
+            return dg.SkipReason("no new landing files")
+        newest = max(fresh.values())
+        requests = []
+        for first, last in contiguous_ranges(in_range, spec.step_days):
+            key = f"{spec.name}:{first}..{last}:{newest}"
+            if first == last:
+                requests.append(dg.RunRequest(run_key=key, partition_key=first.isoformat(),
+                                              tags={"trigger": "landing"}))
+            else:
+                requests.append(dg.RunRequest(run_key=key, tags={
+                    RANGE_START: first.isoformat(), RANGE_END: last.isoformat(),
+                    "trigger": "landing",
+                }))
+        return dg.SensorResult(run_requests=requests, cursor=str(newest))
+
+    return [landing_sensor]

@@ -1,0 +1,67 @@
+"""Every setting of the platform in one typed place.
+
+Everything the platform writes lives under one data directory, so two runs with different
+``FORECAST_DATA_DIR`` never touch each other's files. Each setting is an environment variable
+with an embedded default: ``dagster dev`` and the CLI work with no set-up, and PostgreSQL or a
+remote MLflow server stay one variable away.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT_DATASET = "synthetic"
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: Path
+    dataset: str
+    source_dir: Path | None
+    mlflow_tracking_uri: str
+    dagster_home: Path
+
+    @property
+    def warehouse_path(self) -> Path:
+        return self.data_dir / "warehouse.duckdb"
+
+    @property
+    def landing_root(self) -> Path:
+        return self.data_dir / "landing"
+
+    def landing_dir(self, dataset: str | None = None) -> Path:
+        return self.landing_root / (dataset or self.dataset)
+
+    @property
+    def reports_dir(self) -> Path:
+        return self.data_dir / "reports"
+
+    @property
+    def prediction_log_dir(self) -> Path:
+        return self.data_dir / "prediction_log"
+
+    @property
+    def datasets_dir(self) -> Path:
+        """User dataset specs (YAML) written by ``forecast-platform init-dataset``."""
+        return self.data_dir / "datasets"
+
+
+def load_settings(env: dict[str, str] | None = None) -> Settings:
+    """Read settings from ``env`` (default: the process environment).
+
+    Paths are made absolute at load time so that a run's working directory cannot move files.
+    """
+    env = dict(os.environ if env is None else env)
+    data_dir = Path(env.get("FORECAST_DATA_DIR") or "data").expanduser().resolve()
+    source = env.get("FORECAST_SOURCE_DIR")
+    mlflow_uri = env.get("MLFLOW_TRACKING_URI") or f"sqlite:///{data_dir / 'mlflow.db'}"
+    dagster_home = Path(env.get("DAGSTER_HOME") or data_dir / "dagster_home").expanduser().resolve()
+    return Settings(
+        data_dir=data_dir,
+        dataset=env.get("FORECAST_DATASET") or DEFAULT_DATASET,
+        source_dir=Path(source).expanduser().resolve() if source else None,
+        mlflow_tracking_uri=mlflow_uri,
+        dagster_home=dagster_home,
+    )

@@ -1,0 +1,115 @@
+"""Landing files -> ``raw_sales``: the rows as they came, every value kept as text.
+
+Raw keeps values as text on purpose: a value that does not parse ('12a', '2017-13-01') must reach
+the quarantine with its original spelling, so nothing can be lost before validation. Each row
+carries its file, its line number in that file, the ingestion time and a note on the file's
+header (missing or unexpected columns), so a rejected row can always be traced back.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+
+from forecast_platform.datasets.landing import partition_of
+from forecast_platform.datasets.spec import DatasetSpec
+from forecast_platform.warehouse.store import quote, replace_range
+
+RAW_TABLE = "raw_sales"
+PARTITION_COLUMN = "partition_date"
+
+
+def _sql_text(value: str) -> str:
+    return value.replace("'", "''")
+
+
+def header_note(path: Path, expected: list[str]) -> tuple[list[str], str]:
+    """Read a file's header and describe how it differs from the spec's columns."""
+    with path.open(newline="") as handle:
+        header = next(csv.reader(handle), [])
+    header = [h.strip() for h in header]
+    missing = [c for c in expected if c not in header]
+    extra = [c for c in header if c not in expected]
+    notes = []
+    if missing:
+        notes.append("missing column(s) " + ", ".join(repr(c) for c in missing))
+    if extra:
+        notes.append("unexpected column(s) " + ", ".join(repr(c) for c in extra) + " ignored")
+    return header, "; ".join(notes)
+
+
+def ingest_files(
+    con: duckdb.DuckDBPyConnection,
+    spec: DatasetSpec,
+    files: dict[dt.date, Path],
+    start: dt.date,
+    end: dt.date,
+    ingested_at: dt.datetime,
+) -> dict[str, object]:
+    """Replace ``raw_sales`` for ``start..end`` with the rows of the given landing files.
+
+    Returns facts for the materialization: rows, files, and the per-file header notes.
+    """
+    expected = spec.columns
+    notes: dict[str, str] = {}
+    readable: list[tuple[Path, list[str]]] = []
+    for day, path in sorted(files.items()):
+        if partition_of(path) != day:
+            raise ValueError(f"landing file {path.name} does not belong to partition {day}")
+        if path.stat().st_size == 0:
+            notes[str(path)] = "empty file (no header, no rows)"
+            continue
+        header, note = header_note(path, expected)
+        if note:
+            notes[str(path)] = note
+        readable.append((path, header))
+
+    # One read per distinct header, with the columns given: no per-file sniffing, and a file
+    # with another column order or extra columns is read by name, not by position.
+    groups: dict[tuple[str, ...], list[str]] = {}
+    for path, header in readable:
+        groups.setdefault(tuple(header), []).append(str(path))
+    file_notes = pd.DataFrame({"file": list(notes), "note": list(notes.values())}, dtype="string")
+    con.register("_file_notes", file_notes)
+    selects, params = [], []
+    for header, paths in groups.items():
+        columns = "{" + ", ".join(f"'{_sql_text(c)}': 'VARCHAR'" for c in header) + "}"
+        cols = ", ".join(
+            f"{quote(c)}" if c in header else f"NULL::VARCHAR AS {quote(c)}" for c in expected
+        )
+        selects.append(
+            f"SELECT {cols}, filename FROM read_csv(?, columns = {columns}, header = true, "
+            "auto_detect = false, delim = ',', quote = '\"', escape = '\"', filename = true, "
+            "null_padding = true, parallel = false)"
+        )
+        params.append(paths)
+    if not selects:
+        selects.append(
+            "SELECT " + ", ".join(f"NULL::VARCHAR AS {quote(c)}" for c in expected)
+            + ", NULL::VARCHAR AS filename WHERE false"
+        )
+    union = " UNION ALL ".join(selects)
+    select = f"""
+        WITH rows AS (
+            SELECT *, row_number() OVER (PARTITION BY filename) AS _line FROM ({union})
+        )
+        SELECT
+            CAST(regexp_extract(filename, 'sales_(\\d{{4}}-\\d{{2}}-\\d{{2}})\\.csv$', 1)
+                 AS DATE) AS {PARTITION_COLUMN},
+            {", ".join(quote(c) for c in expected)},
+            filename AS _source_file,
+            _line + 1 AS _source_line,
+            ?::TIMESTAMP AS _ingested_at,
+            n.note AS _schema_note
+        FROM rows LEFT JOIN _file_notes n ON n.file = rows.filename
+    """
+    params.append(ingested_at)
+    try:
+        rows = replace_range(con, RAW_TABLE, PARTITION_COLUMN, start, end, select, params)
+    finally:
+        con.unregister("_file_notes")
+    return {"rows": rows, "files": len(files), "file_notes": notes}

@@ -1,0 +1,108 @@
+"""The ingest graph materialized for real: landing files -> DuckDB, checks in the run."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import dagster as dg
+import duckdb
+import pytest
+
+from forecast_platform.datasets.landing import landed_files
+from forecast_platform.datasets.registry import get_spec, land_synthetic
+from forecast_platform_tests.conftest import check_results, materialized, run_job
+
+SPEC = get_spec("synthetic")
+START, END = dt.date(2017, 11, 1), dt.date(2017, 12, 31)
+DAYS = (END - START).days + 1
+
+
+@pytest.fixture(scope="module")
+def landed(tmp_path_factory):
+    """200 series over two months, with the demo's handful of upstream mistakes."""
+    from forecast_platform_tests.conftest import make_settings
+
+    settings = make_settings(tmp_path_factory.mktemp("graph"))
+    land_synthetic(SPEC, settings.landing_dir(), start=START, n_stores=20, n_items=10)
+    return settings
+
+
+@pytest.fixture(scope="module")
+def first_run(landed):
+    return run_job(landed, START, END)
+
+
+def query(settings, sql: str):
+    with duckdb.connect(str(settings.warehouse_path), read_only=True) as con:
+        return con.execute(sql).fetchall()
+
+
+def test_run_materializes_every_partition_of_every_asset(first_run):
+    assert first_run.success
+    events = [e for e in first_run.all_events if e.event_type_value == "ASSET_MATERIALIZATION"]
+    per_asset: dict[str, set[str]] = {}
+    for e in events:
+        m = e.event_specific_data.materialization
+        per_asset.setdefault(m.asset_key.to_user_string(), set()).add(m.partition)
+    for asset in ("raw_sales", "validated_sales", "sales_rejects", "sales_features"):
+        assert len(per_asset[asset]) == DAYS, asset
+    assert "holiday_calendar" in per_asset
+
+
+def test_nothing_is_lost_and_bad_rows_are_quarantined_with_reasons(landed, first_run):
+    raw = query(landed, "SELECT count(*) FROM raw_sales")[0][0]
+    valid = query(landed, "SELECT count(*) FROM validated_sales")[0][0]
+    rejects = query(landed, "SELECT reason FROM sales_rejects ORDER BY reason")
+    assert raw == 200 * DAYS + 1  # one duplicated row was added upstream
+    assert raw == valid + len(rejects)
+    reasons = " | ".join(r[0] for r in rejects)
+    for words in ("negative", "'12a' is not a number", "'store' is empty", "duplicate",
+                  "'2017-02-30' is not a date"):
+        assert words in reasons
+
+
+def test_models_never_see_quarantined_rows(landed, first_run):
+    bad = query(landed, "SELECT count(*) FROM sales_features WHERE y < 0 OR y IS NULL")[0][0]
+    assert bad == 0
+    assert query(landed, "SELECT count(*) FROM sales_features")[0][0] == \
+        query(landed, "SELECT count(*) FROM validated_sales")[0][0]
+
+
+def test_checks_warn_on_quarantine_and_pass_the_blocking_ones(first_run):
+    checks = check_results(first_run)
+    for name in ("completeness", "volume", "quarantine_rate", "valid_rows_contract"):
+        assert checks[f"validated_sales.{name}"].passed, name
+        assert checks[f"validated_sales.{name}"].blocking
+    target = checks["sales_rejects.target_valid"]
+    assert not target.passed and target.severity == dg.AssetCheckSeverity.WARN
+    assert target.metadata["quarantined"].value == 3
+    assert not checks["sales_rejects.unique_date_keys"].passed
+    assert checks["raw_sales.columns_match_spec"].passed
+    assert checks["raw_sales.freshness"].passed
+
+
+def test_rematerializing_replaces_rather_than_duplicates(landed, first_run):
+    before = query(landed, "SELECT count(*) FROM raw_sales")[0][0], \
+        query(landed, "SELECT count(*) FROM sales_features")[0][0]
+    again = run_job(landed, END - dt.timedelta(days=9), END)
+    assert again.success
+    after = query(landed, "SELECT count(*) FROM raw_sales")[0][0], \
+        query(landed, "SELECT count(*) FROM sales_features")[0][0]
+    assert before == after
+
+
+def test_an_empty_day_is_blocked_before_the_models(tmp_path):
+    from forecast_platform_tests.conftest import make_settings
+
+    settings = make_settings(tmp_path)
+    land_synthetic(SPEC, settings.landing_dir(), start=START, n_stores=4, n_items=5,
+                   mistakes=False)
+    bad_day = dt.date(2017, 12, 20)
+    landed_files(settings.landing_dir())[bad_day].write_text(",".join(SPEC.columns) + "\n")
+    result = run_job(settings, START, END)
+    assert not result.success
+    checks = check_results(result)
+    assert not checks["validated_sales.completeness"].passed
+    assert "2017-12-20" in checks["validated_sales.completeness"].metadata["examples"].value
+    assert not checks["validated_sales.volume"].passed
+    assert "sales_features" not in materialized(result)
