@@ -24,11 +24,16 @@ def land(tmp_path: Path, text: str, day: dt.date = DAY) -> dict[dt.date, Path]:
     return {day: path}
 
 
+def frames(con):
+    split = validate_range(con, SPEC, "raw_sales", DAY, DAY)
+    return con.execute(split.valid_sql).df(), con.execute(split.rejects_sql).df()
+
+
 def split(tmp_path: Path, text: str):
     files = land(tmp_path, text)
     con = duckdb.connect(str(tmp_path / "w.duckdb"))
     ingest_files(con, SPEC, files, DAY, DAY, dt.datetime(2024, 1, 1))
-    valid, rejects = validate_range(con, SPEC, "raw_sales", DAY, DAY)
+    valid, rejects = frames(con)
     raw = con.execute("SELECT count(*) FROM raw_sales").fetchone()[0]
     assert raw == len(valid) + len(rejects), "a row was lost or counted twice"
     return valid, rejects
@@ -89,7 +94,7 @@ def test_extra_column_and_other_column_order_are_read_by_name(tmp_path):
     con = duckdb.connect(str(tmp_path / "w.duckdb"))
     facts = ingest_files(con, SPEC, files, DAY, DAY, dt.datetime(2024, 1, 1))
     assert "unexpected column(s) 'extra' ignored" in next(iter(facts["file_notes"].values()))
-    valid, rejects = validate_range(con, SPEC, "raw_sales", DAY, DAY)
+    valid, rejects = frames(con)
     assert rejects.empty
     row = valid.iloc[0]
     assert (row["store"], row["item"], row["sales"], row["promo"]) == (2, 3, 7.0, 1)

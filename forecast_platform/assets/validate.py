@@ -10,13 +10,12 @@ import datetime as dt
 
 import dagster as dg
 import duckdb
-import pandas as pd
 
 from forecast_platform.assets.metadata import check_result, preview, table_metadata
 from forecast_platform.datasets.spec import DatasetSpec
 from forecast_platform.partitions import date_range, partitions_for
 from forecast_platform.quality import checks
-from forecast_platform.quality.validation import column_types, validate_range
+from forecast_platform.quality.validation import Split, column_types, validate_range
 from forecast_platform.resources import PlatformResource
 from forecast_platform.warehouse.ingest import RAW_TABLE
 from forecast_platform.warehouse.store import connect, quote, replace_range
@@ -39,40 +38,26 @@ QUARANTINE_CHECKS = {
 }
 
 
-def write_validated(con: duckdb.DuckDBPyConnection, spec: DatasetSpec, valid: pd.DataFrame,
+def write_validated(con: duckdb.DuckDBPyConnection, spec: DatasetSpec, split: Split,
                     start: dt.date, end: dt.date) -> int:
     typed = [spec.date_column, *column_types(spec)]
-    frame = valid[[*typed, "_source_file", "_ingested_at"]]
-    con.register("_valid", frame)
     keys = ", ".join(f"CAST({quote(k)} AS VARCHAR)" for k in spec.keys)
     select = (
-        f"SELECT CAST({quote(spec.date_column)} AS DATE) AS {quote(spec.date_column)}, "
-        + ", ".join(quote(c) for c in typed[1:])
-        + f", concat_ws('|', {keys}) AS series_id, _source_file, _ingested_at FROM _valid"
+        f"SELECT {', '.join(quote(c) for c in typed)}, concat_ws('|', {keys}) AS series_id, "
+        f"_source_file, _ingested_at FROM ({split.valid_sql})"
     )
-    try:
-        return replace_range(con, VALIDATED, spec.date_column, start, end, select)
-    finally:
-        con.unregister("_valid")
+    return replace_range(con, VALIDATED, spec.date_column, start, end, select)
 
 
-def write_rejects(con: duckdb.DuckDBPyConnection, spec: DatasetSpec, rejects: pd.DataFrame,
+def write_rejects(con: duckdb.DuckDBPyConnection, spec: DatasetSpec, split: Split,
                   start: dt.date, end: dt.date) -> int:
     originals = ", ".join(f"{quote('raw:' + c)} AS {quote(c)}" for c in spec.columns)
-    frame = rejects[
-        ["partition_date", *("raw:" + c for c in spec.columns), "rules", "reason",
-         "_source_file", "_source_line", "_ingested_at"]
-    ]
-    con.register("_rejects", frame)
     select = (
-        f"SELECT CAST(partition_date AS DATE) AS partition_date, {originals}, "
-        "CAST(rules AS VARCHAR) AS rules, CAST(reason AS VARCHAR) AS reason, _source_file, "
-        "_source_line, _ingested_at, now()::TIMESTAMP AS _rejected_at FROM _rejects"
+        f"SELECT partition_date, {originals}, CAST(rules AS VARCHAR) AS rules, "
+        "CAST(reason AS VARCHAR) AS reason, _source_file, _source_line, "
+        f"_ingested_at, now()::TIMESTAMP AS _rejected_at FROM ({split.rejects_sql})"
     )
-    try:
-        return replace_range(con, REJECTS, "partition_date", start, end, select)
-    finally:
-        con.unregister("_rejects")
+    return replace_range(con, REJECTS, "partition_date", start, end, select)
 
 
 def build_validate_assets(spec: DatasetSpec) -> list:
@@ -109,9 +94,12 @@ def build_validate_assets(spec: DatasetSpec) -> list:
     def validate_sales(context: dg.AssetExecutionContext, platform: PlatformResource):
         start, end = date_range(context, spec)
         with connect(platform.warehouse_path) as con:
-            valid, rejects = validate_range(con, spec, RAW_TABLE, start, end)
-            n_valid = write_validated(con, spec, valid, start, end)
-            n_rejects = write_rejects(con, spec, rejects, start, end)
+            split = validate_range(con, spec, RAW_TABLE, start, end)
+            n_valid = write_validated(con, spec, split, start, end)
+            n_rejects = write_rejects(con, spec, split, start, end)
+            series = con.execute(
+                f"SELECT count(DISTINCT series_id) FROM {VALIDATED} "
+                f"WHERE {quote(spec.date_column)} BETWEEN ? AND ?", [start, end]).fetchone()[0]
             validated_meta = table_metadata(con, VALIDATED, spec.date_column, start, end, n_valid)
             rejects_meta = table_metadata(con, REJECTS, "partition_date", start, end, n_rejects)
             blocking = {
@@ -124,13 +112,13 @@ def build_validate_assets(spec: DatasetSpec) -> list:
                 name: checks.quarantined(con, category, start, end, what)
                 for name, (category, what) in QUARANTINE_CHECKS.items()
             }
-        by_rule = rejects["rules"].str.split(",").explode().value_counts().to_dict()
+        rejected = split.rejected
+        by_rule = rejected["rules"].str.split(",").explode().value_counts().to_dict()
         yield dg.MaterializeResult(
             asset_key=VALIDATED,
-            metadata={**validated_meta, "rejected_rows": n_rejects,
-                      "series": int(valid[list(spec.keys)].drop_duplicates().shape[0])},
+            metadata={**validated_meta, "rejected_rows": n_rejects, "series": int(series)},
         )
-        reasons = rejects["reason"].value_counts().head(10).rename_axis("reason").reset_index()
+        reasons = rejected["reason"].value_counts().head(10).rename_axis("reason").reset_index()
         yield dg.MaterializeResult(
             asset_key=REJECTS,
             metadata={**rejects_meta, **{f"rejected_{k}": int(v) for k, v in by_rule.items()},

@@ -9,6 +9,7 @@ the two outputs: ``len(raw) == len(valid) + len(rejects)`` is the contract the t
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import dataclass
 
 import duckdb
 import pandas as pd
@@ -113,20 +114,20 @@ def rule_category(spec: DatasetSpec, check: str, column: str | None) -> str:
     return "covariates"
 
 
-def split_rows(spec: DatasetSpec, parsed: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Apply the schema; return (valid parsed rows, rejected rows with rule and reason).
+def find_failures(spec: DatasetSpec, typed: pd.DataFrame) -> pd.DataFrame:
+    """Run the schema over parsed values; one row per (row id, column, check) that failed.
 
-    Rows are ordered by file and line first, so "the earlier duplicate is kept" is deterministic.
+    ``typed`` holds ``_rid``, the parsed spec columns and ``partition_date``, ordered by ``_rid``
+    (file, then line), so "the earlier duplicate is kept" is deterministic.
     """
-    parsed = parsed.sort_values(["_source_file", "_source_line"], kind="stable")
-    parsed = parsed.reset_index(drop=True)
-    typed_cols = [spec.date_column, *column_types(spec), "partition_date"]
-    typed = parsed[typed_cols].copy()
-    typed[spec.date_column] = pd.to_datetime(typed[spec.date_column])
-    typed["partition_date"] = pd.to_datetime(typed["partition_date"])
+    typed = typed.reset_index(drop=True)
+    frame = typed.drop(columns=["_rid"])
+    frame[spec.date_column] = pd.to_datetime(frame[spec.date_column])
+    frame["partition_date"] = pd.to_datetime(frame["partition_date"])
     try:
-        build_schema(spec).validate(typed, lazy=True)
-        failures = pd.DataFrame(columns=["index", "column", "check"])
+        build_schema(spec).validate(frame, lazy=True)
+        return pd.DataFrame({"_rid": pd.Series(dtype="int64"), "column": pd.Series(dtype=str),
+                             "check": pd.Series(dtype=str)})
     except SchemaErrors as err:
         failures = err.failure_cases
     failures = failures[failures["index"].notna()]
@@ -138,33 +139,76 @@ def split_rows(spec: DatasetSpec, parsed: pd.DataFrame) -> tuple[pd.DataFrame, p
             failures[wide].drop_duplicates(["index", "check"]).assign(column=spec.date_column),
         ]
     )
-    if failures.empty:
-        return parsed, parsed.iloc[0:0].assign(rules=pd.Series(dtype=str), reason="")
+    rids = typed["_rid"].to_numpy()[failures["index"].astype(int).to_numpy()]
+    return pd.DataFrame({"_rid": rids, "column": failures["column"].astype(str).to_numpy(),
+                         "check": failures["check"].astype(str).to_numpy()})
 
-    failures = failures.assign(index=failures["index"].astype(int))
-    messages = []
-    triples = zip(failures["index"], failures["column"], failures["check"], strict=True)
-    for idx, col, check in triples:
-        raw = parsed.at[idx, "raw:" + col] if col is not None else None
-        messages.append(_message(spec, str(check), col, raw, parsed.at[idx, "_schema_note"]))
-    categories = [
-        rule_category(spec, str(check), col)
-        for col, check in zip(failures["column"], failures["check"], strict=True)
-    ]
+
+def explain(spec: DatasetSpec, failures: pd.DataFrame, raw: pd.DataFrame) -> pd.DataFrame:
+    """One row per rejected row id: the rule families it broke and a readable reason.
+
+    ``raw`` holds ``_rid``, ``_schema_note`` and the original text of each spec column as
+    ``raw:<column>``, for the failing rows only.
+    """
+    raw = raw.set_index("_rid")
+    messages, categories = [], []
+    for rid, col, check in zip(failures["_rid"], failures["column"], failures["check"],
+                               strict=True):
+        value = raw.at[rid, "raw:" + col]
+        messages.append(_message(spec, check, col, value, raw.at[rid, "_schema_note"]))
+        categories.append(rule_category(spec, check, col))
     failures = failures.assign(message=messages, category=categories)
-    by_row = failures.groupby("index").agg(
+    by_row = failures.groupby("_rid", sort=True).agg(
         rules=("category", lambda c: ",".join(dict.fromkeys(c))),
         reason=("message", lambda m: "; ".join(dict.fromkeys(m))),
     )
-    bad = parsed.index.isin(by_row.index)
-    rejects = parsed[bad].join(by_row)
-    return parsed[~bad], rejects
+    return by_row.reset_index().astype({"_rid": "int64", "rules": str, "reason": str})
+
+
+@dataclass(frozen=True)
+class Split:
+    """A validated range, staged in temp tables of the connection that made it."""
+
+    valid_sql: str
+    rejects_sql: str
+    rows: int
+    rejected: pd.DataFrame  # _rid, rules, reason
 
 
 def validate_range(
     con: duckdb.DuckDBPyConnection, spec: DatasetSpec, raw_table: str, start: dt.date, end: dt.date
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Parse and split the raw rows of ``start..end`` (both inclusive)."""
+) -> Split:
+    """Parse and split the raw rows of ``start..end`` (both inclusive).
+
+    Parsed rows stay in DuckDB; pandas only sees the typed columns (numbers and dates, cheap) and
+    the original text of the rows that fail.
+    """
     source = f"(SELECT * FROM {quote(raw_table)} WHERE partition_date BETWEEN ? AND ?)"
-    parsed = con.execute(parsed_select(spec, source), [start, end]).df()
-    return split_rows(spec, parsed)
+    con.execute(
+        "CREATE OR REPLACE TEMP TABLE _parsed AS SELECT row_number() OVER "
+        f"(ORDER BY _source_file, _source_line) AS _rid, * FROM ({parsed_select(spec, source)})",
+        [start, end],
+    )
+    typed_cols = ", ".join(quote(c) for c in [spec.date_column, *column_types(spec)])
+    typed = con.execute(
+        f"SELECT _rid, {typed_cols}, partition_date FROM _parsed ORDER BY _rid"
+    ).df()
+    failures = find_failures(spec, typed)
+    failing = pd.DataFrame({"_rid": failures["_rid"].unique()})
+    con.register("_failing", failing)
+    raw_cols = ", ".join(quote("raw:" + c) for c in spec.columns)
+    raw = con.execute(
+        f"SELECT _rid, _schema_note, {raw_cols} FROM _parsed WHERE _rid IN "
+        "(SELECT _rid FROM _failing)"
+    ).df()
+    con.unregister("_failing")
+    rejected = explain(spec, failures, raw)
+    con.register("_rejected_view", rejected)
+    con.execute("CREATE OR REPLACE TEMP TABLE _rejected AS SELECT * FROM _rejected_view")
+    con.unregister("_rejected_view")
+    return Split(
+        valid_sql="SELECT * FROM _parsed ANTI JOIN _rejected USING (_rid)",
+        rejects_sql="SELECT * FROM _parsed JOIN _rejected USING (_rid)",
+        rows=len(typed),
+        rejected=rejected,
+    )
