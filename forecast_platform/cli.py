@@ -19,6 +19,7 @@ from forecast_platform.settings import Settings, load_settings
 DEMO_START = dt.date(2016, 1, 1)
 SUMMARY_TABLES = [
     "raw_sales", "validated_sales", "sales_rejects", "holiday_calendar", "sales_features",
+    "model_registry", "forecasts", "forecast_explanations",
 ]
 
 
@@ -46,8 +47,10 @@ def land(settings: Settings, start: dt.date | None, stores: int, items: int) -> 
     return spec.lander(spec, settings.landing_dir(), settings.source_dir, **kwargs)
 
 
-def run_range(settings: Settings, job_name: str, start: dt.date, end: dt.date):
-    """Materialize a job over a date range as one run on the persistent instance."""
+def run_range(settings: Settings, job_name: str, start: dt.date | None = None,
+              end: dt.date | None = None):
+    """Materialize a job (over a date range, for partitioned jobs) as one run on the persistent
+    instance."""
     import dagster as dg
 
     from forecast_platform.definitions import build_definitions
@@ -55,28 +58,54 @@ def run_range(settings: Settings, job_name: str, start: dt.date, end: dt.date):
 
     defs = build_definitions(settings)
     job = defs.resolve_job_def(job_name)
+    tags = {"trigger": "cli"}
+    if start is not None and end is not None:
+        tags.update({RANGE_START: start.isoformat(), RANGE_END: end.isoformat()})
     with dg.DagsterInstance.get() as instance:
         return job.execute_in_process(
             instance=instance,
-            tags={RANGE_START: start.isoformat(), RANGE_END: end.isoformat(), "trigger": "cli"},
+            tags=tags,
             run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
             raise_on_error=False,
         )
 
 
-def summarize(settings: Settings, result, seconds: float) -> str:
+def forecaster_summary(result) -> list[str]:
+    """The backtest table (model vs baselines), the gate's verdict and the report's path."""
+    for e in result.all_events:
+        if e.event_type_value != "ASSET_MATERIALIZATION":
+            continue
+        m = e.event_specific_data.materialization
+        if m.asset_key.to_user_string() != "forecaster":
+            continue
+        meta = {k: getattr(v, "value", v) for k, v in m.metadata.items()}
+        return [
+            "", f"Forecaster v{meta['model_version']} ({meta['status']}), trained on "
+            f"{meta['train_window']} in {meta['train_seconds']} s; MLflow run "
+            f"{meta['mlflow_run_id']}",
+            "Backtest (rolling origins, same points for every method):",
+            *("  " + line for line in str(meta["backtest"]).splitlines()),
+            f"Report:       {meta['report']}",
+        ]
+    return []
+
+
+def summarize(settings: Settings, results: list, seconds: float) -> str:
     import duckdb
 
     from forecast_platform.warehouse.store import table_exists
 
-    lines = [f"\nforecast_platform: {'succeeded' if result.success else 'FAILED'} "
-             f"in {seconds:.0f} s (run {result.run_id})", "", "Tables (DuckDB):"]
+    ok = all(r.success for r in results)
+    runs = ", ".join(r.run_id[:8] for r in results)
+    lines = [f"\nforecast_platform: {'succeeded' if ok else 'FAILED'} in {seconds:.0f} s "
+             f"(runs {runs})", "", "Tables (DuckDB):"]
     with duckdb.connect(str(settings.warehouse_path), read_only=True) as con:
         for table in SUMMARY_TABLES:
             n = con.execute(f"SELECT count(*) FROM {table}").fetchone()[0] \
                 if table_exists(con, table) else "missing"
             lines.append(f"  {table:<18} {n:>12}")
-    checks = [e.event_specific_data for e in result.all_events
+    events = [e for r in results for e in r.all_events]
+    checks = [e.event_specific_data for e in events
               if e.event_type_value == "ASSET_CHECK_EVALUATION"]
     failed = [c for c in checks if not c.passed]
     lines += ["", f"Asset checks: {len(checks) - len(failed)} passed, {len(failed)} failed"]
@@ -85,9 +114,12 @@ def summarize(settings: Settings, result, seconds: float) -> str:
         text = summary.value if summary is not None else ""
         lines.append(f"  [{c.severity.value}] {c.asset_key.to_user_string()}.{c.check_name}: "
                      f"{text}")
-    step_failures = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
-    for e in step_failures:
-        lines.append(f"  step {e.step_key} failed: {e.event_specific_data.error.message.strip()}")
+    for e in events:
+        if e.event_type_value == "STEP_FAILURE":
+            error = e.event_specific_data.error.message.strip().splitlines()[0]
+            lines.append(f"  step {e.step_key} failed: {error}")
+    for result in results:
+        lines += forecaster_summary(result)
     lines += [
         "",
         f"Warehouse:    {settings.warehouse_path}",
@@ -111,11 +143,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
     first, last = min(landed), max(landed)
     print(f"Materializing the asset graph for {first}..{last} ({len(landed)} partitions) "
           "as one run ...")
-    from forecast_platform.jobs import INGEST_JOB
+    from forecast_platform.jobs import INGEST_JOB, TRAIN_JOB
 
-    result = run_range(settings, INGEST_JOB, first, last)
-    print(summarize(settings, result, time.perf_counter() - started))
-    return 0 if result.success else 1
+    results = [run_range(settings, INGEST_JOB, first, last)]
+    if results[0].success:
+        print("Training, backtesting and gating the forecaster; forecasting with the champion ...")
+        results.append(run_range(settings, TRAIN_JOB))
+    print(summarize(settings, results, time.perf_counter() - started))
+    return 0 if all(r.success for r in results) else 1
 
 
 def cmd_land(args: argparse.Namespace) -> int:

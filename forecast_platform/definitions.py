@@ -9,6 +9,7 @@ from __future__ import annotations
 import dagster as dg
 
 from forecast_platform.assets.features import build_feature_assets
+from forecast_platform.assets.forecasting import build_forecasting_assets
 from forecast_platform.assets.ingest import build_ingest_assets
 from forecast_platform.assets.validate import build_validate_assets
 from forecast_platform.datasets.registry import get_spec
@@ -16,6 +17,7 @@ from forecast_platform.jobs import build_jobs
 from forecast_platform.resources import PlatformResource
 from forecast_platform.sensors import build_sensors
 from forecast_platform.settings import Settings, load_settings
+from forecast_platform.tracking import mlflow_resource
 
 
 def build_definitions(settings: Settings | None = None) -> dg.Definitions:
@@ -26,10 +28,14 @@ def build_definitions(settings: Settings | None = None) -> dg.Definitions:
             *build_ingest_assets(spec),
             *build_validate_assets(spec),
             *build_feature_assets(spec),
+            *build_forecasting_assets(spec),
         ],
         jobs=build_jobs(spec),
         sensors=build_sensors(spec),
-        resources={"platform": PlatformResource.from_settings(settings)},
+        resources={
+            "platform": PlatformResource.from_settings(settings),
+            "mlflow": mlflow_resource,
+        },
     )
 
 

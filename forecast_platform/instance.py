@@ -16,9 +16,10 @@ PROJECT_YAML = Path(__file__).resolve().parents[1] / "dagster.yaml"
 # a test keeps it equal to the project's dagster.yaml.
 FALLBACK_CONFIG = {
     "event_log_storage": {
-        "module": "dagster._core.storage.event_log",
-        "class": "ConsolidatedSqliteEventLogStorage",
-        "config": {"base_dir": {"env": "DAGSTER_HOME"}},
+        "module": "forecast_platform.instance_storage",
+        "class": "TunedSqliteEventLogStorage",
+        "config": {"base_dir": {"env": "DAGSTER_HOME"}, "synchronous": "NORMAL",
+                   "connections": "pooled"},
     },
     "concurrency": {"pools": {"default_limit": 1}},
     "telemetry": {"enabled": False},

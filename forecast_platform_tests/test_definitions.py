@@ -15,7 +15,8 @@ from forecast_platform.instance import FALLBACK_CONFIG, PROJECT_YAML
 from forecast_platform_tests.conftest import make_settings
 
 ROOT = Path(__file__).resolve().parents[1]
-ASSETS = {"raw_sales", "validated_sales", "sales_rejects", "holiday_calendar", "sales_features"}
+ASSETS = {"raw_sales", "validated_sales", "sales_rejects", "holiday_calendar", "sales_features",
+          "forecaster", "forecasts"}
 
 
 def test_workspace_yaml_loads_the_code_location(tmp_path):
@@ -39,14 +40,17 @@ def test_graph_checks_sensors_and_jobs(tmp_path):
                for k in graph.get_all_asset_keys()}
     assert lineage["validated_sales"] == {"raw_sales"}
     assert lineage["sales_features"] == {"validated_sales", "holiday_calendar"}
+    assert lineage["forecaster"] == {"sales_features"}
+    assert lineage["forecasts"] == {"forecaster"}
 
     checks = {f"{c.asset_key.to_user_string()}.{c.name}" for c in graph.asset_check_keys}
     assert {"validated_sales.completeness", "validated_sales.volume",
             "validated_sales.valid_rows_contract", "sales_rejects.target_valid",
-            "raw_sales.freshness"} <= checks
+            "raw_sales.freshness", "forecaster.champion_gate"} <= checks
     assert defs.resolve_sensor_def("landing_sensor").default_status == \
         dg.DefaultSensorStatus.RUNNING
     assert defs.resolve_job_def("ingest_job") is not None
+    assert defs.resolve_job_def("train_job") is not None
 
 
 def test_every_asset_tells_its_story(tmp_path):
@@ -54,7 +58,7 @@ def test_every_asset_tells_its_story(tmp_path):
     for spec in defs.resolve_all_asset_specs():
         name = spec.key.to_user_string()
         assert spec.description and len(spec.description) > 40, name
-        assert spec.group_name in ("ingestion", "features"), name
+        assert spec.group_name in ("ingestion", "features", "forecasting"), name
         assert spec.owners, name
         assert spec.kinds and "duckdb" in spec.kinds, name
 

@@ -3,6 +3,7 @@ single day computed alone equals the same day of a full backfill."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 
 import duckdb
@@ -13,7 +14,7 @@ import pytest
 from forecast_platform.assets.features import CALENDAR, FEATURES, compute_features
 from forecast_platform.datasets.registry import get_spec
 from forecast_platform.features.calendar import calendar_frame
-from forecast_platform.features.sql import KNOWN_IN_ADVANCE, plan_features
+from forecast_platform.features.sql import KNOWN_IN_ADVANCE, features_select, plan_features
 
 SPEC = get_spec("synthetic")
 PLAN = plan_features(SPEC)
@@ -31,7 +32,7 @@ def warehouse(tmp_path, name: str, tamper_after: dt.date | None = None):
             sales[days > pd.Timestamp(tamper_after)] *= 10
         frames.append(pd.DataFrame({
             "date": days.date, "store": store, "item": 1, "sales": sales,
-            "promo": rng.integers(0, 2, len(days)), "holiday": 0,
+            "promo": rng.integers(0, 2, len(days)),
             "series_id": f"{store}|1",
         }))
     con = duckdb.connect(str(tmp_path / f"{name}.duckdb"))
@@ -84,21 +85,99 @@ def test_one_day_alone_equals_the_same_day_of_a_backfill(tmp_path):
     pd.testing.assert_frame_equal(alone.reset_index(drop=True), expected, check_dtype=False)
 
 
-@pytest.mark.parametrize("name", ["y_lag_91", "y_lag_364", "y_mean_28", "y_dow_mean_13w"])
+def _window_mean(s: pd.Series, ts: pd.Timestamp, first: int, last: int) -> float:
+    """Mean of ``s`` over the days ``first..last`` before ``ts`` (both included)."""
+    return s[ts - pd.Timedelta(days=last): ts - pd.Timedelta(days=first)].mean()
+
+
+@pytest.mark.parametrize("name", ["y_lag_91", "y_lag_364", "y_mean_28", "y_dow_mean_13w",
+                                  "share_store", "share_item", "yoy", "level_all_yearly",
+                                  "level_all", "series_dev", "norm"])
 def test_feature_values_match_a_direct_computation(tmp_path, name):
     con = warehouse(tmp_path, "w")
     day = dt.date(2017, 5, 17)
     got = features(con, day, day).set_index("series_id")[name]
-    hist = con.execute("SELECT series_id, date, sales FROM validated_sales").df()
+    hist = con.execute("SELECT series_id, store, date, sales FROM validated_sales").df()
     hist["date"] = pd.to_datetime(hist["date"])
     ts = pd.Timestamp(day)
+    # Pooled means: the mean over series of each day, then over the days of the window.
+    pool = hist.groupby("date")["sales"].mean()
+    by_store = {k: g.groupby("date")["sales"].mean() for k, g in hist.groupby("store")}
+    year_all = _window_mean(pool, ts, 91, 454)
+    level_ly = _window_mean(pool, ts, 182, 546)
+    yoy = _window_mean(pool, ts, 91, 181) / _window_mean(pool, ts, 455, 545)
     for sid, value in got.items():
         s = hist[hist["series_id"] == sid].set_index("date")["sales"]
+        store = int(sid.split("|")[0])
+        share_store = _window_mean(by_store[store], ts, 91, 454) / year_all
         if name.startswith("y_lag_"):
             expected = s[ts - pd.Timedelta(days=int(name.rsplit("_", 1)[1]))]
         elif name == "y_mean_28":
             expected = s[ts - pd.Timedelta(days=91 + 27): ts - pd.Timedelta(days=91)].mean()
+        elif name == "share_store":
+            expected = share_store
+        elif name == "share_item":  # one item: its mean is the all-series mean
+            expected = 1.0
+        elif name == "yoy":
+            expected = yoy
+        elif name == "level_all_yearly":
+            expected = level_ly
+        elif name == "level_all":
+            expected = year_all
+        elif name == "series_dev":
+            expected = _window_mean(s, ts, 91, 454) / (year_all * share_store * 1.0)
+        elif name == "norm":
+            expected = share_store * 1.0 * level_ly * yoy
         else:
             same_dow = [ts - pd.Timedelta(days=91 + 7 * k) for k in range(13)]
             expected = s[same_dow].mean()
         assert value == pytest.approx(expected), (sid, name)
+
+
+def test_pooled_features_need_a_covered_window(tmp_path):
+    """A pooled window mostly before the first data is NULL, not a biased partial mean."""
+    con = warehouse(tmp_path, "w")
+    early = features(con, dt.date(2015, 6, 1), dt.date(2015, 6, 1))  # 151 days of data
+    assert early[["share_store", "level_all_yearly", "yoy", "norm"]].isna().all().all()
+    late = features(con, dt.date(2017, 5, 17), dt.date(2017, 5, 17))
+    assert late[["share_store", "level_all_yearly", "yoy", "norm"]].notna().all().all()
+
+
+def test_future_rows_with_null_targets_get_the_same_features(tmp_path):
+    """Rows with y NULL (future dates) are features-only: pooled means skip them."""
+    origin = dt.date(2017, 3, 1)
+    days = (origin + dt.timedelta(days=1), origin + dt.timedelta(days=PLAN.horizon))
+    full = features(warehouse(tmp_path, "full"), *days)
+    con = warehouse(tmp_path, "future")
+    con.execute("UPDATE validated_sales SET sales = NULL WHERE date > ?", [origin])
+    future = features(con, *days)
+    assert future["y"].isna().all()
+    cols = [f.name for f in PLAN.features]
+    pd.testing.assert_frame_equal(full[cols], future[cols])
+    assert future["norm"].notna().all()
+
+
+def test_weekly_plan_runs_and_states_safe_horizons():
+    spec = dataclasses.replace(SPEC, frequency="W", horizon=13)
+    plan = plan_features(spec)
+    assert "dow_sin" not in plan.names and {"share_store", "share_item", "norm"} <= set(plan.names)
+    for feature in plan.features:
+        assert feature.safe_horizon >= plan.horizon, feature
+    weeks = pd.date_range("2013-01-07", "2017-06-26", freq="7D")
+    rng = np.random.default_rng(1)
+    frame = pd.DataFrame([
+        {"ds": d.date(), "series_id": f"{s}|{i}", "store": s, "item": i, "promo": 0,
+         "y": float(rng.poisson(100 * s + 10 * i))}
+        for d in weeks for s in (1, 2) for i in (1, 2, 3)
+    ])
+    con = duckdb.connect()
+    con.register("hist", frame)
+    con.register("cal", calendar_frame(SPEC.start, SPEC.end))
+    sql = features_select(plan, "SELECT * FROM hist WHERE ds BETWEEN ? AND ?",
+                          "SELECT CAST(ds AS DATE) AS ds, is_holiday, days_to_holiday FROM cal")
+    last = weeks[-1].date()
+    out = con.execute(sql, [last - dt.timedelta(days=plan.lookback_days), last, last, last]).df()
+    assert len(out) == 6 and out["norm"].notna().all()
+    # The norm tracks the series' level: bigger stores and items get bigger norms.
+    out = out.set_index("series_id")
+    assert out.loc["2|3", "norm"] > out.loc["1|3", "norm"] > out.loc["1|1", "norm"]

@@ -19,8 +19,7 @@ SPEC = get_spec("synthetic")
 def land_days(settings, days: list[str]) -> None:
     import pandas as pd
 
-    frame = pd.DataFrame({"date": days, "store": 1, "item": 1, "sales": 3, "promo": 0,
-                          "holiday": 0})
+    frame = pd.DataFrame({"date": days, "store": 1, "item": 1, "sales": 3, "promo": 0})
     write_landing_files(frame, settings.landing_dir(), "date", overwrite=True)
 
 

@@ -15,7 +15,7 @@ from forecast_platform.warehouse.ingest import ingest_files
 
 SPEC = get_spec("synthetic")
 DAY = dt.date(2017, 3, 1)
-HEADER = "date,store,item,sales,promo,holiday"
+HEADER = "date,store,item,sales,promo"
 
 
 def land(tmp_path: Path, text: str, day: dt.date = DAY) -> dict[dt.date, Path]:
@@ -39,7 +39,7 @@ def split(tmp_path: Path, text: str):
     return valid, rejects
 
 
-GOOD = [f"2017-03-01,1,{i},{10 + i},0,0" for i in range(1, 6)]
+GOOD = [f"2017-03-01,1,{i},{10 + i},0" for i in range(1, 6)]
 
 
 def body(*bad: str) -> str:
@@ -49,14 +49,14 @@ def body(*bad: str) -> str:
 @pytest.mark.parametrize(
     ("bad_row", "column", "words"),
     [
-        ("2017-03-01,1,9,-4,0,0", "sales", ["-4", "negative", ">= 0"]),
-        ("2017-03-01,1,9,,0,0", "sales", ["'sales'", "empty"]),
-        ("2017-03-01,1,9,abc,0,0", "sales", ["'abc'", "not a number"]),
-        ("2017-03-01,,9,4,0,0", "store", ["'store'", "empty"]),
-        ("2017-03-01,x1,9,4,0,0", "store", ["'x1'", "not an integer"]),
-        ("2017-02-30,1,9,4,0,0", "date", ["'2017-02-30'", "not a date"]),
-        ("2017-03-02,1,9,4,0,0", "date", ["2017-03-02", "does not belong"]),
-        ("2017-03-01,1,9,4,,0", "promo", ["'promo'", "empty"]),
+        ("2017-03-01,1,9,-4,0", "sales", ["-4", "negative", ">= 0"]),
+        ("2017-03-01,1,9,,0", "sales", ["'sales'", "empty"]),
+        ("2017-03-01,1,9,abc,0", "sales", ["'abc'", "not a number"]),
+        ("2017-03-01,,9,4,0", "store", ["'store'", "empty"]),
+        ("2017-03-01,x1,9,4,0", "store", ["'x1'", "not an integer"]),
+        ("2017-02-30,1,9,4,0", "date", ["'2017-02-30'", "not a date"]),
+        ("2017-03-02,1,9,4,0", "date", ["2017-03-02", "does not belong"]),
+        ("2017-03-01,1,9,4,", "promo", ["'promo'", "empty"]),
     ],
 )
 def test_bad_value_is_quarantined_with_reason(tmp_path, bad_row, column, words):
@@ -72,7 +72,7 @@ def test_bad_value_is_quarantined_with_reason(tmp_path, bad_row, column, words):
 
 
 def test_duplicate_keys_keep_the_first_row(tmp_path):
-    valid, rejects = split(tmp_path, body("2017-03-01,1,1,99,0,0"))
+    valid, rejects = split(tmp_path, body("2017-03-01,1,1,99,0"))
     assert len(valid) == len(GOOD)
     assert valid.loc[valid["item"] == 1, "sales"].item() == 11.0  # the earlier row wins
     assert len(rejects) == 1 and "duplicate" in rejects.iloc[0]["reason"]
@@ -80,8 +80,8 @@ def test_duplicate_keys_keep_the_first_row(tmp_path):
 
 
 def test_missing_column_is_named_for_every_row(tmp_path):
-    text = "date,store,item,promo,holiday\n" + "\n".join(
-        f"2017-03-01,1,{i},0,0" for i in range(1, 4)
+    text = "date,store,item,promo\n" + "\n".join(
+        f"2017-03-01,1,{i},0" for i in range(1, 4)
     )
     valid, rejects = split(tmp_path, text)
     assert valid.empty and len(rejects) == 3
@@ -89,7 +89,7 @@ def test_missing_column_is_named_for_every_row(tmp_path):
 
 
 def test_extra_column_and_other_column_order_are_read_by_name(tmp_path):
-    text = "sales,item,store,date,extra,holiday,promo\n7,3,2,2017-03-01,zzz,0,1\n"
+    text = "sales,item,store,date,extra,promo\n7,3,2,2017-03-01,zzz,1\n"
     files = land(tmp_path, text)
     con = duckdb.connect(str(tmp_path / "w.duckdb"))
     facts = ingest_files(con, SPEC, files, DAY, DAY, dt.datetime(2024, 1, 1))
@@ -106,7 +106,7 @@ def test_empty_day_has_no_rows_and_loses_nothing(tmp_path):
 
 
 def test_several_problems_in_one_row_are_all_named(tmp_path):
-    _, rejects = split(tmp_path, body("2017-03-01,,9,-1,0,0"))
+    _, rejects = split(tmp_path, body("2017-03-01,,9,-1,0"))
     reason = rejects.iloc[0]["reason"]
     assert "'store'" in reason and "negative" in reason
     assert set(rejects.iloc[0]["rules"].split(",")) == {"keys_and_dates", "target"}

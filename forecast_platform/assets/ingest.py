@@ -33,7 +33,7 @@ def build_ingest_assets(spec: DatasetSpec) -> list:
         backfill_policy=dg.BackfillPolicy.single_run(),
         pool="duckdb",
         check_specs=[
-            dg.AssetCheckSpec("columns_match_spec", asset=RAW_TABLE, partitions_def=partitions,
+            dg.AssetCheckSpec("columns_match_spec", asset=RAW_TABLE,
                               description="Each file has exactly the spec's columns."),
             dg.AssetCheckSpec("freshness", asset=RAW_TABLE,
                               description="Every landed file has been ingested (no backlog)."),

@@ -63,11 +63,11 @@ def write_rejects(con: duckdb.DuckDBPyConnection, spec: DatasetSpec, split: Spli
 def build_validate_assets(spec: DatasetSpec) -> list:
     partitions = partitions_for(spec)
     check_specs = [
-        dg.AssetCheckSpec(name, asset=VALIDATED, blocking=True, partitions_def=partitions,
+        dg.AssetCheckSpec(name, asset=VALIDATED, blocking=True,
                           description=text)
         for name, text in BLOCKING_CHECKS.items()
     ] + [
-        dg.AssetCheckSpec(name, asset=REJECTS, partitions_def=partitions,
+        dg.AssetCheckSpec(name, asset=REJECTS,
                           description=f"No rows quarantined for {what}.")
         for name, (_, what) in QUARANTINE_CHECKS.items()
     ]

@@ -67,6 +67,8 @@ def land_synthetic(
         drift_from=drift_from, seed=seed,
     )
     sales, labels = generate_sales(config)
+    # Holidays come from the platform's calendar (holiday_calendar), not from the sales feed.
+    sales = sales.drop(columns=["holiday"])
     if start is not None:
         sales = sales[sales["date"] >= pd.Timestamp(start)]
         labels = labels[labels["date"] >= pd.Timestamp(start)]
@@ -104,7 +106,7 @@ def _synthetic_spec() -> DatasetSpec:
         keys=("store", "item"),
         key_types={"store": "int", "item": "int"},
         target="sales",
-        known={"promo": "int", "holiday": "int"},
+        known={"promo": "int"},
         start=dt.date(2013, 1, 1),
         end=dt.date(2017, 12, 31),
         horizon=90,

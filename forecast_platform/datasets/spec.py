@@ -35,6 +35,7 @@ class DatasetSpec:
     observed: dict[str, ColumnType] = field(default_factory=dict)
     allow_negative_target: bool = False
     horizon: int = 90
+    metric: str = "smape"  # the metric of record: what the champion gate compares
     description: str = ""
     lander: Lander | None = None
 

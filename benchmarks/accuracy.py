@@ -1,0 +1,236 @@
+"""Benchmark: the platform's forecaster on a real holdout, against the baselines.
+
+    python benchmarks/accuracy.py --dataset store_item --data-dir ../shared/data/store_item_demand
+    python benchmarks/accuracy.py ... --origin 2016-10-02 --no-append
+    python benchmarks/accuracy.py ... --extra-features series_dev   # a model-feature variant
+
+Everything runs through the platform's own code, as the assets do, over an in-memory DuckDB:
+
+* ``validated_sales`` is built from the dataset's CSV in the validated shape (typed columns,
+  ``series_id`` = keys joined by '|'), ``holiday_calendar`` from ``calendar_frame``;
+* training features: ``features_select(plan_features(spec), history_source(spec), ...)`` for
+  every date up to the origin (the last day with data), exactly the sales_features SQL;
+* holdout features: the same SQL over ``future_source`` (history up to the origin plus the
+  future rows with y NULL), as the forecasts asset builds them, so nothing after the origin
+  can reach a forecast; the actuals are joined afterwards for scoring;
+* the ``Forecaster`` with its default parameters and ``model_features``; the baselines of the
+  backtest (``baseline_forecasts``) on the same points.
+
+Default task (Kaggle Store Item Demand): train on every day before 2017-10-03, forecast
+2017-10-03..2017-12-31 (90 days x 500 series). It prints the SMAPE of the model and of each
+baseline, the P10-P90 coverage and the training time (wall and CPU: on a shared machine the CPU
+time is the figure that does not depend on what else runs), appends a section to
+docs/benchmarks.md unless ``--no-append``, and prints a last line of JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pandas as pd
+
+from forecast_platform.assets.features import CALENDAR, HOLIDAYS_SOURCE, history_source
+from forecast_platform.datasets.registry import get_spec
+from forecast_platform.datasets.spec import DatasetSpec
+from forecast_platform.features.calendar import calendar_frame
+from forecast_platform.features.sql import features_select, plan_features
+from forecast_platform.models import metrics
+from forecast_platform.models.backtest import baseline_forecasts
+from forecast_platform.models.forecaster import Forecaster, ForecasterParams, model_features
+from forecast_platform.models.future import future_params, future_source
+from forecast_platform.warehouse.store import quote
+
+ROOT = Path(__file__).resolve().parents[1]
+DOC = ROOT / "docs" / "benchmarks.md"
+DOC_HEADER = """# Benchmarks
+
+Measured figures for the platform, newest last. Each section says when, on which machine and
+with which command it was measured; rerun the command to compare.
+"""
+CSV_NAME = {"store_item": "train.csv.gz"}
+DEFAULT_ORIGIN = {"store_item": dt.date(2017, 10, 2)}  # last training day
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    ram_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return f"{os.cpu_count()} CPUs (nproc {len(os.sched_getaffinity(0))}), {ram_gb:.0f} GiB RAM, " \
+           f"{cpu}, Python {platform.python_version()}"
+
+
+def load_warehouse(spec: DatasetSpec, data_dir: Path) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB with ``validated_sales`` and ``holiday_calendar`` from the CSV."""
+    path = data_dir / CSV_NAME.get(spec.name, "train.csv.gz")
+    if not path.is_file():
+        raise FileNotFoundError(f"dataset {spec.name!r}: {path} does not exist")
+    sql_type = {"int": "BIGINT", "float": "DOUBLE", "str": "VARCHAR", "bool": "BOOLEAN"}
+    typed = [f"CAST({quote(spec.date_column)} AS DATE) AS {quote(spec.date_column)}"]
+    typed += [f"CAST({quote(k)} AS {sql_type[spec.key_type(k)]}) AS {quote(k)}"
+              for k in spec.keys]
+    typed.append(f"CAST({quote(spec.target)} AS DOUBLE) AS {quote(spec.target)}")
+    typed += [f"CAST({quote(c)} AS {sql_type[t]}) AS {quote(c)}" for c, t in spec.known.items()]
+    keys = ", ".join(f"CAST({quote(k)} AS VARCHAR)" for k in spec.keys)
+    con = duckdb.connect()
+    con.execute("SET threads = 2")
+    con.execute(
+        f"CREATE TABLE validated_sales AS SELECT {', '.join(typed)}, "
+        f"concat_ws('|', {keys}) AS series_id FROM read_csv('{path}', header = true)"
+    )
+    first, last = con.execute(
+        f"SELECT min({quote(spec.date_column)}), max({quote(spec.date_column)}) "
+        "FROM validated_sales").fetchall()[0]
+    calendar = calendar_frame(first, last)  # runs a year past the data
+    con.register("_calendar", calendar)
+    con.execute(f"CREATE TABLE {CALENDAR} AS SELECT CAST(ds AS DATE) AS ds, is_holiday, holiday, "
+                "days_to_holiday FROM _calendar")
+    con.unregister("_calendar")
+    return con
+
+
+def run(spec: DatasetSpec, data_dir: Path, origin: dt.date, extra: list[str] | None = None
+        ) -> dict:
+    plan = plan_features(spec)
+    step = spec.step_days
+    con = load_warehouse(spec, data_dir)
+    date = quote(spec.date_column)
+    first_day = con.execute(f"SELECT min({date}) FROM validated_sales").fetchall()[0][0]
+
+    started = time.perf_counter()
+    # Training rows: the sales_features SQL over the history up to the origin.
+    select = features_select(plan, history_source(spec), HOLIDAYS_SOURCE)
+    train = con.execute(select, [first_day, origin, first_day, origin]).df()
+    # Holdout rows: the forecasts asset's SQL (history + future rows with y NULL).
+    first = origin + dt.timedelta(days=step)
+    last = origin + dt.timedelta(days=plan.horizon * step)
+    history_start = origin - dt.timedelta(days=plan.lookback_days)
+    select = features_select(plan, future_source(spec, plan.horizon), HOLIDAYS_SOURCE)
+    test = con.execute(select, [*future_params(history_start, origin), first, last]).df()
+    feature_seconds = time.perf_counter() - started
+    actual = con.execute(
+        f"SELECT series_id, {date} AS ds, CAST({quote(spec.target)} AS DOUBLE) AS actual "
+        f"FROM validated_sales WHERE {date} BETWEEN ? AND ?", [first, last]).df()
+    for frame in (train, test, actual):
+        frame["ds"] = pd.to_datetime(frame["ds"])
+    test = test.merge(actual, on=["series_id", "ds"], how="inner")
+    if test.empty:
+        raise ValueError(f"no actuals between {first} and {last}: pick an earlier --origin")
+
+    features = model_features(plan.names, spec.frequency, extra=[*spec.known, *(extra or [])])
+    model = Forecaster(ForecasterParams(), features, plan.horizon).fit(train)
+    preds = model.predict(test)
+
+    history = train.loc[train["y"].notna(), ["series_id", "ds", "y"]]
+    base = baseline_forecasts(history, test[["series_id", "ds"]], spec.season_length, step)
+    y = test["actual"].to_numpy()
+    scored = preds["p50"].notna().to_numpy()
+    for values in base.values():
+        scored &= ~np.isnan(values)
+    y = y[scored]
+    p10, p50, p90 = (preds[c].to_numpy()[scored] for c in ("p10", "p50", "p90"))
+    return {
+        "origin": origin, "first": first, "last": last, "features": features,
+        "feature_seconds": feature_seconds,
+        "smape": metrics.smape(y, p50),
+        "baselines": {name: metrics.smape(y, v[scored]) for name, v in base.items()},
+        "coverage": metrics.coverage(y, p10, p90),
+        "bias": metrics.bias(y, p50),
+        "mae": metrics.mae(y, p50),
+        "band": model.band,
+        "train_seconds": model.train_seconds,
+        "train_cpu_seconds": model.train_cpu_seconds,
+        "train_rows": model.train_rows,
+        "points": int(scored.sum()),
+        "unscored": int((~scored).sum()),
+        "series": int(test["series_id"].nunique()),
+    }
+
+
+def report(args, spec: DatasetSpec, r: dict) -> str:
+    lines = [
+        f"## Accuracy benchmark ({spec.name}), {dt.datetime.now():%Y-%m-%d %H:%M}",
+        "",
+        f"- machine: {machine()}",
+        f"- command: `{' '.join(['python', 'benchmarks/accuracy.py', *sys.argv[1:]])}`",
+        f"- task: train on every day up to {r['origin']}, forecast {r['first']} .. {r['last']} "
+        f"({r['series']} series, {r['points']:,} points scored)",
+        f"- model: Forecaster defaults, target y / norm, features {', '.join(r['features'])}; "
+        f"{r['train_rows']:,} training rows",
+        "",
+        "| method | SMAPE |",
+        "|---|---:|",
+        f"| model (P50) | {r['smape']:.3f} |",
+        *(f"| {name} | {value:.3f} |" for name, value in r["baselines"].items()),
+        "",
+        f"P10-P90 coverage {r['coverage']:.3f} (band z quantiles {r['band'][0]:+.3f} / "
+        f"{r['band'][1]:+.3f}), bias {r['bias']:+.3f}, MAE {r['mae']:.3f}. Training "
+        f"{r['train_seconds']:.1f} s wall / {r['train_cpu_seconds']:.1f} s CPU; feature SQL "
+        f"{r['feature_seconds']:.1f} s.",
+        "",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--dataset", default="store_item")
+    parser.add_argument("--data-dir", default=os.environ.get("FORECAST_SOURCE_DIR")
+                        or str(ROOT.parent / "shared" / "data" / "store_item_demand"),
+                        help="folder holding the dataset's CSV (train.csv.gz)")
+    parser.add_argument("--origin", type=dt.date.fromisoformat,
+                        help="last training day (default for store_item: 2017-10-02)")
+    parser.add_argument("--extra-features", default="",
+                        help="comma-separated plan features added to the model's, e.g. series_dev")
+    parser.add_argument("--no-append", action="store_true", help="do not write docs/benchmarks.md")
+    args = parser.parse_args(argv)
+
+    spec = get_spec(args.dataset)
+    origin = args.origin or DEFAULT_ORIGIN.get(spec.name)
+    if origin is None:
+        parser.error(f"--origin is required for dataset {spec.name!r}")
+    extra = [f for f in args.extra_features.split(",") if f]
+    r = run(spec, Path(args.data_dir).resolve(), origin, extra)
+
+    print(f"{spec.name}: train up to {r['origin']}, forecast {r['first']} .. {r['last']}, "
+          f"{r['points']:,} points ({r['unscored']} unscored), {r['train_rows']:,} training rows")
+    print(f"model (P50)            SMAPE {r['smape']:.3f}")
+    for name, value in r["baselines"].items():
+        print(f"{name:<22} SMAPE {value:.3f}")
+    print(f"P10-P90 coverage {r['coverage']:.3f}, bias {r['bias']:+.3f}")
+    print(f"train {r['train_seconds']:.1f} s wall / {r['train_cpu_seconds']:.1f} s CPU, "
+          f"feature SQL {r['feature_seconds']:.1f} s")
+    if not args.no_append:
+        DOC.parent.mkdir(parents=True, exist_ok=True)
+        text = DOC.read_text() if DOC.exists() else DOC_HEADER
+        DOC.write_text(text.rstrip("\n") + "\n\n" + report(args, spec, r))
+        print(f"appended to {DOC.relative_to(ROOT)}")
+    summary = {
+        "smape": round(r["smape"], 4),
+        **{f"smape_{name}": round(value, 4) for name, value in r["baselines"].items()},
+        "coverage_p10_p90": round(r["coverage"], 4),
+        "train_seconds": round(r["train_seconds"], 2),
+        "train_cpu_seconds": round(r["train_cpu_seconds"], 2),
+        "rows": r["train_rows"],
+        "points": r["points"],
+    }
+    print(json.dumps(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

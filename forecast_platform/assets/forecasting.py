@@ -1,0 +1,287 @@
+"""forecaster and forecasts: train, backtest, track, gate; then forecast with the champion."""
+
+import datetime as dt
+import json
+
+import dagster as dg
+import duckdb
+import mlflow
+import pandas as pd
+
+from forecast_platform.assets.features import FEATURES, HOLIDAYS_SOURCE
+from forecast_platform.assets.metadata import preview
+from forecast_platform.datasets.spec import DatasetSpec
+from forecast_platform.features.sql import features_select, plan_features
+from forecast_platform.models import registry
+from forecast_platform.models.backtest import MODEL, origins_for, relative_gain, run_backtest
+from forecast_platform.models.forecaster import Forecaster, ForecasterParams, model_features
+from forecast_platform.models.future import future_params, future_source
+from forecast_platform.models.gate import evaluate
+from forecast_platform.models.report import render
+from forecast_platform.resources import PlatformResource
+from forecast_platform.warehouse.store import connect, replace_range
+
+OWNERS = ["team:forecasting"]
+FORECASTS = "forecasts"
+EXPLANATIONS = "forecast_explanations"
+TOP_CONTRIBUTIONS = 3
+
+
+class ForecasterConfig(dg.Config):
+    """Training settings, editable per run in the Launchpad."""
+
+    train_periods: int = 730
+    backtest_origins: int = 3
+    origin_spacing: int = 28
+    gate_margin: float = 0.0
+    n_estimators: int = ForecasterParams.n_estimators
+    learning_rate: float = ForecasterParams.learning_rate
+    max_depth: int = ForecasterParams.max_depth
+
+
+def model_name(spec: DatasetSpec) -> str:
+    return f"{spec.name}_forecaster"
+
+
+def load_training_frame(con: duckdb.DuckDBPyConnection, spec: DatasetSpec, periods: int
+                        ) -> tuple[pd.DataFrame, dt.date, dt.date]:
+    row = con.execute(f"SELECT max(ds) FROM {FEATURES} WHERE y IS NOT NULL").fetchone()
+    if row is None or row[0] is None:
+        raise ValueError("sales_features is empty: materialize the feature partitions first")
+    end = row[0]
+    start = end - dt.timedelta(days=(periods - 1) * spec.step_days)
+    frame = con.execute(f"SELECT * FROM {FEATURES} WHERE ds BETWEEN ? AND ? ORDER BY ds",
+                        [start, end]).df()
+    return frame, start, end
+
+
+def check_history(frame: pd.DataFrame, spec: DatasetSpec, horizon: int, origins: list[dt.date],
+                  start: dt.date) -> None:
+    """Refuse early and clearly when the window cannot hold the backtest."""
+    first_origin = min(origins)
+    needed = first_origin - dt.timedelta(days=horizon * spec.step_days)
+    if needed < start or frame.empty:
+        have = (frame["ds"].max() - frame["ds"].min()).days // spec.step_days + 1 \
+            if not frame.empty else 0
+        raise ValueError(
+            f"too little history: the backtest's first origin {first_origin} needs training data "
+            f"from {needed} on (one horizon of {horizon} periods before it), but sales_features "
+            f"holds {have} periods from {start}. Land more history or lower backtest_origins / "
+            "origin_spacing."
+        )
+
+
+# The recipe's calendar + growth features, the series' deviation from what its key shares
+# predict (real series do not all follow the pooled shares), and known-in-advance covariates.
+EXTRA_FEATURES = ("series_dev",)
+
+
+def load_champion(champion_row: registry.ModelRecord | None, log) -> Forecaster | None:
+    """The champion's model, or None when there is none or it predates the current format."""
+    if champion_row is None:
+        return None
+    try:
+        return Forecaster.from_bytes(champion_row.model_bytes)
+    except ValueError as err:
+        log.warning(f"champion v{champion_row.version} cannot be loaded ({err}); "
+                    "the gate compares with its recorded backtest only")
+        return None
+
+
+def build_forecasting_assets(spec: DatasetSpec) -> list:
+    plan = plan_features(spec)
+    name = model_name(spec)
+    features = model_features(plan.names, spec.frequency,
+                              extra=[*EXTRA_FEATURES, *spec.known])
+
+    @dg.asset(
+        name="forecaster",
+        deps=[FEATURES],
+        group_name="forecasting",
+        kinds={"xgboost", "mlflow", "duckdb"},
+        owners=OWNERS,
+        required_resource_keys={"mlflow", "platform"},
+        pool="duckdb",
+        description=(
+            "One global XGBoost model over every series (P10/P50/P90), backtested from rolling "
+            "origins against seasonal-naive, moving-average and weekday-mean baselines on the "
+            "same points, tracked in MLflow, stored as a versioned row of model_registry. The "
+            "blocking champion_gate promotes it only if it beats the champion and every baseline."
+        ),
+        check_specs=[dg.AssetCheckSpec(
+            "champion_gate", asset="forecaster", blocking=True,
+            description="The new model beats the champion and every baseline on the same backtest.",
+        )],
+    )
+    def forecaster(context: dg.AssetExecutionContext, config: ForecasterConfig):
+        platform: PlatformResource = context.resources.platform
+        tracker = context.resources.mlflow
+        params = ForecasterParams(n_estimators=config.n_estimators,
+                                  learning_rate=config.learning_rate, max_depth=config.max_depth)
+        with connect(platform.warehouse_path, read_only=False) as con:
+            frame, start, end = load_training_frame(con, spec, config.train_periods)
+            champion_row = registry.champion(con, name)
+        origins = origins_for(end, plan.horizon, spec.step_days, config.backtest_origins,
+                              config.origin_spacing)
+        check_history(frame, spec, plan.horizon, origins, start)
+
+        def make_model() -> Forecaster:
+            return Forecaster(params, features, plan.horizon)
+
+        backtest = run_backtest(frame, make_model, origins, plan.horizon, spec.step_days,
+                                spec.season_length)
+        model = make_model().fit(frame)
+        overall = backtest.overall(MODEL)
+        metric = spec.metric
+
+        # -- MLflow: params, data window, metrics per origin, artifacts, model version ---------
+        tracker.log_params({
+            **{f"model.{k}": v for k, v in params.__dict__.items()},
+            "dataset": spec.name, "horizon": plan.horizon, "train_start": str(start),
+            "train_end": str(end), "train_rows": model.train_rows,
+            "features": ",".join(features),
+            "origins": ",".join(str(o) for o in origins),
+        })
+        for _, row in backtest.metrics.iterrows():
+            suffix = "" if row["origin"] == "all" else f".origin_{row['origin']}"
+            tracker.log_metrics({f"{row['method']}.{m}{suffix}": float(row[m])
+                                 for m in ("smape", "mae", "rmse", "wmae", "bias", "r2")
+                                 if pd.notna(row[m])})
+        tracker.log_metric("model.coverage_p10_p90", float(overall["coverage"]))
+        tracker.log_metric("train_seconds", model.train_seconds)
+        mlflow.log_text(backtest.metrics.to_csv(index=False), "backtest_metrics.csv")
+        info = mlflow.xgboost.log_model(model.booster, name="forecaster",
+                                        registered_model_name=name, model_format="ubj")
+        mlflow_version = str(info.registered_model_version)
+        run_id = mlflow.active_run().info.run_id
+        client = mlflow.MlflowClient()
+        client.set_registered_model_alias(name, "challenger", mlflow_version)
+
+        # -- registry + gate --------------------------------------------------------------------
+        trigger = context.run.tags.get("trigger", "manual")
+        with connect(platform.warehouse_path) as con:
+            version = registry.register(
+                con, model_name=name, horizon=plan.horizon, train_start=start, train_end=end,
+                features=model.features, params=params.__dict__,
+                metrics={m: backtest.overall(m) for m in backtest.methods},
+                model_bytes=model.to_bytes(), mlflow_run_id=run_id,
+                mlflow_model_version=mlflow_version, dagster_run_id=context.run_id,
+                trigger=trigger,
+            )
+            champion_model = load_champion(champion_row, context.log)
+            verdict = evaluate(
+                backtest, metric, config.gate_margin, features=frame, champion=champion_model,
+                champion_version=champion_row.version if champion_row else None,
+                champion_train_end=champion_row.train_end if champion_row else None,
+                champion_recorded=champion_row.metrics.get(MODEL, {}).get(metric)
+                if champion_row else None,
+                challenger_train_end=end,
+            )
+            registry.decide(con, name, version, verdict.passed, verdict.as_dict())
+        if verdict.passed:
+            client.set_registered_model_alias(name, "champion", mlflow_version)
+        tracker.set_tags({"gate": "promoted" if verdict.passed else "rejected",
+                          "model_version": str(version), "trigger": trigger})
+        mlflow.log_dict(verdict.as_dict(), "gate.json")
+
+        # -- report -------------------------------------------------------------------------------
+        report_path = platform.settings.reports_dir / f"forecaster_v{version}.html"
+        report_path.parent.mkdir(parents=True, exist_ok=True)
+        report_path.write_text(render(
+            title=f"{name} v{version}", result=backtest, metric=metric,
+            importance=model.importance(), verdict_text=verdict.summary,
+            facts={"dataset": spec.name, "training window": f"{start} .. {end}",
+                   "horizon": plan.horizon, "training rows": model.train_rows,
+                   "training seconds": round(model.train_seconds, 1), "MLflow run": run_id,
+                   "trigger": trigger},
+        ))
+        mlflow.log_artifact(str(report_path))
+
+        table = backtest.metrics[backtest.metrics["origin"] == "all"].drop(columns="origin")
+        yield dg.MaterializeResult(metadata={
+            "model_version": version,
+            "status": "champion" if verdict.passed else "rejected challenger",
+            "mlflow_run_id": run_id,
+            "mlflow_model_version": mlflow_version,
+            "train_window": f"{start} .. {end}",
+            "train_rows": model.train_rows,
+            "train_seconds": round(model.train_seconds, 2),
+            "backtest_train_seconds": round(backtest.train_seconds, 2),
+            f"backtest_{metric}": round(overall[metric], 4),
+            "coverage_p10_p90": round(overall["coverage"], 4),
+            "gain_vs_baselines": json.dumps(relative_gain(backtest, metric)),
+            "backtest": preview(table.round(4), rows=len(table)),
+            "report": dg.MetadataValue.path(str(report_path)),
+            "trigger": trigger,
+        })
+        yield dg.AssetCheckResult(
+            check_name="champion_gate", passed=verdict.passed,
+            description=verdict.summary,
+            metadata={"verdict": verdict.summary, "metric": metric,
+                      "challenger": verdict.challenger,
+                      "champion": verdict.champion if verdict.champion is not None else "none",
+                      "compared_on": verdict.compared_on or "baselines only",
+                      "baselines": json.dumps(verdict.baselines), "model_version": version},
+        )
+
+    @dg.asset(
+        name=FORECASTS,
+        deps=["forecaster"],
+        group_name="forecasting",
+        kinds={"xgboost", "duckdb"},
+        owners=OWNERS,
+        pool="duckdb",
+        description=(
+            "The champion's P10/P50/P90 for every active series over the horizon after the last "
+            "date with data, with the model version; forecast_explanations holds each forecast's "
+            "top feature contributions (XGBoost pred_contribs)."
+        ),
+    )
+    def forecasts(context: dg.AssetExecutionContext, platform: PlatformResource):
+        with connect(platform.warehouse_path) as con:
+            champion_row = registry.champion(con, name)
+            if champion_row is None:
+                raise ValueError(f"no champion {name} in model_registry: train the forecaster "
+                                 "and let it pass the champion gate first")
+            model = Forecaster.from_bytes(champion_row.model_bytes)
+            origin = con.execute(
+                f"SELECT max({spec.date_column}) FROM validated_sales").fetchone()[0]
+            history_start = origin - dt.timedelta(days=plan.lookback_days)
+            first = origin + dt.timedelta(days=spec.step_days)
+            last = origin + dt.timedelta(days=plan.horizon * spec.step_days)
+            select = features_select(plan, future_source(spec, plan.horizon), HOLIDAYS_SOURCE)
+            rows = con.execute(select, [*future_params(history_start, origin), first, last]).df()
+            preds = model.predict(rows)
+            out = rows[["ds", "series_id", *spec.keys]].assign(
+                origin=origin, model_version=champion_row.version,
+                p10=preds["p10"], p50=preds["p50"], p90=preds["p90"],
+                created_at=dt.datetime.now(),
+            )
+            contribs = model.contributions(rows)
+            top = contribs.drop(columns="bias").abs().to_numpy().argsort(axis=1)[:, ::-1]
+            top = top[:, :TOP_CONTRIBUTIONS]
+            names = [c for c in contribs.columns if c != "bias"]
+            explain = pd.DataFrame({
+                "origin": origin,
+                "ds": rows["ds"].repeat(TOP_CONTRIBUTIONS).to_numpy(),
+                "series_id": rows["series_id"].repeat(TOP_CONTRIBUTIONS).to_numpy(),
+                "rank": list(range(1, TOP_CONTRIBUTIONS + 1)) * len(rows),
+                "feature": [names[j] for row in top for j in row],
+                "contribution": [contribs.iat[i, j] for i, row in enumerate(top) for j in row],
+                "model_version": champion_row.version,
+            })
+            con.register("_fc", out)
+            n = replace_range(con, FORECASTS, "origin", origin, origin,
+                              "SELECT * FROM _fc")
+            con.unregister("_fc")
+            con.register("_ex", explain)
+            replace_range(con, EXPLANATIONS, "origin", origin, origin, "SELECT * FROM _ex")
+            con.unregister("_ex")
+        sample = out.head(5)[["series_id", "ds", "p10", "p50", "p90"]].round(2)
+        return dg.MaterializeResult(metadata={
+            "dagster/row_count": n, "origin": str(origin), "horizon": f"{first} .. {last}",
+            "model_version": champion_row.version, "series": int(out["series_id"].nunique()),
+            "preview": preview(sample),
+        })
+
+    return [forecaster, forecasts]

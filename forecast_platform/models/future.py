@@ -1,0 +1,42 @@
+"""Future rows to forecast: every active series over the horizon after an origin.
+
+Known-in-advance covariates are not in the history for future dates: they come from a scenario
+(a planned promotion, say) and default to 0, "nothing planned". The same function serves the
+forecasts asset and the service, so offline and online forecasts are built alike.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from forecast_platform.datasets.spec import DatasetSpec
+from forecast_platform.warehouse.store import quote
+
+
+def future_source(spec: DatasetSpec, horizon: int, active_days: int = 28) -> str:
+    """SQL with the history and the future rows; parameters: history start, origin (x3).
+
+    Series count as active when they have a row in the ``active_days`` before the origin.
+    """
+    keys = ", ".join(quote(k) for k in spec.keys)
+    date = quote(spec.date_column)
+    known_hist = "".join(f", {quote(c)}" for c in spec.known)
+    known_future = "".join(f", 0 AS {quote(c)}" for c in spec.known)
+    step = spec.step_days
+    return f"""
+        SELECT {date} AS ds, series_id, {keys}, CAST({quote(spec.target)} AS DOUBLE) AS y
+               {known_hist}
+        FROM validated_sales WHERE {date} BETWEEN ? AND ?
+        UNION ALL
+        SELECT f.ds, a.series_id, {", ".join(f"a.{quote(k)}" for k in spec.keys)},
+               NULL::DOUBLE AS y {known_future}
+        FROM (SELECT DISTINCT series_id, {keys} FROM validated_sales
+              WHERE {date} BETWEEN ?::DATE - INTERVAL {active_days * step} DAYS AND ?) a
+        CROSS JOIN (SELECT unnest(generate_series(?::DATE + INTERVAL {step} DAYS,
+                                                  ?::DATE + INTERVAL {horizon * step} DAYS,
+                                                  INTERVAL {step} DAYS))::DATE AS ds) f
+    """
+
+
+def future_params(history_start: dt.date, origin: dt.date) -> list[dt.date]:
+    return [history_start, origin, origin, origin, origin, origin]

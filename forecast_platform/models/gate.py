@@ -1,0 +1,122 @@
+"""The champion gate: a challenger is promoted only if it beats the champion and every baseline
+on the same backtest points.
+
+"Same points" against the champion means points neither model trained on: the challenger's
+backtest forecasts (made from models refit at each origin) on the dates after the champion's
+training end, which the stored champion forecasts out of sample too. When the champion was
+trained on the same data as the challenger, its recorded backtest covers the very same points,
+and that is compared instead.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import asdict, dataclass, field
+
+import pandas as pd
+
+from forecast_platform.models import metrics
+from forecast_platform.models.backtest import MODEL, BacktestResult
+from forecast_platform.models.forecaster import Forecaster
+
+METRICS = {"smape": metrics.smape, "mae": metrics.mae, "rmse": metrics.rmse}
+
+
+@dataclass
+class GateVerdict:
+    passed: bool
+    metric: str
+    margin: float
+    challenger: float
+    champion: float | None = None
+    champion_version: int | None = None
+    compared_on: str = ""
+    baselines: dict[str, float] = field(default_factory=dict)
+    reasons: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    @property
+    def summary(self) -> str:
+        head = "promoted" if self.passed else "kept the champion"
+        return f"{head}: " + "; ".join(self.reasons)
+
+
+def _metric(name: str, y, pred, is_holiday=None) -> float:
+    if name == "wmae":
+        return metrics.wmae(y, pred, is_holiday)
+    return METRICS[name](y, pred)
+
+
+def evaluate(
+    backtest: BacktestResult,
+    metric: str,
+    margin: float,
+    features: pd.DataFrame | None = None,
+    champion: Forecaster | None = None,
+    champion_version: int | None = None,
+    champion_train_end: dt.date | None = None,
+    champion_recorded: float | None = None,
+    challenger_train_end: dt.date | None = None,
+) -> GateVerdict:
+    """Compare the challenger with every baseline and, if there is one, the champion.
+
+    ``features`` are the feature rows of the backtest window (for the champion's forecasts).
+    """
+    overall = backtest.overall(MODEL)
+    verdict = GateVerdict(True, metric, margin, round(overall[metric], 4))
+    for method in backtest.methods:
+        if method == MODEL:
+            continue
+        base = backtest.overall(method)[metric]
+        verdict.baselines[method] = round(base, 4)
+        if overall[metric] < base * (1 - margin):
+            verdict.reasons.append(f"beats {method} ({overall[metric]:.3f} vs {base:.3f})")
+        else:
+            verdict.passed = False
+            verdict.reasons.append(
+                f"does not beat {method} by {margin:.0%}: {metric} {overall[metric]:.3f} vs "
+                f"{base:.3f} ({overall[metric] / base - 1:+.1%})"
+            )
+    if champion is None and champion_recorded is None:
+        verdict.reasons.append("no champion yet")
+        return verdict
+
+    verdict.champion_version = champion_version
+    preds = backtest.predictions
+    unseen = preds[preds["ds"] > pd.Timestamp(champion_train_end)] if champion_train_end \
+        else preds.iloc[0:0]
+    if champion is not None and features is not None and not unseen.empty:
+        # Score both on the latest origin's forecast of each unseen point.
+        unseen = unseen.sort_values("origin").drop_duplicates(["series_id", "ds"], keep="last")
+        rows = unseen[["series_id", "ds"]].merge(
+            features.assign(ds=pd.to_datetime(features["ds"])), on=["series_id", "ds"],
+            how="left",
+        )
+        champ = champion.predict(rows)["p50"].to_numpy()
+        ok = ~pd.isna(champ)
+        challenger = _metric(metric, unseen["y"][ok], unseen["p50"][ok],
+                             unseen["is_holiday"][ok])
+        champion_score = _metric(metric, unseen["y"][ok], champ[ok], unseen["is_holiday"][ok])
+        verdict.challenger = round(challenger, 4)
+        verdict.compared_on = (f"{int(ok.sum())} backtest points after the champion's training "
+                               f"end {champion_train_end}")
+    elif champion_recorded is not None and champion_train_end == challenger_train_end:
+        challenger, champion_score = overall[metric], champion_recorded
+        verdict.compared_on = "the same backtest (both trained on the same data)"
+    else:
+        verdict.passed = False
+        verdict.reasons.append("no backtest points the champion has not seen: cannot compare")
+        return verdict
+    verdict.champion = round(champion_score, 4)
+    if challenger < champion_score * (1 - margin):
+        verdict.reasons.append(
+            f"beats champion v{champion_version} ({challenger:.3f} vs {champion_score:.3f})")
+    else:
+        verdict.passed = False
+        verdict.reasons.append(
+            f"does not beat champion v{champion_version} by {margin:.0%}: {metric} "
+            f"{challenger:.3f} vs {champion_score:.3f} ({challenger / champion_score - 1:+.1%})"
+        )
+    return verdict

@@ -1,0 +1,90 @@
+"""The backtest and the gate on real features: no leakage, every method on the same points."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import duckdb
+import numpy as np
+import pandas as pd
+import pytest
+
+from forecast_platform.assets.features import CALENDAR, HOLIDAYS_SOURCE, history_source
+from forecast_platform.datasets.registry import get_spec
+from forecast_platform.datasets.synthetic import SyntheticConfig, generate_sales
+from forecast_platform.features.calendar import calendar_frame
+from forecast_platform.features.sql import features_select, plan_features
+from forecast_platform.models.backtest import MODEL, origins_for, run_backtest
+from forecast_platform.models.forecaster import Forecaster, ForecasterParams
+from forecast_platform.models.gate import evaluate
+
+SPEC = get_spec("synthetic")
+PLAN = plan_features(SPEC)
+END = dt.date(2017, 12, 31)
+
+
+def feature_frame(tamper_after: dt.date | None = None) -> pd.DataFrame:
+    sales, _ = generate_sales(SyntheticConfig(n_stores=2, n_items=3, start=dt.date(2015, 6, 1),
+                                              end=END, anomaly_share=0.0))
+    sales = sales.assign(series_id=sales["store"].astype(str) + "|" + sales["item"].astype(str),
+                         sales=sales["sales"].astype(float))
+    if tamper_after is not None:
+        late = sales["date"] > pd.Timestamp(tamper_after)
+        sales.loc[late, "sales"] = sales.loc[late, "sales"] * 3 + 50
+    con = duckdb.connect()
+    con.register("s", sales.assign(date=sales["date"].dt.date))
+    con.execute("CREATE TABLE validated_sales AS SELECT * FROM s")
+    con.register("c", calendar_frame(SPEC.start, SPEC.end))
+    con.execute(f"CREATE TABLE {CALENDAR} AS SELECT * FROM c")
+    select = features_select(PLAN, history_source(SPEC), HOLIDAYS_SOURCE)
+    return con.execute(select, [dt.date(2015, 6, 1), END, dt.date(2016, 1, 1), END]).df()
+
+
+def small_model() -> Forecaster:
+    return Forecaster(ForecasterParams(n_estimators=40), PLAN.names, PLAN.horizon)
+
+
+@pytest.fixture(scope="module")
+def clean_and_tampered():
+    origins = origins_for(END, PLAN.horizon, 1, count=2, spacing=28)
+    # Tamper with everything after the last origin: actuals change, forecasts must not.
+    run = [run_backtest(feature_frame(t), small_model, origins, PLAN.horizon, 1, 364)
+           for t in (None, origins[-1])]
+    return origins, run[0], run[1]
+
+
+def test_forecasts_ignore_data_after_their_origin(clean_and_tampered):
+    origins, clean, tampered = clean_and_tampered
+    last = pd.Timestamp(origins[-1])
+    a = clean.predictions[clean.predictions["origin"] == last]
+    b = tampered.predictions[tampered.predictions["origin"] == last]
+    assert not np.allclose(a["y"], b["y"])  # the future really changed
+    for col in ("p10", "p50", "p90", "seasonal_naive_7", "moving_average_28"):
+        np.testing.assert_allclose(a[col], b[col], err_msg=col)
+
+
+def test_every_method_is_scored_on_the_same_points(clean_and_tampered):
+    _, clean, _ = clean_and_tampered
+    overall = clean.metrics[clean.metrics["origin"] == "all"]
+    assert overall["points"].nunique() == 1
+    assert {MODEL, "seasonal_naive_7", "dow_mean_8w", "moving_average_28"} <= set(clean.methods)
+    assert len(clean.origins) == 2 and clean.predictions["origin"].nunique() == 2
+
+
+def test_gate_names_the_baseline_a_model_fails_to_beat(clean_and_tampered):
+    _, clean, _ = clean_and_tampered
+    bad = clean.predictions.assign(p50=clean.predictions["p50"] * 3)
+    worse = type(clean)(clean.origins, bad, clean.metrics.copy(), clean.methods, 0.0)
+    from forecast_platform.models.backtest import score
+
+    worse = type(clean)(clean.origins, bad, score(bad, clean.methods), clean.methods, 0.0)
+    verdict = evaluate(worse, "smape", 0.0)
+    assert not verdict.passed
+    assert any(r.startswith("does not beat seasonal_naive_7") for r in verdict.reasons)
+
+
+def test_too_little_history_is_refused_clearly():
+    frame = feature_frame()
+    short = frame[frame["ds"] > pd.Timestamp(END - dt.timedelta(days=60))]
+    with pytest.raises(ValueError, match="backtest origin"):
+        run_backtest(short, small_model, [END - dt.timedelta(days=90)], PLAN.horizon, 1, 364)
