@@ -2,7 +2,7 @@
 
     python benchmarks/accuracy.py --dataset store_item --data-dir ../shared/data/store_item_demand
     python benchmarks/accuracy.py ... --origin 2016-10-02 --no-append
-    python benchmarks/accuracy.py ... --extra-features series_dev   # a model-feature variant
+    python benchmarks/accuracy.py ... --extra-features share_store   # a model-feature variant
 
 Everything runs through the platform's own code, as the assets do, over an in-memory DuckDB:
 
@@ -45,7 +45,11 @@ from forecast_platform.features.calendar import calendar_frame
 from forecast_platform.features.sql import features_select, plan_features
 from forecast_platform.models import metrics
 from forecast_platform.models.backtest import baseline_forecasts
-from forecast_platform.models.forecaster import Forecaster, ForecasterParams, model_features
+from forecast_platform.models.forecaster import (
+    Forecaster,
+    ForecasterParams,
+    default_model_features,
+)
 from forecast_platform.models.future import future_params, future_source
 from forecast_platform.warehouse.store import quote
 
@@ -131,7 +135,9 @@ def run(spec: DatasetSpec, data_dir: Path, origin: dt.date, extra: list[str] | N
     if test.empty:
         raise ValueError(f"no actuals between {first} and {last}: pick an earlier --origin")
 
-    features = model_features(plan.names, spec.frequency, extra=[*spec.known, *(extra or [])])
+    # The platform's default model features (as the forecaster asset trains), plus any extras.
+    features = default_model_features(plan.names, spec.frequency, list(spec.known))
+    features += [f for f in (extra or []) if f in plan.names and f not in features]
     model = Forecaster(ForecasterParams(), features, plan.horizon).fit(train)
     preds = model.predict(test)
 

@@ -16,11 +16,14 @@ from forecast_platform.datasets.registry import get_spec
 from forecast_platform.instance import ensure_dagster_home
 from forecast_platform.settings import Settings, load_settings
 
-DEMO_START = dt.date(2016, 1, 1)
+# Three years: the forecaster's yearly features need ~1.5 years before a row trains, and the
+# anomaly detector needs half a year of out-of-sample residuals before it scores.
+DEMO_START = dt.date(2015, 1, 1)
 SUMMARY_TABLES = [
     "raw_sales", "validated_sales", "sales_rejects", "holiday_calendar", "sales_features",
-    "model_registry", "forecasts", "forecast_explanations",
+    "model_registry", "forecasts", "forecast_explanations", "expected_sales", "sales_anomalies",
 ]
+ANOMALY_HISTORY_DAYS = 28  # a series needs this many scored residuals before its days score
 
 
 def _configure(args: argparse.Namespace) -> Settings:
@@ -90,6 +93,37 @@ def forecaster_summary(result) -> list[str]:
     return []
 
 
+def anomaly_summary(result) -> list[str]:
+    """Anomalies found, by type, and how they compare with the generator's labels."""
+    for e in result.all_events:
+        if e.event_type_value != "ASSET_MATERIALIZATION":
+            continue
+        m = e.event_specific_data.materialization
+        if m.asset_key.to_user_string() != "sales_anomalies":
+            continue
+        meta = {k: getattr(v, "value", v) for k, v in m.metadata.items()}
+        lines = ["", f"Anomalies: {meta['flagged']} of {meta['dagster/row_count']} series-days "
+                     f"flagged, by type {meta['by_type']}"]
+        if "vs_labels_precision" in meta:
+            lines.append(
+                f"  against the generator's labels: precision {meta['vs_labels_precision']}, "
+                f"recall {meta['vs_labels_recall']}, F1 {meta['vs_labels_f1']}, event recall "
+                f"{meta['vs_labels_event_recall']}")
+        return lines
+    return []
+
+
+def scoring_range(settings: Settings) -> tuple[dt.date, dt.date] | None:
+    """Days that have out-of-sample expected values and enough scored history before them."""
+    import duckdb
+
+    with duckdb.connect(str(settings.warehouse_path), read_only=True) as con:
+        first, last = con.execute("SELECT min(ds), max(ds) FROM expected_sales").fetchone()
+    if first is None:
+        return None
+    return first + dt.timedelta(days=ANOMALY_HISTORY_DAYS), last
+
+
 def summarize(settings: Settings, results: list, seconds: float) -> str:
     import duckdb
 
@@ -120,13 +154,16 @@ def summarize(settings: Settings, results: list, seconds: float) -> str:
             lines.append(f"  step {e.step_key} failed: {error}")
     for result in results:
         lines += forecaster_summary(result)
+        lines += anomaly_summary(result)
     lines += [
         "",
         f"Warehouse:    {settings.warehouse_path}",
         f"              duckdb -readonly {settings.warehouse_path}  (or Python: duckdb.connect)",
         f"Landing:      {settings.landing_dir()}",
         f"Dagster home: {settings.dagster_home}",
+        f"BentoML home: {settings.bentoml_home}",
         "UI:           forecast-platform ui   then open http://127.0.0.1:3000",
+        "Serving:      forecast-platform serve --port 3001   then POST /forecast",
     ]
     return "\n".join(lines)
 
@@ -143,12 +180,17 @@ def cmd_demo(args: argparse.Namespace) -> int:
     first, last = min(landed), max(landed)
     print(f"Materializing the asset graph for {first}..{last} ({len(landed)} partitions) "
           "as one run ...")
-    from forecast_platform.jobs import INGEST_JOB, TRAIN_JOB
+    from forecast_platform.jobs import ANOMALY_JOB, INGEST_JOB, TRAIN_JOB
 
     results = [run_range(settings, INGEST_JOB, first, last)]
     if results[0].success:
-        print("Training, backtesting and gating the forecaster; forecasting with the champion ...")
+        print("Training, backtesting and gating the forecaster; forecasting with the champion; "
+              "fitting the anomaly detector; packing the serving bundle ...")
         results.append(run_range(settings, TRAIN_JOB))
+    scored = scoring_range(settings) if results[-1].success else None
+    if scored:
+        print(f"Scoring {scored[0]}..{scored[1]} for anomalies as one run ...")
+        results.append(run_range(settings, ANOMALY_JOB, *scored))
     print(summarize(settings, results, time.perf_counter() - started))
     return 0 if all(r.success for r in results) else 1
 
@@ -169,6 +211,30 @@ def cmd_ui(args: argparse.Namespace) -> int:
     return subprocess.call(cmd)
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Serve the newest serving bundle with `bentoml serve` from bentos/ (BENTOML_HOME set)."""
+    from bentoml.exceptions import NotFound
+
+    from forecast_platform.serving.bundle import bundle_name, model_store
+
+    settings = _configure(args)
+    tag = f"{bundle_name()}:latest"
+    try:
+        model_store(settings.bentoml_home).get(tag)
+    except NotFound:
+        print(f"no {tag} in {settings.bentoml_home}: run `forecast-platform demo` (or "
+              "materialize serving_bundle) first")
+        return 1
+    bentos = Path(__file__).resolve().parents[1] / "bentos"
+    env = {**os.environ, "BENTOML_HOME": str(settings.bentoml_home), "DO_NOT_TRACK": "1",
+           "BENTOML_DO_NOT_TRACK": "True"}
+    exe = Path(sys.executable).with_name("bentoml")
+    cmd = [str(exe) if exe.exists() else "bentoml", "serve", "service:ForecastService",
+           "--host", args.host, "--port", str(args.port)]
+    print(f"BENTOML_HOME={settings.bentoml_home} {' '.join(cmd)}  (in {bentos})")
+    return subprocess.call(cmd, cwd=bentos, env=env)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="forecast-platform", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -182,7 +248,7 @@ def build_parser() -> argparse.ArgumentParser:
                              ("land", cmd_land, "only write landing files")):
         p = sub.add_parser(name, help=text)
         common(p)
-        p.add_argument("--start", help="synthetic: first landed date (default 2016-01-01)")
+        p.add_argument("--start", help="synthetic: first landed date (default 2015-01-01)")
         p.add_argument("--stores", type=int, default=10, help="synthetic: number of stores")
         p.add_argument("--items", type=int, default=50, help="synthetic: items per store")
         p.set_defaults(func=func)
@@ -191,6 +257,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=3000)
     p.set_defaults(func=cmd_ui)
+    p = sub.add_parser("serve", help="serve the newest serving bundle over HTTP (bentoml serve)")
+    common(p)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=3000)
+    p.set_defaults(func=cmd_serve)
     return parser
 
 

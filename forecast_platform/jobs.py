@@ -5,6 +5,7 @@ from __future__ import annotations
 import dagster as dg
 from dagster_mlflow import end_mlflow_on_run_finished
 
+from forecast_platform.assets.serving import prediction_log_partitions
 from forecast_platform.datasets.spec import DatasetSpec
 from forecast_platform.partitions import partitions_for
 
@@ -12,7 +13,12 @@ INGEST_JOB = "ingest_job"
 TRAIN_JOB = "train_job"
 INGEST_ASSETS = ["raw_sales", "validated_sales", "sales_rejects", "holiday_calendar",
                  "sales_features"]
-TRAIN_ASSETS = ["forecaster", "forecasts"]
+# The bundle is refreshed by every retrain; a rejected challenger (blocking gate) skips it.
+TRAIN_ASSETS = ["forecaster", "forecasts", "expected_sales", "anomaly_model", "serving_bundle"]
+ANOMALY_JOB = "anomaly_job"
+SERVING_JOB = "serving_job"
+REFRESH_JOB = "refresh_job"
+PREDICTION_LOG_JOB = "prediction_log_job"
 
 
 def build_jobs(spec: DatasetSpec) -> list[dg.UnresolvedAssetJobDefinition]:
@@ -28,6 +34,26 @@ def build_jobs(spec: DatasetSpec) -> list[dg.UnresolvedAssetJobDefinition]:
             TRAIN_JOB,
             selection=dg.AssetSelection.assets(*TRAIN_ASSETS),
             hooks={end_mlflow_on_run_finished},
-            description="Train, backtest and gate the forecaster; forecast with the champion.",
+            description="Train, backtest and gate the forecaster; forecast with the champion; "
+                        "pack it for serving.",
+        ),
+        dg.define_asset_job(
+            ANOMALY_JOB, selection=dg.AssetSelection.assets("sales_anomalies"),
+            partitions_def=partitions_for(spec),
+            description="Score a day (or a range) of sales for anomalies with the current "
+                        "detector.",
+        ),
+        dg.define_asset_job(
+            REFRESH_JOB, selection=dg.AssetSelection.assets("forecasts", "serving_bundle"),
+            description="Forecasts and serving snapshot from the newest data, current champion.",
+        ),
+        dg.define_asset_job(
+            SERVING_JOB, selection=dg.AssetSelection.assets("serving_bundle"),
+            description="Pack the champion and the feature snapshot into the BentoML store.",
+        ),
+        dg.define_asset_job(
+            PREDICTION_LOG_JOB, selection=dg.AssetSelection.assets("prediction_log"),
+            partitions_def=prediction_log_partitions,
+            description="Load the service's prediction log files into the warehouse.",
         ),
     ]

@@ -22,6 +22,7 @@ class PlatformResource(dg.ConfigurableResource):
     dataset: str
     source_dir: str | None = None
     mlflow_tracking_uri: str | None = None
+    bentoml_home: str | None = None  # an explicit BENTOML_HOME; default <data_dir>/bentoml
 
     @classmethod
     def from_settings(cls, settings: Settings) -> PlatformResource:
@@ -30,6 +31,7 @@ class PlatformResource(dg.ConfigurableResource):
             dataset=settings.dataset,
             source_dir=str(settings.source_dir) if settings.source_dir else None,
             mlflow_tracking_uri=settings.mlflow_tracking_uri,
+            bentoml_home=str(settings.bentoml_dir) if settings.bentoml_dir else None,
         )
 
     @property
@@ -39,6 +41,8 @@ class PlatformResource(dg.ConfigurableResource):
             env["FORECAST_SOURCE_DIR"] = self.source_dir
         if self.mlflow_tracking_uri:
             env["MLFLOW_TRACKING_URI"] = self.mlflow_tracking_uri
+        if self.bentoml_home:
+            env["BENTOML_HOME"] = self.bentoml_home
         return load_settings(env)
 
     @property

@@ -22,6 +22,8 @@ class Settings:
     source_dir: Path | None
     mlflow_tracking_uri: str
     dagster_home: Path
+    # BENTOML_HOME when set explicitly; otherwise the BentoML store lives under the data dir.
+    bentoml_dir: Path | None = None
 
     @property
     def warehouse_path(self) -> Path:
@@ -43,6 +45,15 @@ class Settings:
         return self.data_dir / "prediction_log"
 
     @property
+    def bentoml_home(self) -> Path:
+        """The BentoML home (model store, bentos) for the serving bundle.
+
+        Under the data directory unless ``BENTOML_HOME`` is set, so a test or a second
+        deployment never serves another one's models from ``~/bentoml``.
+        """
+        return self.bentoml_dir or self.data_dir / "bentoml"
+
+    @property
     def datasets_dir(self) -> Path:
         """User dataset specs (YAML) written by ``forecast-platform init-dataset``."""
         return self.data_dir / "datasets"
@@ -58,10 +69,12 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
     source = env.get("FORECAST_SOURCE_DIR")
     mlflow_uri = env.get("MLFLOW_TRACKING_URI") or f"sqlite:///{data_dir / 'mlflow.db'}"
     dagster_home = Path(env.get("DAGSTER_HOME") or data_dir / "dagster_home").expanduser().resolve()
+    bentoml_home = env.get("BENTOML_HOME")
     return Settings(
         data_dir=data_dir,
         dataset=env.get("FORECAST_DATASET") or DEFAULT_DATASET,
         source_dir=Path(source).expanduser().resolve() if source else None,
         mlflow_tracking_uri=mlflow_uri,
         dagster_home=dagster_home,
+        bentoml_dir=Path(bentoml_home).expanduser().resolve() if bentoml_home else None,
     )

@@ -13,7 +13,7 @@ from forecast_platform.datasets.registry import get_spec, land_synthetic
 from forecast_platform_tests.conftest import check_results, make_settings, materialized, run_job
 
 SPEC = get_spec("synthetic")
-START, END = dt.date(2016, 1, 1), dt.date(2017, 12, 31)
+START, END = dt.date(2015, 1, 1), dt.date(2017, 12, 31)
 SERIES = 5 * 8
 
 
@@ -25,8 +25,9 @@ def trained(tmp_path_factory):
     instance = dg.DagsterInstance.ephemeral()
     assert run_job(settings, START, END, instance=instance).success
     first = run_job(settings, None, None, job="train_job", instance=instance)
+    scored = run_job(settings, dt.date(2017, 7, 1), END, job="anomaly_job", instance=instance)
     second = run_job(settings, None, None, job="train_job", instance=instance)
-    return settings, first, second
+    return settings, first, second, scored
 
 
 def query(settings, sql: str, params=None):
@@ -44,7 +45,7 @@ def metadata(result, asset: str) -> dict:
 
 
 def test_first_model_beats_baselines_and_becomes_champion(trained):
-    settings, first, _ = trained
+    settings, first, *_ = trained
     assert first.success
     gate = check_results(first)["forecaster.champion_gate"]
     assert gate.passed and gate.blocking
@@ -61,7 +62,7 @@ def test_first_model_beats_baselines_and_becomes_champion(trained):
 
 
 def test_mlflow_run_carries_the_dagster_run_and_the_aliases(trained):
-    settings, first, second = trained
+    settings, first, second, _ = trained
     mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
     client = mlflow.MlflowClient()
     run = client.get_run(metadata(first, "forecaster")["mlflow_run_id"])
@@ -77,12 +78,14 @@ def test_mlflow_run_carries_the_dagster_run_and_the_aliases(trained):
 
 
 def test_a_challenger_no_better_is_rejected_explained_and_the_champion_kept(trained):
-    settings, _, second = trained
+    settings, _, second, _ = trained
     gate = check_results(second)["forecaster.champion_gate"]
     assert not gate.passed
     assert "does not beat champion v1" in gate.description
-    assert not second.success and "forecasts" not in materialized(second)
-    registry = query(settings, "SELECT version, status, gate FROM model_registry ORDER BY 1")
+    assert not second.success
+    assert not {"forecasts", "serving_bundle", "anomaly_model"} & materialized(second)
+    registry = query(settings, "SELECT model_name, version, status, gate FROM model_registry "
+                               "WHERE model_name = 'synthetic_forecaster' ORDER BY version")
     assert list(registry["status"]) == ["champion", "rejected"]
     assert "does not beat champion v1" in registry.loc[1, "gate"]
 
@@ -91,9 +94,29 @@ def test_forecasts_cover_every_series_over_the_horizon_with_intervals(trained):
     settings, *_ = trained
     fc = query(settings, "SELECT * FROM forecasts")
     assert len(fc) == SERIES * SPEC.horizon
-    assert fc["ds"].min() == dt.date(2018, 1, 1) or str(fc["ds"].min())[:10] == "2018-01-01"
+    assert str(fc["ds"].min())[:10] == "2018-01-01"
     assert (fc["model_version"] == 1).all()
     assert ((fc["p10"] <= fc["p50"]) & (fc["p50"] <= fc["p90"])).all()
     explain = query(settings, "SELECT series_id, ds, count(*) AS n FROM forecast_explanations "
                               "GROUP BY ALL")
     assert len(explain) == len(fc) and (explain["n"] == 3).all()
+
+
+def test_expected_values_are_out_of_sample_and_anomalies_are_explained(trained):
+    settings, first, _, scored = trained
+    assert {"expected_sales", "anomaly_model", "serving_bundle"} <= materialized(first)
+    assert check_results(first)["anomaly_model.matches_forecaster"].passed
+    leaks = query(settings, "SELECT count(*) AS n FROM expected_sales WHERE origin >= ds")
+    assert leaks["n"][0] == 0
+    assert scored.success
+    anomalies = query(settings, "SELECT * FROM sales_anomalies")
+    assert str(anomalies["ds"].min())[:10] >= "2017-07-01"
+    flagged = anomalies[anomalies["is_anomaly"]]
+    assert len(flagged) > 0
+    assert set(flagged["anomaly_type"]) <= {"spike", "dip", "level_shift", "zero_run"}
+    assert flagged["reason"].str.contains("expected").all()
+    assert anomalies.loc[~anomalies["is_anomaly"], "anomaly_type"].isna().all()
+    meta = metadata(scored, "sales_anomalies")
+    assert {"flagged", "by_type", "top_anomalies", "vs_labels_precision"} <= set(meta)
+    checks = check_results(scored)
+    assert checks["sales_anomalies.detector_matches_forecaster"].passed

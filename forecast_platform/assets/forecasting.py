@@ -14,7 +14,11 @@ from forecast_platform.datasets.spec import DatasetSpec
 from forecast_platform.features.sql import features_select, plan_features
 from forecast_platform.models import registry
 from forecast_platform.models.backtest import MODEL, origins_for, relative_gain, run_backtest
-from forecast_platform.models.forecaster import Forecaster, ForecasterParams, model_features
+from forecast_platform.models.forecaster import (
+    Forecaster,
+    ForecasterParams,
+    default_model_features,
+)
 from forecast_platform.models.future import future_params, future_source
 from forecast_platform.models.gate import evaluate
 from forecast_platform.models.report import render
@@ -71,11 +75,6 @@ def check_history(frame: pd.DataFrame, spec: DatasetSpec, horizon: int, origins:
         )
 
 
-# The recipe's calendar + growth features, the series' deviation from what its key shares
-# predict (real series do not all follow the pooled shares), and known-in-advance covariates.
-EXTRA_FEATURES = ("series_dev",)
-
-
 def load_champion(champion_row: registry.ModelRecord | None, log) -> Forecaster | None:
     """The champion's model, or None when there is none or it predates the current format."""
     if champion_row is None:
@@ -91,8 +90,7 @@ def load_champion(champion_row: registry.ModelRecord | None, log) -> Forecaster 
 def build_forecasting_assets(spec: DatasetSpec) -> list:
     plan = plan_features(spec)
     name = model_name(spec)
-    features = model_features(plan.names, spec.frequency,
-                              extra=[*EXTRA_FEATURES, *spec.known])
+    features = default_model_features(plan.names, spec.frequency, list(spec.known))
 
     @dg.asset(
         name="forecaster",

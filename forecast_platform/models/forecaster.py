@@ -33,6 +33,17 @@ CALENDAR_FEATURES = ("dow", "month", "dom", "doy")
 GROWTH_FEATURES = ("yoy",)
 
 
+# Beyond the recipe: the series' deviation from what its key shares predict. Real series do
+# not all follow the pooled shares (the synthetic data and Walmart's departments do not).
+DEFAULT_EXTRA_FEATURES = ("series_dev",)
+
+
+def default_model_features(names: Sequence[str], frequency: str, known: Sequence[str]
+                           ) -> list[str]:
+    """What the platform trains on: the recipe, the default extras and known covariates."""
+    return model_features(names, frequency, extra=[*DEFAULT_EXTRA_FEATURES, *known])
+
+
 def model_features(names: Sequence[str], frequency: str = "D",
                    extra: Sequence[str] = ()) -> list[str]:
     """The features the forecaster uses, chosen by name from a plan's feature names.

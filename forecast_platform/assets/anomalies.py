@@ -1,0 +1,298 @@
+"""expected_sales, anomaly_model and sales_anomalies: which series-days behaved strangely, and why.
+
+Expected values are out-of-sample forecasts (see models/expected.py); for days after the last
+refit, the champion's forward forecasts (the forecasts table) serve, always made before the day.
+"""
+
+import datetime as dt
+import json
+
+import dagster as dg
+import duckdb
+import mlflow
+import pandas as pd
+
+from forecast_platform.assets.features import FEATURES
+from forecast_platform.assets.forecasting import FORECASTS, model_name
+from forecast_platform.assets.metadata import check_result, preview
+from forecast_platform.datasets.registry import LABELS_FILE
+from forecast_platform.datasets.spec import DatasetSpec
+from forecast_platform.models import registry
+from forecast_platform.models.anomaly import (
+    AnomalyDetector,
+    classify,
+    context_features,
+)
+from forecast_platform.models.expected import expected_values
+from forecast_platform.models.forecaster import Forecaster
+from forecast_platform.partitions import date_range, partitions_for
+from forecast_platform.quality.checks import Outcome
+from forecast_platform.resources import PlatformResource
+from forecast_platform.warehouse.store import connect, quote, replace_range, table_exists
+
+OWNERS = ["team:forecasting"]
+EXPECTED = "expected_sales"
+ANOMALIES = "sales_anomalies"
+CONTEXT_DAYS = 210  # the detector's reference window (182) plus the run context (28)
+MAX_DAILY_RATE = 0.05  # above this share of series flagged on one day: a data problem
+
+
+class AnomalyConfig(dg.Config):
+    fit_days: int = 182
+    target_false_alarm_rate: float = 0.002
+    detector: str = "ecod"
+
+
+def anomaly_model_name(spec: DatasetSpec) -> str:
+    return f"{spec.name}_anomaly"
+
+
+def expected_with_actuals(con: duckdb.DuckDBPyConnection, spec: DatasetSpec, start: dt.date,
+                          end: dt.date) -> pd.DataFrame:
+    """``series_id, ds, y, p10, p50, p90`` for start..end: one forecast per day, the latest
+    origin before it, from the rolling refits or the champion's forward forecasts."""
+    sources = [f"SELECT series_id, ds, origin, p10, p50, p90 FROM {EXPECTED}"]
+    if table_exists(con, FORECASTS):
+        sources.append(f"SELECT series_id, ds, origin, p10, p50, p90 FROM {FORECASTS}")
+    date = quote(spec.date_column)
+    return con.execute(f"""
+        WITH e AS (
+            SELECT * FROM ({" UNION ALL ".join(sources)})
+            WHERE ds BETWEEN ? AND ? AND origin < ds
+            QUALIFY row_number() OVER (PARTITION BY series_id, ds ORDER BY origin DESC) = 1
+        )
+        SELECT v.series_id, v.{date} AS ds, CAST(v.{quote(spec.target)} AS DOUBLE) AS y,
+               e.p10, e.p50, e.p90
+        FROM validated_sales v LEFT JOIN e ON e.series_id = v.series_id AND e.ds = v.{date}
+        WHERE v.{date} BETWEEN ? AND ?
+        ORDER BY 1, 2
+    """, [start, end, start, end]).df()
+
+
+def label_scores(scored: pd.DataFrame, labels: pd.DataFrame) -> dict[str, float]:
+    """Point precision/recall/F1 and event recall against ground-truth labels on scored rows."""
+    truth = labels.assign(ds=pd.to_datetime(labels["ds"]))[["series_id", "ds", "event_id"]]
+    rows = scored[["series_id", "ds", "is_anomaly"]].assign(ds=lambda f: pd.to_datetime(f["ds"]))
+    rows = rows.merge(truth, on=["series_id", "ds"], how="left")
+    actual = rows["event_id"].notna()
+    flagged = rows["is_anomaly"].astype(bool)
+    tp = int((actual & flagged).sum())
+    precision = tp / max(int(flagged.sum()), 1)
+    recall = tp / max(int(actual.sum()), 1)
+    events = rows[actual].groupby("event_id")["is_anomaly"].any()
+    return {
+        "precision": round(precision, 4), "recall": round(recall, 4),
+        "f1": round(2 * precision * recall / max(precision + recall, 1e-12), 4),
+        "event_recall": round(float(events.mean()) if len(events) else 0.0, 4),
+        "labelled_points": int(actual.sum()), "flagged_points": int(flagged.sum()),
+    }
+
+
+def synthetic_labels(platform: PlatformResource, spec: DatasetSpec) -> pd.DataFrame | None:
+    """The generator's ground truth, when the landed data came from it."""
+    path = platform.landing_dir / LABELS_FILE
+    if not path.is_file():
+        return None
+    labels = pd.read_csv(path)
+    keys = [labels[k].astype(str) for k in spec.keys]
+    series = keys[0].str.cat(keys[1:], sep="|") if len(keys) > 1 else keys[0]
+    return labels.assign(series_id=series, ds=labels["date"])
+
+
+def build_anomaly_assets(spec: DatasetSpec) -> list:
+    partitions = partitions_for(spec)
+    forecaster_name = model_name(spec)
+    detector_name = anomaly_model_name(spec)
+
+    @dg.asset(
+        name=EXPECTED,
+        deps=["forecaster", FEATURES],
+        group_name="anomalies",
+        kinds={"xgboost", "duckdb"},
+        owners=OWNERS,
+        pool="duckdb",
+        description=(
+            "Out-of-sample P10/P50/P90 for every historical series-day: the champion's recipe "
+            "refit at origins one horizon apart, each forecasting the horizon after it. What "
+            "residuals are measured against: an in-sample fit would have learned the anomaly."
+        ),
+    )
+    def expected_sales(context: dg.AssetExecutionContext, platform: PlatformResource):
+        with connect(platform.warehouse_path) as con:
+            champion = registry.champion(con, forecaster_name)
+            if champion is None:
+                raise ValueError(f"no champion {forecaster_name}: expected values use its recipe")
+            frame = con.execute(f"SELECT * FROM {FEATURES} ORDER BY ds").df()
+        recipe = Forecaster.from_bytes(champion.model_bytes)
+
+        def make_model() -> Forecaster:
+            return Forecaster(recipe.params, recipe.features, recipe.horizon)
+
+        expected, origins = expected_values(frame, make_model, recipe.horizon, spec.step_days)
+        expected = expected.assign(forecaster_version=champion.version)
+        with connect(platform.warehouse_path) as con:
+            con.register("_expected", expected)
+            con.execute(f"CREATE OR REPLACE TABLE {EXPECTED} AS SELECT series_id, "
+                        "CAST(ds AS DATE) AS ds, CAST(origin AS DATE) AS origin, p10, p50, p90, "
+                        "forecaster_version FROM _expected")
+            con.unregister("_expected")
+        return dg.MaterializeResult(metadata={
+            "dagster/row_count": len(expected),
+            "origins": ", ".join(str(o) for o in origins),
+            "covered": f"{expected['ds'].min().date()} .. {expected['ds'].max().date()}",
+            "forecaster_version": champion.version,
+        })
+
+    @dg.asset(
+        name="anomaly_model",
+        deps=[EXPECTED, "validated_sales"],
+        group_name="anomalies",
+        kinds={"pyod", "mlflow", "duckdb"},
+        owners=OWNERS,
+        required_resource_keys={"mlflow", "platform"},
+        pool="duckdb",
+        description=(
+            "PyOD detector over context features of out-of-sample residuals (robust per-series "
+            "z, same-sign run statistic, zero against a non-zero expectation), its threshold "
+            "calibrated to a target false-alarm rate on the fitting window. A versioned row of "
+            "model_registry, tracked in MLflow."
+        ),
+        check_specs=[dg.AssetCheckSpec(
+            "matches_forecaster", asset="anomaly_model", blocking=True,
+            description="The detector was built on the current champion forecaster's residuals.",
+        )],
+    )
+    def anomaly_model(context: dg.AssetExecutionContext, config: AnomalyConfig):
+        platform: PlatformResource = context.resources.platform
+        with connect(platform.warehouse_path) as con:
+            champion = registry.champion(con, forecaster_name)
+            last = con.execute(f"SELECT max(ds) FROM {EXPECTED}").fetchone()[0]
+            if last is None:
+                raise ValueError("expected_sales is empty: nothing to fit a detector on")
+            fit_start = last - dt.timedelta(days=config.fit_days - 1)
+            frame = expected_with_actuals(con, spec, fit_start - dt.timedelta(days=CONTEXT_DAYS),
+                                          last)
+            expected_version = con.execute(
+                f"SELECT max(forecaster_version) FROM {EXPECTED}").fetchone()[0]
+        features = context_features(frame, start=pd.Timestamp(fit_start))
+        detector = AnomalyDetector(kind=config.detector,
+                                   target_false_alarm_rate=config.target_false_alarm_rate)
+        detector.fit(features, info={"forecaster_version": int(expected_version),
+                                     "fit_window": f"{fit_start} .. {last}"})
+        tracker = context.resources.mlflow
+        tracker.log_params({"anomaly.detector": config.detector,
+                            "anomaly.target_false_alarm_rate": config.target_false_alarm_rate,
+                            "anomaly.fit_window": f"{fit_start} .. {last}"})
+        mlflow.log_dict(detector.metadata, "anomaly_detector.json")
+        run = mlflow.active_run()
+        with connect(platform.warehouse_path) as con:
+            version = registry.register(
+                con, model_name=detector_name, horizon=0, train_start=fit_start, train_end=last,
+                features=list(detector.metadata.get("features", [])),
+                params={"kind": config.detector,
+                        "target_false_alarm_rate": config.target_false_alarm_rate},
+                metrics={"threshold": detector.metadata.get("threshold"),
+                         "rows": len(features.rows), "skipped": features.skipped},
+                model_bytes=detector.to_bytes(), mlflow_run_id=run.info.run_id if run else None,
+                dagster_run_id=context.run_id, trigger=context.run.tags.get("trigger", "manual"),
+            )
+            registry.decide(con, detector_name, version, True,
+                            {"reasons": ["a refit detector replaces the previous one"]})
+        matches = champion is not None and int(expected_version) == champion.version
+        yield dg.MaterializeResult(metadata={
+            "model_version": version, "detector": config.detector,
+            "threshold": float(detector.metadata.get("threshold", 0.0)),
+            "fit_window": f"{fit_start} .. {last}", "fit_rows": len(features.rows),
+            "skipped": json.dumps(features.skipped),
+            "forecaster_version": int(expected_version),
+        })
+        yield dg.AssetCheckResult(
+            check_name="matches_forecaster", passed=bool(matches),
+            description=(f"built on forecaster v{expected_version}, champion is "
+                         f"v{champion.version if champion else 'none'}"),
+        )
+
+    @dg.asset(
+        name=ANOMALIES,
+        deps=["anomaly_model", EXPECTED, FORECASTS, "validated_sales"],
+        group_name="anomalies",
+        kinds={"pyod", "duckdb"},
+        owners=OWNERS,
+        partitions_def=partitions,
+        backfill_policy=dg.BackfillPolicy.single_run(),
+        pool="duckdb",
+        description=(
+            "Every scorable series-day: score, anomaly flag, expected value and interval, and "
+            "for flagged points a type (spike, dip, level_shift, zero_run) and a one-line reason."
+        ),
+        check_specs=[
+            dg.AssetCheckSpec("anomaly_rate", asset=ANOMALIES, description=(
+                f"No day flags more than {MAX_DAILY_RATE:.0%} of its series: a burst across "
+                "many series is a data problem, not hundreds of anomalies.")),
+            dg.AssetCheckSpec("detector_matches_forecaster", asset=ANOMALIES, description=(
+                "The detector in use was built on the current champion forecaster.")),
+        ],
+    )
+    def sales_anomalies(context: dg.AssetExecutionContext, platform: PlatformResource):
+        start, end = date_range(context, spec)
+        with connect(platform.warehouse_path) as con:
+            record = registry.champion(con, detector_name)
+            if record is None:
+                raise ValueError(f"no {detector_name} in model_registry: materialize "
+                                 "anomaly_model first")
+            forecaster = registry.champion(con, forecaster_name)
+            frame = expected_with_actuals(con, spec, start - dt.timedelta(days=CONTEXT_DAYS), end)
+        detector = AnomalyDetector.from_bytes(record.model_bytes)
+        features = context_features(frame, start=pd.Timestamp(start))
+        rows = features.rows
+        scored = pd.concat([rows.reset_index(drop=True),
+                            detector.score(rows).reset_index(drop=True)], axis=1)
+        labels = classify(scored)
+        scored = scored.assign(
+            anomaly_type=labels["anomaly_type"].where(scored["is_anomaly"].to_numpy()),
+            reason=labels["reason"].where(scored["is_anomaly"].to_numpy()),
+            detector_version=record.version,
+        )
+        out = scored[["ds", "series_id", "y", "p10", "p50", "p90", "score", "is_anomaly",
+                      "anomaly_type", "reason", "detector_version"]]
+        with connect(platform.warehouse_path) as con:
+            con.register("_scored", out)
+            n = replace_range(con, ANOMALIES, "ds", start, end,
+                              "SELECT CAST(ds AS DATE) AS ds, * EXCLUDE (ds) FROM _scored")
+            con.unregister("_scored")
+        flagged = out[out["is_anomaly"]]
+        per_day = out.groupby("ds")["is_anomaly"].mean()
+        bursts = per_day[per_day > MAX_DAILY_RATE]
+        metadata = {
+            "dagster/row_count": n, "flagged": len(flagged),
+            "by_type": json.dumps(flagged["anomaly_type"].value_counts().to_dict()),
+            "skipped": json.dumps(features.skipped),
+            "top_anomalies": preview(flagged.nlargest(10, "score")[
+                ["ds", "series_id", "y", "p50", "p90", "anomaly_type", "reason"]], rows=10),
+        }
+        if features.messages:
+            metadata["skipped_why"] = "; ".join(features.messages)
+        truth = synthetic_labels(platform, spec)
+        if truth is not None:
+            window = truth[(pd.to_datetime(truth["ds"]) >= pd.Timestamp(start))
+                           & (pd.to_datetime(truth["ds"]) <= pd.Timestamp(end))]
+            metadata.update({f"vs_labels_{k}": v for k, v in label_scores(out, window).items()})
+        yield dg.MaterializeResult(metadata=metadata)
+        burst_rows = bursts.rename("flagged_share").reset_index().head(5)
+        yield check_result(ANOMALIES, "anomaly_rate", Outcome(
+            bursts.empty,
+            "no burst of anomalies" if bursts.empty else
+            f"{len(bursts)} days flag more than {MAX_DAILY_RATE:.0%} of their series: check the "
+            "data of those days before trusting the anomalies",
+            {"days_over_limit": len(bursts), "max_daily_share": round(float(per_day.max()), 4)
+             if len(per_day) else 0.0},
+            burst_rows if not bursts.empty else None,
+        ), dg.AssetCheckSeverity.WARN)
+        built_on = detector.metadata.get("forecaster_version")
+        current = forecaster.version if forecaster else None
+        yield check_result(ANOMALIES, "detector_matches_forecaster", Outcome(
+            built_on == current,
+            f"detector v{record.version} built on forecaster v{built_on}; champion v{current}",
+        ), dg.AssetCheckSeverity.WARN)
+
+    return [expected_sales, anomaly_model, sales_anomalies]

@@ -1,0 +1,105 @@
+"""serving_bundle and prediction_log: what the BentoML service serves, and what it served.
+
+Both are thin wiring over ``forecast_platform.serving``: the bundle packs the champion and a
+feature snapshot into the BentoML model store (under ``Settings.bentoml_home``), and the
+prediction log asset loads the service's JSON-lines files, one UTC day per partition, into the
+warehouse so monitoring sees served traffic without the service ever opening DuckDB.
+"""
+
+
+import datetime as dt
+import json
+
+import dagster as dg
+
+from forecast_platform.assets.forecasting import model_name
+from forecast_platform.assets.metadata import table_metadata
+from forecast_platform.datasets.spec import DatasetSpec
+from forecast_platform.resources import PlatformResource
+from forecast_platform.serving.bundle import build_bundle, bundle_name, load_manifest
+from forecast_platform.serving.log import LOG_TABLE, log_file, log_select
+from forecast_platform.warehouse.store import connect, replace_range
+
+OWNERS = ["team:forecasting"]
+SERVING_BUNDLE = "serving_bundle"
+# Served traffic is dated by the wall clock (UTC), not by the dataset's calendar.
+PREDICTION_LOG_START = "2025-01-01"
+prediction_log_partitions = dg.DailyPartitionsDefinition(
+    start_date=PREDICTION_LOG_START, end_offset=1, timezone="UTC")
+
+
+def build_serving_assets(spec: DatasetSpec) -> list:
+    name = model_name(spec)
+
+    @dg.asset(
+        name=SERVING_BUNDLE,
+        deps=["forecaster", "anomaly_model"],
+        group_name="serving",
+        kinds={"bentoml"},
+        owners=OWNERS,
+        pool="duckdb",
+        description=(
+            "The champion forecaster (and the anomaly detector when one exists) with the feature "
+            "snapshot the service needs: recent validated_sales of every series over the feature "
+            "lookback, the holiday calendar, the feature plan, versions, backtest metrics, data "
+            "window and MLflow run, saved to the BentoML model store. `forecast-platform serve` "
+            "serves the newest; a running service picks it up through its reload API."
+        ),
+    )
+    def serving_bundle(context: dg.AssetExecutionContext, platform: PlatformResource):
+        settings = platform.settings
+        with connect(platform.warehouse_path) as con:
+            tag = build_bundle(con, spec, name, bentoml_home=settings.bentoml_home,
+                               name=bundle_name(),
+                               extra_metadata={"dagster_run_id": context.run_id})
+        manifest, path = load_manifest(tag, settings.bentoml_home)
+        model = manifest["model"]
+        return dg.MaterializeResult(metadata={
+            "bentoml_tag": tag,
+            "model_version": model["version"],
+            "path": dg.MetadataValue.path(str(path)),
+            "bentoml_home": str(settings.bentoml_home),
+            "origin": manifest["windows"]["origin"],
+            "forecast_dates": f"{manifest['windows']['future_start']} .. "
+                              f"{manifest['windows']['future_end']}",
+            "train_window": f"{model['train_start']} .. {model['train_end']}",
+            "series": manifest["series"],
+            "history_rows": manifest["history_rows"],
+            "mlflow_run_id": model["mlflow_run_id"] or "",
+            "anomaly_model": json.dumps(manifest["anomaly"]),
+        })
+
+    @dg.asset(
+        name=LOG_TABLE,
+        group_name="serving",
+        kinds={"duckdb", "json"},
+        owners=OWNERS,
+        partitions_def=prediction_log_partitions,
+        backfill_policy=dg.BackfillPolicy.single_run(),
+        pool="duckdb",
+        description=(
+            "Every value the service served (forecasts, explanations, anomaly scores): one row "
+            "per request, series and target date, with request id, time, inputs, outputs and "
+            "model version, loaded from the service's JSON-lines files "
+            "(<data_dir>/prediction_log/<UTC day>.jsonl). Re-materializing replaces the day."
+        ),
+    )
+    def prediction_log(context: dg.AssetExecutionContext, platform: PlatformResource):
+        window = context.partition_time_window
+        start, end = window.start.date(), (window.end - dt.timedelta(days=1)).date()
+        directory = platform.settings.prediction_log_dir
+        days = [start + dt.timedelta(days=i) for i in range((end - start).days + 1)]
+        files = [p for p in (log_file(directory, d) for d in days) if p.is_file()]
+        with connect(platform.warehouse_path) as con:
+            rows = replace_range(con, LOG_TABLE, "log_date", start, end, log_select(files))
+            metadata = table_metadata(con, LOG_TABLE, "log_date", start, end, rows)
+            requests, by_endpoint = con.execute(
+                f"SELECT count(DISTINCT request_id), "
+                f"string_agg(DISTINCT endpoint, ', ' ORDER BY endpoint) FROM {LOG_TABLE} "
+                "WHERE log_date BETWEEN ? AND ?", [start, end]).fetchone()
+        return dg.MaterializeResult(metadata={
+            **metadata, "files": len(files), "requests": int(requests or 0),
+            "endpoints": by_endpoint or "none",
+        })
+
+    return [serving_bundle, prediction_log]

@@ -1,0 +1,347 @@
+"""The serving bundle: everything the online service needs, packed into the BentoML model store.
+
+The service never opens the DuckDB warehouse (one writer per file, and serving must not queue
+behind a backfill), so the bundle carries a small, self-sufficient snapshot:
+
+    manifest.json      what the bundle is: dataset spec, feature plan, model facts, windows
+    forecaster.bin     the champion forecaster (``Forecaster.to_bytes``)
+    history.parquet    validated_sales of every series over the feature lookback before the
+                       origin (plus one horizon of recent dates, for explaining and scoring them)
+    holidays.parquet   holiday_calendar over the same window and the horizon after the origin
+    anomaly/           the anomaly detector's slot: ``model.bin`` + ``info.json`` when one exists
+
+With those, ``online`` runs the very SQL of the ``forecasts`` asset (``future_source`` +
+``features_select``) over an in-memory DuckDB, so online features are the offline features.
+
+The spec itself is packed (not only its name): the bundle must keep serving what its model was
+trained on even if the dataset registry changes after it was built.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import duckdb
+import pandas as pd
+
+from forecast_platform.datasets.spec import DatasetSpec
+from forecast_platform.features.sql import FeaturePlan, plan_features
+from forecast_platform.models import registry
+from forecast_platform.models.forecaster import Forecaster
+from forecast_platform.warehouse.store import quote, table_exists
+
+if TYPE_CHECKING:
+    from bentoml._internal.models import ModelStore
+
+BUNDLE_FORMAT = 1
+DEFAULT_BUNDLE_NAME = "forecast_bundle"
+BUNDLE_NAME_ENV = "FORECAST_BUNDLE"
+MANIFEST_FILE = "manifest.json"
+FORECASTER_FILE = "forecaster.bin"
+HISTORY_FILE = "history.parquet"
+HOLIDAYS_FILE = "holidays.parquet"
+ANOMALY_DIR = "anomaly"
+ANOMALY_MODEL_FILE = "model.bin"
+ANOMALY_INFO_FILE = "info.json"
+VALIDATED = "validated_sales"
+CALENDAR = "holiday_calendar"
+# The holiday source of the feature SQL: the text of ``assets.features.HOLIDAYS_SOURCE`` (a test
+# holds them equal), repeated here so the service does not import Dagster.
+HOLIDAYS_SOURCE = f"SELECT ds, is_holiday, days_to_holiday FROM {CALENDAR}"
+
+
+def bundle_name(env: dict[str, str] | None = None) -> str:
+    """The bundle's BentoML model name: ``FORECAST_BUNDLE`` or ``forecast_bundle``.
+
+    The asset that writes the bundle and the service that reads it both call this, so they
+    cannot disagree on the name.
+    """
+    env = os.environ if env is None else env
+    return env.get(BUNDLE_NAME_ENV) or DEFAULT_BUNDLE_NAME
+
+
+def model_store(bentoml_home: Path) -> ModelStore:
+    """The model store under ``bentoml_home``, independent of the process's BENTOML_HOME.
+
+    A Dagster run serves many data directories over its life; BentoML's global store is fixed
+    at its first use, so the asset passes an explicit store instead.
+    """
+    from bentoml._internal.models import ModelStore
+
+    path = Path(bentoml_home) / "models"
+    path.mkdir(parents=True, exist_ok=True)
+    return ModelStore(str(path))
+
+
+# -- spec (de)serialization -------------------------------------------------------------------
+
+def spec_to_dict(spec: DatasetSpec) -> dict[str, Any]:
+    """The spec as JSON: every field but the lander (code, not data)."""
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(spec):
+        value = getattr(spec, f.name)
+        if callable(value):
+            continue
+        if isinstance(value, dt.date):
+            value = value.isoformat()
+        elif isinstance(value, tuple):
+            value = list(value)
+        out[f.name] = value
+    return out
+
+
+def spec_from_dict(data: dict[str, Any]) -> DatasetSpec:
+    known = {f.name for f in dataclasses.fields(DatasetSpec)}
+    kwargs = {k: v for k, v in data.items() if k in known}
+    for key in ("start", "end"):
+        kwargs[key] = dt.date.fromisoformat(kwargs[key])
+    kwargs["keys"] = tuple(kwargs["keys"])
+    return DatasetSpec(**kwargs)
+
+
+def plan_info(plan: FeaturePlan) -> dict[str, Any]:
+    return {
+        "horizon": plan.horizon,
+        "lookback_days": plan.lookback_days,
+        "features": [{"name": f.name, "safe_horizon": f.safe_horizon,
+                      "description": f.description} for f in plan.features],
+    }
+
+
+# -- windows ------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Windows:
+    """The dates a bundle serves, all derived from the origin (the last date with data).
+
+    ``recent_start..origin`` are observed dates (explain and anomaly scoring), ``origin + 1 step
+    .. future_end`` the forecast horizon; ``history_start`` is the lookback the features of
+    ``recent_start`` need.
+    """
+
+    origin: dt.date
+    recent_start: dt.date
+    future_start: dt.date
+    future_end: dt.date
+    history_start: dt.date
+
+    @classmethod
+    def for_origin(cls, origin: dt.date, plan: FeaturePlan) -> Windows:
+        step = plan.spec.step_days
+        recent_start = origin - dt.timedelta(days=(plan.horizon - 1) * step)
+        return cls(
+            origin=origin,
+            recent_start=recent_start,
+            future_start=origin + dt.timedelta(days=step),
+            future_end=origin + dt.timedelta(days=plan.horizon * step),
+            history_start=recent_start - dt.timedelta(days=plan.lookback_days),
+        )
+
+    def as_dict(self) -> dict[str, str]:
+        return {k: v.isoformat() for k, v in dataclasses.asdict(self).items()}
+
+
+# -- building -----------------------------------------------------------------------------------
+
+def anomaly_model_name(spec: DatasetSpec) -> str:
+    """The model_registry name the anomaly detector's champion is looked up under (the
+    forecaster's convention, ``<dataset>_forecaster``, for the detector)."""
+    return f"{spec.name}_anomaly"
+
+
+def _anomaly_champion(con: duckdb.DuckDBPyConnection, spec: DatasetSpec
+                      ) -> registry.ModelRecord | None:
+    """The anomaly detector's champion, when the anomaly models exist and one was promoted.
+
+    The slot is optional: a bundle without it serves forecasts and answers ``score_anomaly``
+    with a clear "not available".
+    """
+    try:
+        from forecast_platform.models import anomaly  # noqa: F401  (built by another issue)
+    except ImportError:
+        return None
+    return registry.champion(con, anomaly_model_name(spec))
+
+
+def snapshot_frames(con: duckdb.DuckDBPyConnection, spec: DatasetSpec, windows: Windows
+                    ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """validated_sales and holiday_calendar rows the service needs, in their warehouse shape."""
+    date = quote(spec.date_column)
+    columns = [spec.date_column, "series_id", *spec.keys, spec.target, *spec.known]
+    history = con.execute(
+        f"SELECT {', '.join(quote(c) for c in columns)} FROM {VALIDATED} "
+        f"WHERE {date} BETWEEN ? AND ? ORDER BY series_id, {date}",
+        [windows.history_start, windows.origin],
+    ).df()
+    holidays = con.execute(
+        f"SELECT ds, is_holiday, days_to_holiday FROM {CALENDAR} WHERE ds BETWEEN ? AND ? "
+        "ORDER BY ds", [windows.history_start, windows.future_end],
+    ).df()
+    return history, holidays
+
+
+def build_bundle(con: duckdb.DuckDBPyConnection, spec: DatasetSpec, model_name: str, *,
+                 bentoml_home: Path, name: str | None = None,
+                 extra_metadata: dict[str, Any] | None = None) -> str:
+    """Pack the champion of ``model_name`` and its feature snapshot; return the BentoML tag.
+
+    Reads the warehouse only (``validated_sales``, ``holiday_calendar``, ``model_registry``).
+    Raises ValueError with what to do when there is nothing to pack.
+    """
+    import bentoml
+
+    champion = registry.champion(con, model_name)
+    if champion is None:
+        raise ValueError(f"no champion {model_name} in model_registry: train the forecaster and "
+                         "let it pass the champion gate before building the serving bundle")
+    for table in (VALIDATED, CALENDAR):
+        if not table_exists(con, table):
+            raise ValueError(f"{table} does not exist: materialize it before the serving bundle")
+    plan = plan_features(spec, champion.horizon)
+    origin = con.execute(f"SELECT max({quote(spec.date_column)}) FROM {VALIDATED}").fetchone()[0]
+    if origin is None:
+        raise ValueError(f"{VALIDATED} is empty: there is no history to serve forecasts from")
+    windows = Windows.for_origin(origin, plan)
+    history, holidays = snapshot_frames(con, spec, windows)
+    if holidays.empty or pd.Timestamp(holidays["ds"].max()) < pd.Timestamp(windows.future_end):
+        raise ValueError(f"{CALENDAR} ends before {windows.future_end}, the last forecast date: "
+                         "re-materialize holiday_calendar")
+    anomaly = _anomaly_champion(con, spec)
+    created = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    model = {
+        "name": model_name,
+        "version": champion.version,
+        "horizon": champion.horizon,
+        "features": champion.features,
+        "train_start": champion.train_start.isoformat(),
+        "train_end": champion.train_end.isoformat(),
+        "metrics": champion.metrics,
+        "gate": champion.gate,
+        "mlflow_run_id": champion.mlflow_run_id,
+        "mlflow_model_version": champion.mlflow_model_version,
+        "created_at": champion.created_at.isoformat(),
+    }
+    anomaly_info: dict[str, Any] = {"present": False, "reason": (
+        "no anomaly detector champion was available when the bundle was built")}
+    if anomaly is not None:
+        anomaly_info = {"present": True, "name": anomaly.model_name, "version": anomaly.version,
+                        "train_start": anomaly.train_start.isoformat(),
+                        "train_end": anomaly.train_end.isoformat(), "metrics": anomaly.metrics,
+                        "params": anomaly.params, "features": anomaly.features,
+                        "mlflow_run_id": anomaly.mlflow_run_id}
+    manifest = {
+        "format": BUNDLE_FORMAT,
+        "created_at": created.isoformat(),
+        "dataset": spec.name,
+        "spec": spec_to_dict(spec),
+        "plan": plan_info(plan),
+        "windows": windows.as_dict(),
+        "series": int(history["series_id"].nunique()),
+        "history_rows": len(history),
+        "model": model,
+        "anomaly": anomaly_info,
+        **(extra_metadata or {}),
+    }
+    labels = {"dataset": spec.name, "model": model_name, "model_version": str(champion.version),
+              "origin": origin.isoformat(),
+              "anomaly": str(anomaly.version) if anomaly is not None else "none"}
+    metadata = {"dataset": spec.name, "model_name": model_name,
+                "model_version": champion.version, "origin": origin.isoformat(),
+                "train_window": f"{model['train_start']} .. {model['train_end']}",
+                "mlflow_run_id": champion.mlflow_run_id or "", "created_at": created.isoformat(),
+                "backtest_metrics": json.dumps(champion.metrics),
+                "anomaly_version": anomaly.version if anomaly is not None else -1}
+    with bentoml.models.create(name or bundle_name(), labels=labels, metadata=metadata,
+                               _model_store=model_store(bentoml_home)) as ref:
+        root = Path(ref.path)
+        (root / FORECASTER_FILE).write_bytes(champion.model_bytes)
+        history.to_parquet(root / HISTORY_FILE, index=False)
+        holidays.to_parquet(root / HOLIDAYS_FILE, index=False)
+        slot = root / ANOMALY_DIR
+        slot.mkdir()
+        (slot / ANOMALY_INFO_FILE).write_text(json.dumps(anomaly_info, indent=2, default=str))
+        if anomaly is not None:
+            (slot / ANOMALY_MODEL_FILE).write_bytes(anomaly.model_bytes)
+        (root / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2, default=str))
+        tag = str(ref.tag)
+    return tag
+
+
+# -- loading ------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Bundle:
+    """A loaded bundle: what ``online.OnlineModel`` computes from."""
+
+    tag: str
+    path: Path
+    manifest: dict[str, Any]
+    spec: DatasetSpec
+    plan: FeaturePlan
+    windows: Windows
+    forecaster: Forecaster
+    history: pd.DataFrame
+    holidays: pd.DataFrame
+    anomaly_bytes: bytes | None
+
+    @property
+    def model_version(self) -> int:
+        return int(self.manifest["model"]["version"])
+
+    @property
+    def created_at(self) -> str:
+        return str(self.manifest["created_at"])
+
+
+def _resolve(tag_or_path: str | Path, store: ModelStore | None) -> tuple[str, Path]:
+    path = Path(tag_or_path)
+    if path.is_dir() and (path / MANIFEST_FILE).is_file():
+        return path.name, path
+    import bentoml
+
+    kwargs = {"_model_store": store} if store is not None else {}
+    ref = bentoml.models.get(str(tag_or_path), **kwargs)
+    return str(ref.tag), Path(ref.path)
+
+
+def load_manifest(tag: str, bentoml_home: Path) -> tuple[dict[str, Any], Path]:
+    """A bundle's manifest and directory, without loading the model or the snapshot."""
+    _, root = _resolve(tag, model_store(bentoml_home))
+    return json.loads((root / MANIFEST_FILE).read_text()), root
+
+
+def load_bundle(tag_or_path: str | Path, store: ModelStore | None = None,
+                tag: str | None = None) -> Bundle:
+    """Load a bundle from a BentoML tag (``name:version`` or ``name:latest``) or a directory.
+
+    Refuses a bundle whose feature plan no longer matches the feature code: the model would
+    be fed columns that mean something else. ``tag`` names a bundle loaded from a directory.
+    """
+    resolved, root = _resolve(tag_or_path, store)
+    tag = tag or resolved
+    manifest = json.loads((root / MANIFEST_FILE).read_text())
+    if manifest.get("format") != BUNDLE_FORMAT:
+        raise ValueError(f"bundle {tag} has format {manifest.get('format')}, this code reads "
+                         f"format {BUNDLE_FORMAT}: rebuild the bundle (materialize serving_bundle)")
+    spec = spec_from_dict(manifest["spec"])
+    packed = manifest["plan"]
+    plan = plan_features(spec, packed["horizon"])
+    if plan.names != [f["name"] for f in packed["features"]] \
+            or plan.lookback_days != packed["lookback_days"]:
+        raise ValueError(f"bundle {tag} was built with a different feature plan than this code "
+                         "computes: rebuild the bundle (materialize serving_bundle)")
+    w = {k: dt.date.fromisoformat(v) for k, v in manifest["windows"].items()}
+    anomaly_file = root / ANOMALY_DIR / ANOMALY_MODEL_FILE
+    return Bundle(
+        tag=tag, path=root, manifest=manifest, spec=spec, plan=plan, windows=Windows(**w),
+        forecaster=Forecaster.from_bytes((root / FORECASTER_FILE).read_bytes()),
+        history=pd.read_parquet(root / HISTORY_FILE),
+        holidays=pd.read_parquet(root / HOLIDAYS_FILE),
+        anomaly_bytes=anomaly_file.read_bytes() if anomaly_file.is_file() else None,
+    )

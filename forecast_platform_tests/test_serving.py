@@ -1,0 +1,418 @@
+"""Serving: a real bundle from a real (small) champion, online features equal to the offline
+ones, and the HTTP service's behaviour, auth, prediction log and bad-input answers.
+
+One module-scoped setup: synthetic sales of 2 stores x 3 items in a DuckDB file, the real
+feature SQL, a small Forecaster registered as champion, the ``serving_bundle`` asset into a
+temporary BENTOML_HOME, then the service over ``to_asgi()`` (and once as a real server).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import dagster as dg
+import httpx
+import numpy as np
+import pandas as pd
+import pytest
+
+from forecast_platform.assets.features import HOLIDAYS_SOURCE, history_source
+from forecast_platform.assets.serving import build_serving_assets
+from forecast_platform.datasets.registry import get_spec
+from forecast_platform.features.sql import features_select, plan_features
+from forecast_platform.models.forecaster import ForecasterParams
+from forecast_platform.models.future import future_params, future_source
+from forecast_platform.resources import PlatformResource
+from forecast_platform.serving import bundle as bundle_mod
+from forecast_platform.serving.bundle import build_bundle, load_bundle, model_store
+from forecast_platform.serving.log import LOG_TABLE, log_file
+from forecast_platform.serving.online import OnlineModel
+from forecast_platform.settings import Settings, load_settings
+from forecast_platform.warehouse.store import connect
+from forecast_platform_tests.serving_support import (
+    SERVICE_FILE,
+    bentoml_server,
+    build_champion_warehouse,
+)
+
+SPEC = get_spec("synthetic")
+PLAN = plan_features(SPEC)
+START, END = dt.date(2013, 1, 1), dt.date(2016, 3, 31)
+MODEL = "synthetic_forecaster"
+MAX_BATCH = 50
+S12 = {"store": 1, "item": 2}
+
+
+# -- setup ------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory) -> dict[str, str]:
+    """The module's environment: its own data dir and BentoML store, a small batch cap."""
+    root = tmp_path_factory.mktemp("serving")
+    values = {"FORECAST_DATA_DIR": str(root / "data"), "BENTOML_HOME": str(root / "bentoml"),
+              "FORECAST_MAX_BATCH": str(MAX_BATCH), "DO_NOT_TRACK": "1",
+              "BENTOML_DO_NOT_TRACK": "1"}
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in values.items():
+            mp.setenv(key, value)
+        mp.delenv("FORECAST_API_KEY", raising=False)
+        mp.delenv("FORECAST_ADMIN_KEY", raising=False)
+        mp.delenv("FORECAST_BUNDLE", raising=False)
+        yield values
+
+
+@pytest.fixture(scope="module")
+def settings(env) -> Settings:
+    return load_settings(env)
+
+
+@pytest.fixture(scope="module")
+def warehouse(settings) -> Path:
+    """validated_sales, holiday_calendar and a champion forecaster in a DuckDB file."""
+    build_champion_warehouse(settings.warehouse_path, SPEC, MODEL, n_stores=2, n_items=3,
+                             start=START, end=END, seed=3,
+                             params=ForecasterParams(n_estimators=20))
+    return settings.warehouse_path
+
+
+@pytest.fixture(scope="module")
+def bundle_tag(settings, warehouse) -> str:
+    """The serving_bundle asset, materialized for real; its metadata names the tag."""
+    assets = build_serving_assets(SPEC)
+    result = dg.materialize([assets[0]],
+                            resources={"platform": PlatformResource.from_settings(settings)})
+    assert result.success
+    meta = result.asset_materializations_for_node("serving_bundle")[0].metadata
+    assert meta["model_version"].value == 1
+    assert Path(meta["path"].value).is_dir()
+    return meta["bentoml_tag"].value
+
+
+@pytest.fixture(scope="module")
+def online(settings, bundle_tag) -> OnlineModel:
+    return OnlineModel(load_bundle(bundle_tag, store=model_store(settings.bentoml_home)))
+
+
+@pytest.fixture(scope="module")
+def service(env, bundle_tag):
+    """bentos/service.py imported as a module (BENTOML_HOME is already the module's)."""
+    spec = importlib.util.spec_from_file_location("forecast_service_under_test", SERVICE_FILE)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    yield module
+    sys.modules.pop(spec.name, None)
+
+
+@pytest.fixture(scope="module")
+def client(service):
+    from starlette.testclient import TestClient
+
+    with TestClient(app=service.ForecastService.to_asgi()) as c:
+        yield c
+
+
+def offline_future_rows(warehouse: Path, origin: dt.date) -> pd.DataFrame:
+    """The forecasts asset's own query on the warehouse: the offline features of the horizon."""
+    first = origin + dt.timedelta(days=1)
+    last = origin + dt.timedelta(days=PLAN.horizon)
+    select = features_select(PLAN, future_source(SPEC, PLAN.horizon), HOLIDAYS_SOURCE)
+    with connect(warehouse, read_only=True) as con:
+        rows = con.execute(select, [*future_params(origin - dt.timedelta(days=PLAN.lookback_days),
+                                                   origin), first, last]).df()
+    rows["ds"] = pd.to_datetime(rows["ds"])
+    return rows
+
+
+# -- bundle and parity ------------------------------------------------------------------------
+
+def test_bundle_packs_the_champion_and_a_bounded_snapshot(settings, bundle_tag, online):
+    b = online.bundle
+    assert b.tag == bundle_tag and b.model_version == 1
+    assert b.manifest["model"]["mlflow_run_id"] == "run-123"
+    assert b.manifest["model"]["metrics"]["xgboost"]["smape"] == 0.2
+    assert b.manifest["anomaly"]["present"] is False  # the slot is there, empty
+    assert (b.path / "anomaly" / "info.json").is_file()
+    assert b.windows.origin == END
+    assert b.history[SPEC.date_column].min() >= pd.Timestamp(b.windows.history_start)
+    assert b.plan.names == PLAN.names
+    assert bundle_mod.HOLIDAYS_SOURCE == HOLIDAYS_SOURCE  # the service's copy of the SQL
+    import bentoml
+
+    stored = bentoml.models.get(bundle_tag, _model_store=model_store(settings.bentoml_home))
+    assert stored.info.labels["model_version"] == "1"
+    assert stored.info.metadata["train_window"] == f"{START} .. {END}"
+
+
+def test_online_features_equal_the_offline_features(warehouse, online):
+    """Same series, same dates: identical values from the bundle's in-memory DuckDB."""
+    offline = offline_future_rows(warehouse, END)
+    series = [{"store": 1, "item": 2}, {"store": 2, "item": 3}]
+    days = [END + dt.timedelta(days=d) for d in (1, 7, 45, 90)]
+    got = online.features(series, days)
+    want = offline.set_index(["series_id", "ds"]).loc[
+        [(f"{s['store']}|{s['item']}", pd.Timestamp(d)) for s in series for d in days]
+    ].reset_index()[got.columns]
+    pd.testing.assert_frame_equal(got.reset_index(drop=True), want, check_exact=True)
+    # The recent observed dates equal sales_features' rows (compute_features's query).
+    recent = [END - dt.timedelta(days=d) for d in (0, 30, 60)]
+    with connect(warehouse, read_only=True) as con:
+        start = min(recent) - dt.timedelta(days=PLAN.lookback_days)
+        past = con.execute(features_select(PLAN, history_source(SPEC), HOLIDAYS_SOURCE),
+                           [start, END, min(recent), END]).df()
+    past["ds"] = pd.to_datetime(past["ds"])
+    got = online.features(series[:1], recent)
+    want = past.set_index(["series_id", "ds"]).loc[
+        [("1|2", pd.Timestamp(d)) for d in recent]].reset_index()[got.columns]
+    # Window sums over a different lookback may differ in the last bit (as two offline
+    # backfills of different ranges do): equal to 1e-12.
+    pd.testing.assert_frame_equal(got.reset_index(drop=True), want, rtol=1e-12)
+    # ... and so do the served forecasts.
+    offline_12 = offline[offline["series_id"] == "1|2"].sort_values("ds")
+    served = online.forecast([S12])[0]
+    np.testing.assert_array_equal(served["p50"],
+                                  online.model.predict(offline_12)["p50"].to_numpy())
+
+
+def test_scenario_overlay_equals_recomputing_the_sql(online):
+    assert online.passthrough
+    days = [END + dt.timedelta(days=d) for d in (1, 2, 10)]
+    scenario = {days[0]: {"promo": 1}, days[2]: {"promo": 1}}
+    fast = online.features([S12], days, scenario)
+    exact = online.features([S12], days, scenario, exact=True)
+    pd.testing.assert_frame_equal(fast, exact, check_dtype=False, check_exact=True)
+    assert fast["promo"].tolist() == [1, 0, 1]
+
+
+# -- HTTP -------------------------------------------------------------------------------------
+
+def test_forecast_and_what_if_promotion(client, online):
+    r = client.post("/forecast", json={"series": S12, "horizon": 14})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["model_version"] == 1 and len(body["forecast"]) == 14
+    first = body["forecast"][0]
+    assert first["date"] == str(END + dt.timedelta(days=1))
+    assert first["p10"] <= first["p50"] <= first["p90"]
+    day = first["date"]
+    promo = client.post("/forecast", json={"series": S12, "horizon": 14,
+                                           "scenario": {day: {"promo": 1}}}).json()
+    assert promo["forecast"][0]["p50"] > first["p50"]  # the promotion lifts that day only
+    assert promo["forecast"][1:] == body["forecast"][1:]
+    full = client.post("/forecast", json={"series": {"store": "1", "item": "2"}}).json()
+    assert len(full["forecast"]) == PLAN.horizon  # keys as strings work; default horizon
+
+
+def test_forecast_batch_is_vectorized_and_matches_single_calls(client):
+    all_series = [{"store": s, "item": i} for s in (1, 2) for i in (1, 2, 3)]
+    r = client.post("/forecast_batch", json={"series": all_series, "horizon": 7})
+    assert r.status_code == 200, r.text
+    out = r.json()["forecasts"]
+    assert [f["series_id"] for f in out] == [f"{s['store']}|{s['item']}" for s in all_series]
+    single = client.post("/forecast", json={"series": all_series[4], "horizon": 7}).json()
+    assert out[4]["p50"] == [row["p50"] for row in single["forecast"]]
+
+
+def test_explain_sums_to_the_prediction(client):
+    day = str(END + dt.timedelta(days=3))
+    r = client.post("/explain", json={"series": S12, "date": day, "top": 2})
+    assert r.status_code == 200, r.text
+    e = r.json()
+    assert len(e["contributions"]) == 2
+    total = e["bias"] + sum(c["contribution"] for c in e["contributions"]) + e["rest"]
+    assert total == pytest.approx(e["raw_p50"], rel=1e-9)
+    assert e["p50"] == pytest.approx(max(e["raw_p50"], 0.0), rel=1e-5)
+    forecast = client.post("/forecast", json={"series": S12, "horizon": 3}).json()
+    assert e["p50"] == pytest.approx(forecast["forecast"][2]["p50"], rel=1e-9)
+    past = client.post("/explain", json={"series": S12, "date": str(END - dt.timedelta(days=5))})
+    assert past.status_code == 200 and past.json()["actual"] is not None
+
+
+def test_model_info(client):
+    info = client.post("/model_info").json()
+    assert info["forecaster"]["version"] == 1
+    assert info["forecaster"]["train_start"] == str(START)
+    assert info["forecaster"]["metrics"]["xgboost"]["smape"] == 0.2
+    assert info["forecaster"]["mlflow_run_id"] == "run-123"
+    assert info["bundle_created_at"] and info["series"] == 6 and info["max_batch"] == MAX_BATCH
+    assert info["anomaly"]["present"] is False
+
+
+def test_score_anomaly_without_a_detector_is_a_clear_501(client):
+    r = client.post("/score_anomaly", json={"series": S12, "date": str(END), "actual": 12})
+    assert r.status_code == 501
+    assert "no anomaly detector" in r.json()["error"]
+
+
+def test_api_key_is_enforced_when_configured(client, monkeypatch):
+    monkeypatch.setenv("FORECAST_API_KEY", "s3cret")
+    body = {"series": S12, "horizon": 1}
+    missing = client.post("/forecast", json=body)
+    assert missing.status_code == 401 and "x-api-key" in missing.json()["error"]
+    wrong = client.post("/forecast", json=body, headers={"X-API-Key": "nope"})
+    assert wrong.status_code == 403 and "not valid" in wrong.json()["error"]
+    assert client.post("/forecast", json=body, headers={"X-API-Key": "s3cret"}).status_code == 200
+    bearer = client.post("/forecast", json=body, headers={"Authorization": "Bearer s3cret"})
+    assert bearer.status_code == 200
+    assert client.get("/livez").status_code == 200  # health stays open
+    assert client.get("/readyz").status_code == 200
+
+
+def test_reload_needs_the_admin_key_and_swaps_the_bundle(client, settings, online, monkeypatch):
+    assert client.post("/reload").status_code == 403  # no admin key configured: disabled
+    monkeypatch.setenv("FORECAST_ADMIN_KEY", "adm1n")
+    missing = client.post("/reload")
+    assert missing.status_code == 401 and "x-admin-key" in missing.json()["error"]
+    assert client.post("/reload", headers={"X-Admin-Key": "wrong"}).status_code == 403
+    same = client.post("/reload", headers={"X-Admin-Key": "adm1n"})
+    assert same.status_code == 200 and same.json()["reloaded"] is False
+    before = client.post("/forecast", json={"series": S12, "horizon": 5}).json()
+    with connect(settings.warehouse_path) as con:  # a newer bundle lands in the store
+        new_tag = build_bundle(con, SPEC, MODEL, bentoml_home=settings.bentoml_home)
+    r = client.post("/reload", headers={"X-Admin-Key": "adm1n"})
+    assert r.status_code == 200 and r.json()["reloaded"] is True
+    assert r.json()["bundle"] == new_tag and r.json()["previous_bundle"] == online.bundle.tag
+    after = client.post("/forecast", json={"series": S12, "horizon": 5}).json()
+    assert after["bundle"] == new_tag and after["forecast"] == before["forecast"]
+
+
+def test_prediction_log_lines_and_the_prediction_log_asset(client, settings):
+    r = client.post("/forecast", json={"series": S12, "horizon": 4,
+                                       "scenario": {str(END + dt.timedelta(days=2)): {"promo": 1}}})
+    request_id = r.json()["request_id"]
+    today = dt.datetime.now(dt.UTC).date()
+    path = log_file(settings.prediction_log_dir, today)
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    mine = [line for line in lines if line["request_id"] == request_id]
+    assert len(mine) == 1
+    line = mine[0]
+    assert line["endpoint"] == "forecast" and line["model_version"] == 1
+    assert line["series"] == S12 and line["inputs"]["horizon"] == 4
+    assert line["outputs"]["p50"] == [row["p50"] for row in r.json()["forecast"]]
+    assert {x["endpoint"] for x in lines} >= {"forecast", "forecast_batch", "explain"}
+
+    log_asset = build_serving_assets(SPEC)[1]
+    result = dg.materialize([log_asset], partition_key=today.isoformat(),
+                            resources={"platform": PlatformResource.from_settings(settings)})
+    assert result.success
+    for _ in range(2):  # re-materializing replaces the day: no duplicates
+        dg.materialize([log_asset], partition_key=today.isoformat(),
+                       resources={"platform": PlatformResource.from_settings(settings)})
+    with connect(settings.warehouse_path, read_only=True) as con:
+        rows = con.execute(f"SELECT ds, p50 FROM {LOG_TABLE} WHERE request_id = ? ORDER BY ds",
+                           [request_id]).fetchall()
+        total = con.execute(f"SELECT count(*) FROM {LOG_TABLE}").fetchone()[0]
+    assert [r_[1] for r_ in rows] == line["outputs"]["p50"]
+    assert rows[0][0] == END + dt.timedelta(days=1)
+    assert total == sum(len(x["outputs"]["ds"]) for x in lines)
+
+
+# -- bad input: 4xx naming the field, never a 500 ---------------------------------------------
+
+FUTURE = str(END + dt.timedelta(days=1))
+BAD_INPUTS = [
+    # (endpoint, json body or raw bytes, status, text the message must hold)
+    ("forecast", b"", 400, "series"),
+    ("forecast", b"{not json", 400, "body"),
+    ("forecast", [1, 2], 400, "body"),
+    ("forecast", {"horizon": 3}, 400, "series"),
+    ("forecast", {"series": "1|2"}, 400, "series"),
+    ("forecast", {"series": {"store": 1.5, "item": 2}}, 400, "series.store"),
+    ("forecast", {"series": {"store": True, "item": 2}}, 400, "series.store"),
+    ("forecast", {"series": {"store": 1}}, 422, "series.item"),
+    ("forecast", {"series": {"store": 1, "item": 2, "color": "red"}}, 422, "series.color"),
+    ("forecast", {"series": {"store": "one", "item": 2}}, 422, "series.store"),
+    ("forecast", {"series": {"store": 9, "item": 2}}, 404, "series"),
+    ("forecast", {"series": S12, "horizon": 91}, 422, "horizon"),
+    ("forecast", {"series": S12, "horizon": 0}, 400, "horizon"),
+    ("forecast", {"series": S12, "horizon": "3"}, 400, "horizon"),
+    ("forecast", {"series": S12, "scenario": {"2016-02-30": {"promo": 1}}}, 400, "scenario"),
+    ("forecast", {"series": S12, "scenario": {"2015-01-01": {"promo": 1}}}, 422,
+     "scenario.2015-01-01"),
+    ("forecast", {"series": S12, "horizon": 3,
+                  "scenario": {str(END + dt.timedelta(days=5)): {"promo": 1}}}, 422, "scenario"),
+    ("forecast", {"series": S12, "scenario": {FUTURE: {"price": 1}}}, 422, "price"),
+    ("forecast", {"series": S12, "scenario": {FUTURE: {"promo": "yes"}}}, 400, "promo"),
+    ("forecast", {"series": S12, "scenario": {FUTURE: {}}}, 422, "scenario"),
+    ("forecast_batch", {"series": []}, 422, "series"),
+    ("forecast_batch", {"series": S12}, 400, "series"),
+    ("forecast_batch", {"series": [S12, {"store": 7, "item": 7}]}, 404, "series[1]"),
+    ("forecast_batch", {"series": [S12] * (MAX_BATCH + 1)}, 413, "series"),
+    ("explain", {"series": S12}, 400, "date"),
+    ("explain", {"series": S12, "date": "2016-02-30"}, 400, "date"),
+    ("explain", {"series": S12, "date": "tomorrow"}, 400, "date"),
+    ("explain", {"series": S12, "date": "2010-01-01"}, 422, "date"),
+    ("explain", {"series": S12, "date": FUTURE, "top": 0}, 400, "top"),
+    ("score_anomaly", {"series": S12, "date": str(END)}, 400, "actual"),
+    ("score_anomaly", {"series": S12, "date": str(END), "actual": "many"}, 400, "actual"),
+    ("score_anomaly", {"series": S12, "date": str(END), "actual": -5}, 422, "actual"),
+    ("score_anomaly", {"series": {"store": 9, "item": 9}, "date": str(END), "actual": 1}, 404,
+     "series"),
+]
+
+
+@pytest.mark.parametrize(("endpoint", "body", "status", "field"), BAD_INPUTS,
+                         ids=[f"{e}-{i}" for i, (e, *_) in enumerate(BAD_INPUTS)])
+def test_bad_input_is_a_4xx_naming_the_field(client, endpoint, body, status, field):
+    if isinstance(body, bytes):
+        r = client.post(f"/{endpoint}", content=body,
+                        headers={"Content-Type": "application/json"})
+    else:
+        r = client.post(f"/{endpoint}", json=body)
+    assert r.status_code == status, r.text
+    payload = r.json()
+    assert isinstance(payload, dict) and payload["error"], payload
+    assert field in payload["error"] or field in str(payload.get("field")), payload
+
+
+# -- the real server ------------------------------------------------------------------------------
+
+def test_real_bentoml_server_on_loopback(env, bundle_tag):
+    with bentoml_server({**env, "FORECAST_API_KEY": "k3y"}) as server:
+        base = server.url
+        ok = httpx.post(f"{base}/forecast", json={"series": S12, "horizon": 2},
+                        headers={"X-API-Key": "k3y"}, timeout=10)
+        assert ok.status_code == 200 and len(ok.json()["forecast"]) == 2
+        assert ok.json()["bundle"].split(":")[0] == bundle_tag.split(":")[0]
+        assert httpx.post(f"{base}/forecast", json={"series": S12}, timeout=10).status_code == 401
+        bad = httpx.post(f"{base}/forecast", json={"series": S12, "horizon": 500},
+                         headers={"X-API-Key": "k3y"}, timeout=10)
+        assert bad.status_code == 422 and bad.json()["field"] == "horizon"
+        assert httpx.get(f"{base}/livez", timeout=5).status_code == 200
+        metrics = httpx.get(f"{base}/metrics", timeout=5)
+        assert metrics.status_code == 200 and "bentoml_service_request" in metrics.text
+
+
+def test_bentoml_build_packs_the_platform_code_and_serves(env, bundle_tag, tmp_path):
+    """`bentoml build -f bentos/bentofile.yaml .` from the repository root makes a bento that
+    carries the service and the platform's code, needs no Dagster, and serves the bundle."""
+    bentoml_cli = Path(sys.executable).with_name("bentoml")
+    repo = SERVICE_FILE.parents[1]
+    build = subprocess.run(
+        [str(bentoml_cli), "build", "-f", "bentos/bentofile.yaml", ".", "--output", "tag"],
+        cwd=repo, env={**os.environ, **env}, capture_output=True, text=True, timeout=120)
+    assert build.returncode == 0, build.stderr[-3000:]
+    tag = build.stdout.strip().splitlines()[-1].removeprefix("__tag__:")
+    assert tag.startswith("forecast_service:")
+    bento = Path(env["BENTOML_HOME"]) / "bentos" / tag.replace(":", "/")
+    src = bento / "src"
+    assert (src / "bentos" / "service.py").is_file()
+    assert (src / "forecast_platform" / "serving" / "online.py").is_file()
+    assert not list(src.rglob("__pycache__"))
+    requirements = (bento / "env" / "python" / "requirements.txt").read_text()
+    assert "xgboost" in requirements and "dagster" not in requirements
+    assert f"tag: {bundle_tag.split(':')[0]}:" in (bento / "bento.yaml").read_text()
+
+    # Served from the store by its tag, outside the repository; bytecode on, so the cache
+    # files show which copy of forecast_platform the server imported: the packed one.
+    with bentoml_server({**env, "PYTHONDONTWRITEBYTECODE": ""}, target=tag,
+                        cwd=tmp_path) as server:
+        r = httpx.post(f"{server.url}/forecast", json={"series": S12, "horizon": 3}, timeout=10)
+        assert r.status_code == 200 and len(r.json()["forecast"]) == 3, r.text
+    assert list((src / "forecast_platform" / "serving" / "__pycache__").glob("online.*.pyc"))
