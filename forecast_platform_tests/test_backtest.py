@@ -23,11 +23,14 @@ PLAN = plan_features(SPEC)
 END = dt.date(2017, 12, 31)
 
 
-def feature_frame(tamper_after: dt.date | None = None) -> pd.DataFrame:
+def feature_frame(tamper_after: dt.date | None = None, zero_series: str | None = None
+                  ) -> pd.DataFrame:
     sales, _ = generate_sales(SyntheticConfig(n_stores=2, n_items=3, start=dt.date(2015, 6, 1),
                                               end=END, anomaly_share=0.0))
     sales = sales.assign(series_id=sales["store"].astype(str) + "|" + sales["item"].astype(str),
                          sales=sales["sales"].astype(float))
+    if zero_series is not None:
+        sales.loc[sales["series_id"] == zero_series, "sales"] = 0.0
     if tamper_after is not None:
         late = sales["date"] > pd.Timestamp(tamper_after)
         sales.loc[late, "sales"] = sales.loc[late, "sales"] * 3 + 50
@@ -88,3 +91,28 @@ def test_too_little_history_is_refused_clearly():
     short = frame[frame["ds"] > pd.Timestamp(END - dt.timedelta(days=60))]
     with pytest.raises(ValueError, match="backtest origin"):
         run_backtest(short, small_model, [END - dt.timedelta(days=90)], PLAN.horizon, 1, 364)
+
+
+def test_a_new_series_gets_no_forecast_instead_of_a_wrong_one():
+    """A series that appears only in the last week has no level yet: NaN, not a crash."""
+    frame = feature_frame()
+    model = small_model().fit(frame[frame["ds"] <= pd.Timestamp("2017-09-30")])
+    late = frame[frame["ds"] > pd.Timestamp("2017-12-24")].copy()
+    late.loc[late["series_id"] == "1|1", ["norm", "share_item", "series_dev"]] = np.nan
+    preds = model.predict(late)
+    assert preds.loc[late["series_id"] == "1|1", "p50"].isna().all()
+    assert preds.loc[late["series_id"] != "1|1", "p50"].notna().all()
+
+
+def test_an_all_zero_series_and_a_missing_week_train_and_forecast():
+    frame = feature_frame(zero_series="2|3")  # never sold anything
+    assert (frame.loc[frame["series_id"] == "2|3", "y"] == 0).all()
+    gap = (frame["ds"] >= pd.Timestamp("2017-06-01")) & (frame["ds"] < pd.Timestamp("2017-06-08"))
+    frame = frame[~gap]  # a feature partition missing in the training window
+    model = small_model().fit(frame[frame["ds"] <= pd.Timestamp("2017-09-30")])
+    future = frame[frame["ds"] > pd.Timestamp("2017-09-30")]
+    preds = model.predict(future)
+    assert (preds["p10"].dropna() >= 0).all()
+    assert preds["p50"].notna().any()
+    zero_p50 = preds.loc[future["series_id"] == "2|3", "p50"]
+    assert zero_p50.isna().all() or zero_p50.max() < 1.0  # no level, or forecast ~0

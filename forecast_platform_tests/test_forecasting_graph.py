@@ -71,7 +71,8 @@ def test_mlflow_run_carries_the_dagster_run_and_the_aliases(trained):
     assert any(k.startswith("model.smape.origin_") for k in run.data.metrics)
     assert run.data.params["dataset"] == "synthetic"
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
-    assert {"backtest_metrics.csv", "gate.json", "forecaster_v1.html"} <= artifacts
+    assert {"backtest_metrics.csv", "gate.json", "forecaster_v1.html",
+            "feature_importance.png"} <= artifacts
     name = "synthetic_forecaster"
     assert str(client.get_model_version_by_alias(name, "champion").version) == "1"
     assert str(client.get_model_version_by_alias(name, "challenger").version) == "2"

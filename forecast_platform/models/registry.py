@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 import duckdb
 
+from forecast_platform.warehouse.store import table_exists
+
 TABLE = "model_registry"
 DDL = f"""
 CREATE TABLE IF NOT EXISTS {TABLE} (
@@ -92,8 +94,9 @@ def _record(row: tuple, columns: list[str]) -> ModelRecord:
 
 def get(con: duckdb.DuckDBPyConnection, model_name: str, version: int | None = None,
         status: str | None = None) -> ModelRecord | None:
-    """A version, or the newest row with a status, or None."""
-    ensure(con)
+    """A version, or the newest row with a status, or None (also on a read-only connection)."""
+    if not table_exists(con, TABLE):
+        return None
     where, params = "model_name = ?", [model_name]
     if version is not None:
         where += " AND version = ?"
@@ -129,7 +132,8 @@ def decide(con: duckdb.DuckDBPyConnection, model_name: str, version: int, promot
 
 def history(con: duckdb.DuckDBPyConnection, model_name: str):
     """Every version without the bytes: what the UI and the CLI show."""
-    ensure(con)
+    if not table_exists(con, TABLE):
+        ensure(con)
     return con.execute(
         f"SELECT version, status, created_at, train_start, train_end, trigger, mlflow_run_id, "
         f"metrics, gate FROM {TABLE} WHERE model_name = ? ORDER BY version", [model_name]

@@ -59,12 +59,17 @@ def backtest_plot(predictions: pd.DataFrame, series: list[str]) -> str:
     return figure_png(fig)
 
 
-def importance_plot(importance: pd.Series, top: int = 20) -> str:
+def importance_figure(importance: pd.Series, top: int = 20):
+    """Feature importance as a bar chart (share of total gain); MLflow logs it as a PNG too."""
     top_features = importance.head(top)[::-1]
     fig, ax = plt.subplots(figsize=(8, 0.3 * len(top_features) + 1))
     ax.barh(top_features.index, top_features.to_numpy() / max(top_features.sum(), 1e-12))
     ax.set_xlabel("share of total gain")
-    return figure_png(fig)
+    return fig
+
+
+def importance_plot(importance: pd.Series, top: int = 20) -> str:
+    return figure_png(importance_figure(importance, top))
 
 
 def metrics_table(result: BacktestResult, metric: str) -> str:
