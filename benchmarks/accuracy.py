@@ -29,7 +29,6 @@ import argparse
 import datetime as dt
 import json
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -37,6 +36,7 @@ from pathlib import Path
 import duckdb
 import numpy as np
 import pandas as pd
+from results import ROOT, append_section, machine  # noqa: E402
 
 from forecast_platform.assets.features import CALENDAR, HOLIDAYS_SOURCE, history_source
 from forecast_platform.datasets.registry import get_spec
@@ -53,29 +53,8 @@ from forecast_platform.models.forecaster import (
 from forecast_platform.models.future import future_params, future_source
 from forecast_platform.warehouse.store import quote
 
-ROOT = Path(__file__).resolve().parents[1]
-DOC = ROOT / "docs" / "benchmarks.md"
-DOC_HEADER = """# Benchmarks
-
-Measured figures for the platform, newest last. Each section says when, on which machine and
-with which command it was measured; rerun the command to compare.
-"""
 CSV_NAME = {"store_item": "train.csv.gz"}
 DEFAULT_ORIGIN = {"store_item": dt.date(2017, 10, 2)}  # last training day
-
-
-def machine() -> str:
-    cpu = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    ram_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return f"{os.cpu_count()} CPUs (nproc {len(os.sched_getaffinity(0))}), {ram_gb:.0f} GiB RAM, " \
-           f"{cpu}, Python {platform.python_version()}"
 
 
 def load_warehouse(spec: DatasetSpec, data_dir: Path) -> duckdb.DuckDBPyConnection:
@@ -221,10 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"train {r['train_seconds']:.1f} s wall / {r['train_cpu_seconds']:.1f} s CPU, "
           f"feature SQL {r['feature_seconds']:.1f} s")
     if not args.no_append:
-        DOC.parent.mkdir(parents=True, exist_ok=True)
-        text = DOC.read_text() if DOC.exists() else DOC_HEADER
-        DOC.write_text(text.rstrip("\n") + "\n\n" + report(args, spec, r))
-        print(f"appended to {DOC.relative_to(ROOT)}")
+        print(f"appended to {append_section(report(args, spec, r)).relative_to(ROOT)}")
     summary = {
         "smape": round(r["smape"], 4),
         **{f"smape_{name}": round(value, 4) for name, value in r["baselines"].items()},

@@ -45,7 +45,8 @@ import pandas as pd
 from sklearn.metrics import average_precision_score
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from accuracy import DOC, DOC_HEADER, load_warehouse, machine  # noqa: E402
+from accuracy import load_warehouse  # noqa: E402
+from results import append_section, machine  # noqa: E402
 
 from forecast_platform.assets.features import HOLIDAYS_SOURCE, history_source  # noqa: E402
 from forecast_platform.datasets.registry import get_spec  # noqa: E402
@@ -346,8 +347,7 @@ def main(argv: list[str] | None = None) -> int:
     print(text)
     print(r["confusion"].to_string())
     if not args.no_append:
-        existing = DOC.read_text() if DOC.exists() else DOC_HEADER
-        DOC.write_text(existing.rstrip("\n") + "\n\n" + text)
+        append_section(text)
     m = r["main"]
     print(json.dumps({
         "anomaly_share": round(r["anomalous"] / r["points"], 4),

@@ -41,7 +41,6 @@ import argparse
 import datetime as dt
 import json
 import os
-import platform
 import resource
 import shutil
 import subprocess
@@ -51,16 +50,12 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_SOURCE = ROOT.parent / "shared" / "data" / "store_item_demand"
-DOC = ROOT / "docs" / "benchmarks.md"
-DOC_HEADER = """# Benchmarks
+from results import ROOT, append_section, machine  # noqa: E402
 
-Measured figures for the platform, newest last. Each section says when, on which machine and
-with which command it was measured; rerun the command to compare.
-"""
+DEFAULT_SOURCE = ROOT.parent / "shared" / "data" / "store_item_demand"
 RANGE_START = "dagster/asset_partition_range_start"
 RANGE_END = "dagster/asset_partition_range_end"
+
 
 # Event-log storage variants for --floor-variants: name -> dagster.yaml event_log_storage block.
 def _tuned(synchronous: str, connections: str) -> dict:
@@ -90,20 +85,6 @@ VARIANTS = {
 
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
-
-
-def machine() -> str:
-    cpu = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    ram_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return f"{os.cpu_count()} CPUs (nproc {len(os.sched_getaffinity(0))}), {ram_gb:.0f} GiB RAM, " \
-           f"{cpu}, Python {platform.python_version()}"
 
 
 def write_dagster_yaml(home: Path, event_log_storage: dict | None) -> None:
@@ -473,10 +454,7 @@ def main(argv: list[str] | None = None) -> int:
         print()
         print(report)
         if not args.no_append:
-            DOC.parent.mkdir(parents=True, exist_ok=True)
-            existing = DOC.read_text() if DOC.exists() else DOC_HEADER
-            DOC.write_text(existing.rstrip("\n") + "\n\n" + report)
-            print(f"appended to {DOC}")
+            print(f"appended to {append_section(report)}")
         print(json.dumps(summary))
         return 0
     finally:

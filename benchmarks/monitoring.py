@@ -37,7 +37,7 @@ import duckdb
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from accuracy import DOC, DOC_HEADER, machine  # noqa: E402
+from results import append_section, machine  # noqa: E402
 
 from forecast_platform.assets.features import (  # noqa: E402
     CALENDAR,
@@ -215,9 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     print(text)
     print(r["drifted"].top(8).round(3).to_string())
     if not args.no_append:
-        existing = DOC.read_text() if DOC.exists() else DOC_HEADER
-        DOC.write_text(existing.rstrip("\n") + "\n\n" + text)
-        print(f"appended to {DOC}")
+        print(f"appended to {append_section(text)}")
     print(json.dumps({
         "drift_report_seconds": round(r["median_seconds"], 2),
         "drift_report_first_seconds": round(r["first_seconds"], 2),

@@ -48,7 +48,7 @@ import psutil
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(ROOT))
-from accuracy import DOC, DOC_HEADER, machine  # noqa: E402
+from results import append_section, machine  # noqa: E402
 
 from forecast_platform.datasets.registry import get_spec  # noqa: E402
 from forecast_platform.serving.bundle import build_bundle, load_bundle, model_store  # noqa: E402
@@ -274,8 +274,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     text = report(args, command.strip(), setup, inproc, load)
     print(text)
     if not args.no_append:
-        existing = DOC.read_text() if DOC.exists() else DOC_HEADER
-        DOC.write_text(existing.rstrip("\n") + "\n\n" + text)
+        append_section(text)
     f, b = load["forecast"], load["batch"]
     return {
         "forecast_p50_ms": round(f["p50_ms"], 2), "forecast_p95_ms": round(f["p95_ms"], 2),
