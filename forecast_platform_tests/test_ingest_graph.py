@@ -10,7 +10,13 @@ import pytest
 
 from forecast_platform.datasets.landing import landed_files
 from forecast_platform.datasets.registry import get_spec, land_synthetic
-from forecast_platform_tests.conftest import check_results, materialized, run_job
+from forecast_platform_tests.conftest import (
+    STORE_ITEM_DIR,
+    check_results,
+    make_settings,
+    materialized,
+    run_job,
+)
 
 SPEC = get_spec("synthetic")
 START, END = dt.date(2017, 11, 1), dt.date(2017, 12, 31)
@@ -20,8 +26,6 @@ DAYS = (END - START).days + 1
 @pytest.fixture(scope="module")
 def landed(tmp_path_factory):
     """200 series over two months, with the demo's handful of upstream mistakes."""
-    from forecast_platform_tests.conftest import make_settings
-
     settings = make_settings(tmp_path_factory.mktemp("graph"))
     land_synthetic(SPEC, settings.landing_dir(), start=START, n_stores=20, n_items=10)
     return settings
@@ -92,8 +96,6 @@ def test_rematerializing_replaces_rather_than_duplicates(landed, first_run):
 
 
 def test_an_empty_day_is_blocked_before_the_models(tmp_path):
-    from forecast_platform_tests.conftest import make_settings
-
     settings = make_settings(tmp_path)
     land_synthetic(SPEC, settings.landing_dir(), start=START, n_stores=4, n_items=5,
                    mistakes=False)
@@ -106,3 +108,26 @@ def test_an_empty_day_is_blocked_before_the_models(tmp_path):
     assert "2017-12-20" in checks["validated_sales.completeness"].metadata["examples"].value
     assert not checks["validated_sales.volume"].passed
     assert "sales_features" not in materialized(result)
+
+
+@pytest.mark.skipif(not (STORE_ITEM_DIR / "train.csv.gz").is_file(),
+                    reason="the real Store Item Demand data is not beside the project")
+def test_real_store_item_data_lands_and_validates_clean(tmp_path):
+    """Kaggle's file, split into daily landing files, ingests with nothing quarantined."""
+    settings = make_settings(tmp_path, dataset="store_item", source=STORE_ITEM_DIR)
+    spec = get_spec("store_item")
+    files = spec.lander(spec, settings.landing_dir(), settings.source_dir)
+    assert len(files) == 1826
+    start, end = dt.date(2017, 11, 1), dt.date(2017, 12, 31)
+    result = run_job(settings, start, end)
+    assert result.success
+    days = (end - start).days + 1
+    counts = query(settings, "SELECT count(*), count(DISTINCT series_id), sum(sales) "
+                             "FROM validated_sales")[0]
+    assert counts[0] == 500 * days and counts[1] == 500
+    assert query(settings, "SELECT count(*) FROM sales_rejects")[0][0] == 0
+    checks = check_results(result)
+    assert all(c.passed for c in checks.values() if c.blocking)
+    # Only two months of the five landed years were ingested: freshness says so.
+    fresh = checks["raw_sales.freshness"]
+    assert not fresh.passed and fresh.metadata["backlog_partitions"].value == 1826 - days
