@@ -26,7 +26,7 @@ def partitions_for(spec: DatasetSpec) -> dg.TimeWindowPartitionsDefinition:
 
 
 def date_range(context: dg.AssetExecutionContext | dg.AssetCheckExecutionContext,
-               spec: DatasetSpec) -> tuple[dt.date, dt.date]:
+               ) -> tuple[dt.date, dt.date]:
     """The run's partitions as an inclusive date range (one partition or a whole backfill)."""
     window = context.partition_time_window
     return window.start.date(), (window.end - dt.timedelta(days=1)).date()

@@ -64,7 +64,16 @@ def env(tmp_path_factory) -> dict[str, str]:
         mp.delenv("FORECAST_API_KEY", raising=False)
         mp.delenv("FORECAST_ADMIN_KEY", raising=False)
         mp.delenv("FORECAST_BUNDLE", raising=False)
-        yield values
+        # BentoML binds its process-wide model store once, to the BENTOML_HOME of its first
+        # use; another test module may have used it already. Point it at this module's store.
+        from bentoml._internal.configuration.containers import BentoMLContainer
+
+        store = BentoMLContainer.model_store
+        store.set(model_store(Path(values["BENTOML_HOME"])))
+        try:
+            yield values
+        finally:
+            store.reset()
 
 
 @pytest.fixture(scope="module")

@@ -28,7 +28,13 @@ from forecast_platform.models.forecaster import Forecaster
 from forecast_platform.partitions import date_range, partitions_for
 from forecast_platform.quality.checks import Outcome
 from forecast_platform.resources import PlatformResource
-from forecast_platform.warehouse.store import connect, quote, replace_range, table_exists
+from forecast_platform.warehouse.store import (
+    connect,
+    quote,
+    registered,
+    replace_range,
+    table_exists,
+)
 
 OWNERS = ["team:forecasting"]
 EXPECTED = "expected_sales"
@@ -130,12 +136,10 @@ def build_anomaly_assets(spec: DatasetSpec) -> list:
 
         expected, origins = expected_values(frame, make_model, recipe.horizon, spec.step_days)
         expected = expected.assign(forecaster_version=champion.version)
-        with connect(platform.warehouse_path) as con:
-            con.register("_expected", expected)
+        with connect(platform.warehouse_path) as con, registered(con, "_expected", expected):
             con.execute(f"CREATE OR REPLACE TABLE {EXPECTED} AS SELECT series_id, "
                         "CAST(ds AS DATE) AS ds, CAST(origin AS DATE) AS origin, p10, p50, p90, "
                         "forecaster_version FROM _expected")
-            con.unregister("_expected")
         return dg.MaterializeResult(metadata={
             "dagster/row_count": len(expected),
             "origins": ", ".join(str(o) for o in origins),
@@ -234,7 +238,7 @@ def build_anomaly_assets(spec: DatasetSpec) -> list:
         ],
     )
     def sales_anomalies(context: dg.AssetExecutionContext, platform: PlatformResource):
-        start, end = date_range(context, spec)
+        start, end = date_range(context)
         with connect(platform.warehouse_path) as con:
             record = registry.champion(con, detector_name)
             if record is None:
@@ -247,19 +251,16 @@ def build_anomaly_assets(spec: DatasetSpec) -> list:
         rows = features.rows
         scored = pd.concat([rows.reset_index(drop=True),
                             detector.score(rows).reset_index(drop=True)], axis=1)
-        labels = classify(scored)
-        scored = scored.assign(
-            anomaly_type=labels["anomaly_type"].where(scored["is_anomaly"].to_numpy()),
-            reason=labels["reason"].where(scored["is_anomaly"].to_numpy()),
-            detector_version=record.version,
-        )
+        # Types and reasons only for flagged rows: classify is per row, and most rows are clean.
+        flagged_rows = scored[scored["is_anomaly"].to_numpy(dtype=bool)]
+        labels = classify(flagged_rows)
+        scored = scored.assign(anomaly_type=labels["anomaly_type"], reason=labels["reason"],
+                               detector_version=record.version)
         out = scored[["ds", "series_id", "y", "p10", "p50", "p90", "score", "is_anomaly",
                       "anomaly_type", "reason", "detector_version"]]
-        with connect(platform.warehouse_path) as con:
-            con.register("_scored", out)
+        with connect(platform.warehouse_path) as con, registered(con, "_scored", out):
             n = replace_range(con, ANOMALIES, "ds", start, end,
                               "SELECT CAST(ds AS DATE) AS ds, * EXCLUDE (ds) FROM _scored")
-            con.unregister("_scored")
         flagged = out[out["is_anomaly"]]
         per_day = out.groupby("ds")["is_anomaly"].mean()
         bursts = per_day[per_day > MAX_DAILY_RATE]

@@ -16,7 +16,7 @@ from forecast_platform.features.sql import (
 )
 from forecast_platform.partitions import date_range, partitions_for
 from forecast_platform.resources import PlatformResource
-from forecast_platform.warehouse.store import connect, quote, replace_range
+from forecast_platform.warehouse.store import connect, quote, registered, replace_range
 
 CALENDAR = "holiday_calendar"
 FEATURES = "sales_features"
@@ -73,12 +73,10 @@ def build_feature_assets(spec: DatasetSpec) -> list:
     )
     def holiday_calendar(platform: PlatformResource) -> dg.MaterializeResult:
         frame = calendar_frame(spec.start, spec.end)
-        with connect(platform.warehouse_path) as con:
-            con.register("_calendar", frame)
+        with connect(platform.warehouse_path) as con, registered(con, "_calendar", frame):
             con.execute(f"CREATE OR REPLACE TABLE {CALENDAR} AS "
                         "SELECT CAST(ds AS DATE) AS ds, is_holiday, holiday, days_to_holiday "
                         "FROM _calendar")
-            con.unregister("_calendar")
         return dg.MaterializeResult(metadata={
             "dagster/row_count": len(frame),
             "holidays": int(frame["is_holiday"].sum()),
@@ -103,7 +101,7 @@ def build_feature_assets(spec: DatasetSpec) -> list:
         metadata={"horizon": plan.horizon, "lookback_days": plan.lookback_days},
     )
     def sales_features(context: dg.AssetExecutionContext, platform: PlatformResource):
-        start, end = date_range(context, spec)
+        start, end = date_range(context)
         with connect(platform.warehouse_path) as con:
             rows = compute_features(con, plan, start, end)
             metadata = table_metadata(con, FEATURES, "ds", start, end, rows)

@@ -24,7 +24,7 @@ from forecast_platform.models.future import future_params, future_source
 from forecast_platform.models.gate import evaluate
 from forecast_platform.models.report import importance_figure, plt, render
 from forecast_platform.resources import PlatformResource
-from forecast_platform.warehouse.store import connect, replace_range
+from forecast_platform.warehouse.store import connect, registered, replace_range
 
 OWNERS = ["team:forecasting"]
 FORECASTS = "forecasts"
@@ -284,13 +284,10 @@ def build_forecasting_assets(spec: DatasetSpec) -> list:
             contribs = model.contributions(rows, exact=False)
             explain = top_contributions(contribs, rows, TOP_CONTRIBUTIONS).assign(
                 origin=origin, model_version=champion_row.version)
-            con.register("_fc", out)
-            n = replace_range(con, FORECASTS, "origin", origin, origin,
-                              "SELECT * FROM _fc")
-            con.unregister("_fc")
-            con.register("_ex", explain)
-            replace_range(con, EXPLANATIONS, "origin", origin, origin, "SELECT * FROM _ex")
-            con.unregister("_ex")
+            with registered(con, "_fc", out):
+                n = replace_range(con, FORECASTS, "origin", origin, origin, "SELECT * FROM _fc")
+            with registered(con, "_ex", explain):
+                replace_range(con, EXPLANATIONS, "origin", origin, origin, "SELECT * FROM _ex")
         sample = out.head(5)[["series_id", "ds", "p10", "p50", "p90"]].round(2)
         return dg.MaterializeResult(metadata={
             "dagster/row_count": n, "origin": str(origin), "horizon": f"{first} .. {last}",

@@ -40,7 +40,7 @@ def build_ingest_assets(spec: DatasetSpec) -> list:
         ],
     )
     def raw_sales(context: dg.AssetExecutionContext, platform: PlatformResource):
-        start, end = date_range(context, spec)
+        start, end = date_range(context)
         landed = landed_files(platform.landing_dir)
         files = {day: path for day, path in landed.items() if start <= day <= end}
         with connect(platform.warehouse_path) as con:

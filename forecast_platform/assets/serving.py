@@ -15,6 +15,7 @@ import dagster as dg
 from forecast_platform.assets.forecasting import model_name
 from forecast_platform.assets.metadata import table_metadata
 from forecast_platform.datasets.spec import DatasetSpec
+from forecast_platform.partitions import date_range
 from forecast_platform.resources import PlatformResource
 from forecast_platform.serving.bundle import build_bundle, bundle_name, load_manifest
 from forecast_platform.serving.log import LOG_TABLE, log_file, log_select
@@ -85,8 +86,7 @@ def build_serving_assets(spec: DatasetSpec) -> list:
         ),
     )
     def prediction_log(context: dg.AssetExecutionContext, platform: PlatformResource):
-        window = context.partition_time_window
-        start, end = window.start.date(), (window.end - dt.timedelta(days=1)).date()
+        start, end = date_range(context)
         directory = platform.settings.prediction_log_dir
         days = [start + dt.timedelta(days=i) for i in range((end - start).days + 1)]
         files = [p for p in (log_file(directory, d) for d in days) if p.is_file()]

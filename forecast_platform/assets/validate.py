@@ -92,7 +92,7 @@ def build_validate_assets(spec: DatasetSpec) -> list:
         pool="duckdb",
     )
     def validate_sales(context: dg.AssetExecutionContext, platform: PlatformResource):
-        start, end = date_range(context, spec)
+        start, end = date_range(context)
         with connect(platform.warehouse_path) as con:
             split = validate_range(con, spec, RAW_TABLE, start, end)
             n_valid = write_validated(con, spec, split, start, end)

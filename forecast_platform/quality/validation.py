@@ -17,7 +17,7 @@ import pandera.pandas as pa
 from pandera.errors import SchemaErrors
 
 from forecast_platform.datasets.spec import ColumnType, DatasetSpec
-from forecast_platform.warehouse.store import quote
+from forecast_platform.warehouse.store import quote, registered
 
 SQL_TYPES: dict[ColumnType, str] = {
     "int": "BIGINT",
@@ -195,17 +195,15 @@ def validate_range(
     ).df()
     failures = find_failures(spec, typed)
     failing = pd.DataFrame({"_rid": failures["_rid"].unique()})
-    con.register("_failing", failing)
     raw_cols = ", ".join(quote("raw:" + c) for c in spec.columns)
-    raw = con.execute(
-        f"SELECT _rid, _schema_note, {raw_cols} FROM _parsed WHERE _rid IN "
-        "(SELECT _rid FROM _failing)"
-    ).df()
-    con.unregister("_failing")
+    with registered(con, "_failing", failing):
+        raw = con.execute(
+            f"SELECT _rid, _schema_note, {raw_cols} FROM _parsed WHERE _rid IN "
+            "(SELECT _rid FROM _failing)"
+        ).df()
     rejected = explain(spec, failures, raw)
-    con.register("_rejected_view", rejected)
-    con.execute("CREATE OR REPLACE TEMP TABLE _rejected AS SELECT * FROM _rejected_view")
-    con.unregister("_rejected_view")
+    with registered(con, "_rejected_view", rejected):
+        con.execute("CREATE OR REPLACE TEMP TABLE _rejected AS SELECT * FROM _rejected_view")
     return Split(
         valid_sql="SELECT * FROM _parsed ANTI JOIN _rejected USING (_rid)",
         rejects_sql="SELECT * FROM _parsed JOIN _rejected USING (_rid)",

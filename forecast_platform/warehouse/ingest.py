@@ -17,7 +17,7 @@ import pandas as pd
 
 from forecast_platform.datasets.landing import partition_of
 from forecast_platform.datasets.spec import DatasetSpec
-from forecast_platform.warehouse.store import quote, replace_range
+from forecast_platform.warehouse.store import quote, registered, replace_range
 
 RAW_TABLE = "raw_sales"
 PARTITION_COLUMN = "partition_date"
@@ -74,7 +74,6 @@ def ingest_files(
     for path, header in readable:
         groups.setdefault(tuple(header), []).append(str(path))
     file_notes = pd.DataFrame({"file": list(notes), "note": list(notes.values())}, dtype="string")
-    con.register("_file_notes", file_notes)
     selects, params = [], []
     for header, paths in groups.items():
         columns = "{" + ", ".join(f"'{_sql_text(c)}': 'VARCHAR'" for c in header) + "}"
@@ -108,8 +107,6 @@ def ingest_files(
         FROM rows LEFT JOIN _file_notes n ON n.file = rows.filename
     """
     params.append(ingested_at)
-    try:
+    with registered(con, "_file_notes", file_notes):
         rows = replace_range(con, RAW_TABLE, PARTITION_COLUMN, start, end, select, params)
-    finally:
-        con.unregister("_file_notes")
     return {"rows": rows, "files": len(files), "file_notes": notes}
