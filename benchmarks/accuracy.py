@@ -38,10 +38,10 @@ import numpy as np
 import pandas as pd
 from results import ROOT, append_section, machine  # noqa: E402
 
-from forecast_platform.assets.features import CALENDAR, HOLIDAYS_SOURCE, history_source
 from forecast_platform.datasets.registry import get_spec
 from forecast_platform.datasets.spec import DatasetSpec
 from forecast_platform.features.calendar import calendar_frame
+from forecast_platform.features.offline import CALENDAR, HOLIDAYS_SOURCE, history_source
 from forecast_platform.features.sql import features_select, plan_features
 from forecast_platform.models import metrics
 from forecast_platform.models.backtest import baseline_forecasts

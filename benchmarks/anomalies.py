@@ -48,8 +48,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from accuracy import load_warehouse  # noqa: E402
 from results import append_section, machine  # noqa: E402
 
-from forecast_platform.assets.features import HOLIDAYS_SOURCE, history_source  # noqa: E402
 from forecast_platform.datasets.registry import get_spec  # noqa: E402
+from forecast_platform.features.offline import HOLIDAYS_SOURCE, history_source  # noqa: E402
 from forecast_platform.features.sql import features_select, plan_features  # noqa: E402
 from forecast_platform.models.anomaly import (  # noqa: E402
     DETECTOR_FEATURES,

@@ -39,15 +39,10 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from results import append_section, machine  # noqa: E402
 
-from forecast_platform.assets.features import (  # noqa: E402
-    CALENDAR,
-    HOLIDAYS_SOURCE,
-    history_source,
-)
 from forecast_platform.datasets.registry import get_spec  # noqa: E402
 from forecast_platform.datasets.synthetic import SyntheticConfig, generate_sales  # noqa: E402
-from forecast_platform.features.calendar import calendar_frame  # noqa: E402
-from forecast_platform.features.sql import features_select, plan_features  # noqa: E402
+from forecast_platform.features import offline  # noqa: E402
+from forecast_platform.features.sql import plan_features  # noqa: E402
 from forecast_platform.monitoring.drift import (  # noqa: E402
     DEFAULT_MAX_ROWS,
     DEFAULT_NUM_THRESHOLD,
@@ -65,15 +60,9 @@ def feature_frame(config: SyntheticConfig, first_day: dt.date) -> pd.DataFrame:
     spec = get_spec("synthetic")
     plan = plan_features(spec)
     sales, _ = generate_sales(config)
-    sales = sales.assign(series_id=sales["store"].astype(str) + "|" + sales["item"].astype(str),
-                         sales=sales["sales"].astype(float), date=sales["date"].dt.date)
     con = duckdb.connect()
-    con.register("s", sales)
-    con.execute("CREATE TABLE validated_sales AS SELECT * FROM s")
-    con.register("c", calendar_frame(spec.start, spec.end))
-    con.execute(f"CREATE TABLE {CALENDAR} AS SELECT * FROM c")
-    select = features_select(plan, history_source(spec), HOLIDAYS_SOURCE)
-    frame = con.execute(select, [config.start, config.end, first_day, config.end]).df()
+    offline.load_sales(con, spec, sales)
+    frame = offline.feature_frame(con, plan, first_day, config.end)
     con.close()
     return frame
 

@@ -22,13 +22,16 @@ from typing import Any
 import httpx
 import pandas as pd
 
-from forecast_platform.assets.features import CALENDAR, HOLIDAYS_SOURCE, history_source
 from forecast_platform.datasets.spec import DatasetSpec
 from forecast_platform.datasets.synthetic import SyntheticConfig, generate_sales
-from forecast_platform.features.calendar import calendar_frame
-from forecast_platform.features.sql import features_select, plan_features
+from forecast_platform.features.offline import feature_frame, load_sales
+from forecast_platform.features.sql import plan_features
 from forecast_platform.models import registry
-from forecast_platform.models.forecaster import Forecaster, ForecasterParams, model_features
+from forecast_platform.models.forecaster import (
+    Forecaster,
+    ForecasterParams,
+    default_model_features,
+)
 from forecast_platform.warehouse.store import connect
 
 SERVICE_DIR = Path(__file__).resolve().parents[1] / "bentos"
@@ -56,16 +59,9 @@ def build_champion_warehouse(
         series_id=lambda f: f["store"].astype(str) + "|" + f["item"].astype(str),
     )
     with connect(warehouse) as con:
-        con.register("_sales", sales)
-        con.execute("CREATE TABLE validated_sales AS SELECT * FROM _sales")
-        con.unregister("_sales")
-        con.register("_cal", calendar_frame(start, end))
-        con.execute(f"CREATE TABLE {CALENDAR} AS SELECT CAST(ds AS DATE) AS ds, * EXCLUDE (ds) "
-                    "FROM _cal")
-        con.unregister("_cal")
-        frame = con.execute(features_select(plan, history_source(spec), HOLIDAYS_SOURCE),
-                            [start, end, start, end]).df()
-        features = model_features(plan.names, spec.frequency, extra=list(spec.known))
+        load_sales(con, spec, sales, calendar=(start, end))
+        frame = feature_frame(con, plan, start, end)
+        features = default_model_features(plan.names, spec.frequency, list(spec.known))
         model = Forecaster(params, features, plan.horizon).fit(frame)
         changed = {k: v for k, v in vars(params).items() if v != getattr(ForecasterParams(), k)}
         version = registry.register(

@@ -9,13 +9,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from forecast_platform.assets.features import CALENDAR, HOLIDAYS_SOURCE, history_source
 from forecast_platform.datasets.registry import get_spec
 from forecast_platform.datasets.synthetic import SyntheticConfig, generate_sales
-from forecast_platform.features.calendar import calendar_frame
-from forecast_platform.features.sql import features_select, plan_features
+from forecast_platform.features import offline
+from forecast_platform.features.sql import plan_features
 from forecast_platform.models.backtest import MODEL, origins_for, run_backtest
-from forecast_platform.models.forecaster import Forecaster, ForecasterParams
+from forecast_platform.models.forecaster import Forecaster, ForecasterParams, default_model_features
 from forecast_platform.models.gate import evaluate
 
 SPEC = get_spec("synthetic")
@@ -35,16 +34,14 @@ def feature_frame(tamper_after: dt.date | None = None, zero_series: str | None =
         late = sales["date"] > pd.Timestamp(tamper_after)
         sales.loc[late, "sales"] = sales.loc[late, "sales"] * 3 + 50
     con = duckdb.connect()
-    con.register("s", sales.assign(date=sales["date"].dt.date))
-    con.execute("CREATE TABLE validated_sales AS SELECT * FROM s")
-    con.register("c", calendar_frame(SPEC.start, SPEC.end))
-    con.execute(f"CREATE TABLE {CALENDAR} AS SELECT * FROM c")
-    select = features_select(PLAN, history_source(SPEC), HOLIDAYS_SOURCE)
-    return con.execute(select, [dt.date(2015, 6, 1), END, dt.date(2016, 1, 1), END]).df()
+    offline.load_sales(con, SPEC, sales)
+    return offline.feature_frame(con, PLAN, dt.date(2016, 1, 1), END)
 
 
 def small_model() -> Forecaster:
-    return Forecaster(ForecasterParams(n_estimators=40), PLAN.names, PLAN.horizon)
+    # The features the forecaster asset trains on, with fewer rounds.
+    features = default_model_features(PLAN.names, SPEC.frequency, list(SPEC.known))
+    return Forecaster(ForecasterParams(n_estimators=40), features, PLAN.horizon)
 
 
 @pytest.fixture(scope="module")

@@ -11,9 +11,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from forecast_platform.assets.features import CALENDAR, FEATURES, compute_features
 from forecast_platform.datasets.registry import get_spec
 from forecast_platform.features.calendar import calendar_frame
+from forecast_platform.features.offline import CALENDAR, FEATURES, compute_features
 from forecast_platform.features.sql import KNOWN_IN_ADVANCE, features_select, plan_features
 
 SPEC = get_spec("synthetic")

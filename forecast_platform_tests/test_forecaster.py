@@ -11,11 +11,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from forecast_platform.assets.features import CALENDAR, HOLIDAYS_SOURCE, history_source
 from forecast_platform.datasets.registry import get_spec
 from forecast_platform.datasets.synthetic import SyntheticConfig, generate_sales
-from forecast_platform.features.calendar import calendar_frame
-from forecast_platform.features.sql import features_select, plan_features
+from forecast_platform.features.offline import feature_frame, load_sales
+from forecast_platform.features.sql import plan_features
 from forecast_platform.models import metrics
 from forecast_platform.models.baselines import seasonal_naive
 from forecast_platform.models.forecaster import Forecaster, ForecasterParams, model_features
@@ -38,13 +37,8 @@ def frame() -> pd.DataFrame:
         series_id=lambda f: f["store"].astype(str) + "|" + f["item"].astype(str),
     )
     con = duckdb.connect()
-    con.register("_sales", sales)
-    con.execute("CREATE TABLE validated_sales AS SELECT * FROM _sales")
-    con.register("_cal", calendar_frame(START, END))
-    con.execute(f"CREATE TABLE {CALENDAR} AS SELECT CAST(ds AS DATE) AS ds, * EXCLUDE (ds) "
-                "FROM _cal")
-    select = features_select(PLAN, history_source(SPEC), HOLIDAYS_SOURCE)
-    out = con.execute(select, [START, END, START, END]).df()
+    load_sales(con, SPEC, sales, calendar=(START, END))
+    out = feature_frame(con, PLAN, START, END)
     out["ds"] = pd.to_datetime(out["ds"])
     return out.sort_values(["series_id", "ds"]).reset_index(drop=True)
 

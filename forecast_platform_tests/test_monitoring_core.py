@@ -22,11 +22,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from forecast_platform.assets.features import CALENDAR, HOLIDAYS_SOURCE, history_source
 from forecast_platform.datasets.registry import get_spec
 from forecast_platform.datasets.synthetic import SyntheticConfig, generate_sales
-from forecast_platform.features.calendar import calendar_frame
-from forecast_platform.features.sql import features_select, plan_features
+from forecast_platform.features.offline import feature_frame, load_sales
+from forecast_platform.features.sql import plan_features
 from forecast_platform.models import metrics
 from forecast_platform.monitoring import (
     ALERTS_TABLE,
@@ -53,15 +52,9 @@ def features(drift_from: dt.date | None) -> pd.DataFrame:
     """Feature rows of 40 series, as the sales_features asset computes them."""
     sales, _ = generate_sales(SyntheticConfig(n_stores=4, n_items=10, start=START, end=END,
                                               anomaly_share=0.0, drift_from=drift_from))
-    sales = sales.assign(series_id=sales["store"].astype(str) + "|" + sales["item"].astype(str),
-                         sales=sales["sales"].astype(float), date=sales["date"].dt.date)
     con = duckdb.connect()
-    con.register("s", sales)
-    con.execute("CREATE TABLE validated_sales AS SELECT * FROM s")
-    con.register("c", calendar_frame(SPEC.start, SPEC.end))
-    con.execute(f"CREATE TABLE {CALENDAR} AS SELECT * FROM c")
-    select = features_select(PLAN, history_source(SPEC), HOLIDAYS_SOURCE)
-    return con.execute(select, [START, END, dt.date(2016, 4, 1), END]).df()
+    load_sales(con, SPEC, sales)
+    return feature_frame(con, PLAN, dt.date(2016, 4, 1), END)
 
 
 def window(frame: pd.DataFrame, bounds: tuple[str, str]) -> pd.DataFrame:

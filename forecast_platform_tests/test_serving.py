@@ -22,14 +22,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from forecast_platform.assets.features import HOLIDAYS_SOURCE, history_source
 from forecast_platform.assets.serving import build_serving_assets
 from forecast_platform.datasets.registry import get_spec
+from forecast_platform.features.offline import HOLIDAYS_SOURCE, history_source
 from forecast_platform.features.sql import features_select, plan_features
 from forecast_platform.models.forecaster import ForecasterParams
 from forecast_platform.models.future import future_params, future_source
 from forecast_platform.resources import PlatformResource
-from forecast_platform.serving import bundle as bundle_mod
 from forecast_platform.serving.bundle import build_bundle, load_bundle, model_store
 from forecast_platform.serving.log import LOG_TABLE, log_file
 from forecast_platform.serving.online import OnlineModel
@@ -151,7 +150,9 @@ def test_bundle_packs_the_champion_and_a_bounded_snapshot(settings, bundle_tag, 
     assert b.windows.origin == END
     assert b.history[SPEC.date_column].min() >= pd.Timestamp(b.windows.history_start)
     assert b.plan.names == PLAN.names
-    assert bundle_mod.HOLIDAYS_SOURCE == HOLIDAYS_SOURCE  # the service's copy of the SQL
+    from forecast_platform.serving import online as online_mod
+
+    assert online_mod.HOLIDAYS_SOURCE is HOLIDAYS_SOURCE  # the service runs the offline SQL
     import bentoml
 
     stored = bentoml.models.get(bundle_tag, _model_store=model_store(settings.bentoml_home))

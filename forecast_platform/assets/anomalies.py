@@ -12,11 +12,11 @@ import duckdb
 import mlflow
 import pandas as pd
 
-from forecast_platform.assets.features import FEATURES
 from forecast_platform.assets.forecasting import FORECASTS, model_name
 from forecast_platform.assets.metadata import check_result, preview
 from forecast_platform.datasets.registry import LABELS_FILE
 from forecast_platform.datasets.spec import DatasetSpec
+from forecast_platform.features.offline import FEATURES
 from forecast_platform.models import registry
 from forecast_platform.models.anomaly import (
     AnomalyDetector,

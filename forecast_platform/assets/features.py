@@ -1,48 +1,19 @@
 """holiday_calendar and sales_features: model inputs computed by one set-based SQL pass."""
 
 
-import datetime as dt
 
 import dagster as dg
 
 from forecast_platform.assets.metadata import table_metadata
 from forecast_platform.datasets.spec import DatasetSpec
 from forecast_platform.features.calendar import calendar_frame
-from forecast_platform.features.sql import (
-    KNOWN_IN_ADVANCE,
-    FeaturePlan,
-    features_select,
-    plan_features,
-)
+from forecast_platform.features.offline import CALENDAR, FEATURES, compute_features
+from forecast_platform.features.sql import KNOWN_IN_ADVANCE, FeaturePlan, plan_features
 from forecast_platform.partitions import date_range, partitions_for
 from forecast_platform.resources import PlatformResource
-from forecast_platform.warehouse.store import connect, quote, registered, replace_range
+from forecast_platform.warehouse.store import connect, quote, registered
 
-CALENDAR = "holiday_calendar"
-FEATURES = "sales_features"
 OWNERS = ["team:forecasting"]
-
-
-def history_source(spec: DatasetSpec) -> str:
-    """validated_sales in the canonical shape the feature SQL reads (two parameters: range)."""
-    keys = ", ".join(quote(k) for k in spec.keys)
-    known = "".join(f", {quote(c)}" for c in spec.known)
-    date = quote(spec.date_column)
-    return (
-        f"SELECT {date} AS ds, series_id, {keys}, CAST({quote(spec.target)} AS DOUBLE) AS y"
-        f"{known} FROM validated_sales WHERE {date} BETWEEN ? AND ?"
-    )
-
-
-HOLIDAYS_SOURCE = f"SELECT ds, is_holiday, days_to_holiday FROM {CALENDAR}"
-
-
-def compute_features(con, plan: FeaturePlan, start: dt.date, end: dt.date) -> int:
-    """Replace sales_features for start..end, reading only the lookback the plan needs."""
-    source = history_source(plan.spec)
-    select = features_select(plan, source, HOLIDAYS_SOURCE)
-    history_start = start - dt.timedelta(days=plan.lookback_days)
-    return replace_range(con, FEATURES, "ds", start, end, select, [history_start, end, start, end])
 
 
 def feature_schema(plan: FeaturePlan) -> dg.TableSchema:

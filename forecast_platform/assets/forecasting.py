@@ -9,9 +9,9 @@ import mlflow
 import numpy as np
 import pandas as pd
 
-from forecast_platform.assets.features import FEATURES, HOLIDAYS_SOURCE
 from forecast_platform.assets.metadata import preview
 from forecast_platform.datasets.spec import DatasetSpec
+from forecast_platform.features.offline import FEATURES, HOLIDAYS_SOURCE
 from forecast_platform.features.sql import features_select, plan_features
 from forecast_platform.models import registry
 from forecast_platform.models.backtest import MODEL, origins_for, relative_gain, run_backtest

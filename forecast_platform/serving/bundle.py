@@ -31,6 +31,7 @@ import duckdb
 import pandas as pd
 
 from forecast_platform.datasets.spec import DatasetSpec
+from forecast_platform.features.offline import CALENDAR, VALIDATED
 from forecast_platform.features.sql import FeaturePlan, plan_features
 from forecast_platform.models import registry
 from forecast_platform.models.forecaster import Forecaster
@@ -49,11 +50,6 @@ HOLIDAYS_FILE = "holidays.parquet"
 ANOMALY_DIR = "anomaly"
 ANOMALY_MODEL_FILE = "model.bin"
 ANOMALY_INFO_FILE = "info.json"
-VALIDATED = "validated_sales"
-CALENDAR = "holiday_calendar"
-# The holiday source of the feature SQL: the text of ``assets.features.HOLIDAYS_SOURCE`` (a test
-# holds them equal), repeated here so the service does not import Dagster.
-HOLIDAYS_SOURCE = f"SELECT ds, is_holiday, days_to_holiday FROM {CALENDAR}"
 
 
 def bundle_name(env: dict[str, str] | None = None) -> str:

@@ -30,9 +30,10 @@ import duckdb
 import numpy as np
 import pandas as pd
 
+from forecast_platform.features.offline import CALENDAR, HOLIDAYS_SOURCE, VALIDATED
 from forecast_platform.features.sql import features_select
 from forecast_platform.models.future import future_params, future_source
-from forecast_platform.serving.bundle import CALENDAR, HOLIDAYS_SOURCE, VALIDATED, Bundle
+from forecast_platform.serving.bundle import Bundle
 from forecast_platform.warehouse.store import quote
 
 DEFAULT_MAX_BATCH = 1000
