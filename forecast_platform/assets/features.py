@@ -9,6 +9,7 @@ from forecast_platform.datasets.spec import DatasetSpec
 from forecast_platform.features.calendar import calendar_frame
 from forecast_platform.features.offline import CALENDAR, FEATURES, compute_features
 from forecast_platform.features.sql import KNOWN_IN_ADVANCE, FeaturePlan, plan_features
+from forecast_platform.models.forecaster import ForecasterParams
 from forecast_platform.partitions import date_range, partitions_for
 from forecast_platform.resources import PlatformResource
 from forecast_platform.warehouse.store import connect, quote, registered
@@ -76,14 +77,15 @@ def build_feature_assets(spec: DatasetSpec) -> list:
         with connect(platform.warehouse_path) as con:
             rows = compute_features(con, plan, start, end)
             metadata = table_metadata(con, FEATURES, "ds", start, end, rows)
-            lag = quote(plan.names[-1])
-            complete = con.execute(
-                f"SELECT avg(CASE WHEN {lag} IS NULL THEN 0 ELSE 1 END) FROM {FEATURES} "
+            # Rows the forecaster can learn from: those with a usable level (its scale feature).
+            level = quote(ForecasterParams.scale_feature)
+            usable = con.execute(
+                f"SELECT avg(CASE WHEN {level} > 0 THEN 1 ELSE 0 END) FROM {FEATURES} "
                 "WHERE ds BETWEEN ? AND ?", [start, end]).fetchone()[0]
         metadata["dagster/column_schema"] = feature_schema(plan)
         return dg.MaterializeResult(metadata={
             **metadata, "features": len(plan.features),
-            "share_with_full_history": round(float(complete or 0.0), 4),
+            "share_usable_for_training": round(float(usable or 0.0), 4),
         })
 
     return [holiday_calendar, sales_features]

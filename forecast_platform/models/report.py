@@ -16,7 +16,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from forecast_platform.models.backtest import MODEL, BacktestResult  # noqa: E402
+from forecast_platform.models.backtest import BacktestResult  # noqa: E402
 
 STYLE = """
 body{font-family:system-ui,sans-serif;margin:2rem auto;max-width:1100px;color:#222}
@@ -112,5 +112,3 @@ the same points. P10-P90 coverage should be near 0.80.</p>
 <h2>What the model relies on</h2>{importance_plot(importance)}
 </body></html>"""
 
-
-__all__ = ["MODEL", "render"]
