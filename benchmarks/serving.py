@@ -9,16 +9,22 @@ What it does, all through the platform's own code:
 1. Synthetic sales of ``--stores`` x ``--items`` series (default 10 x 50 = 500) over
    ``--start .. --end`` (default 2016-01-01 .. 2017-12-31) in a DuckDB warehouse, the real
    feature SQL, the ``Forecaster`` with its default parameters registered and promoted as
-   champion, then ``build_bundle`` (what the ``serving_bundle`` asset runs) into a temporary
-   BENTOML_HOME. ``--reuse DIR`` keeps that directory and skips this step when it is there.
+   champion, the real ``forecasts``, ``expected_sales`` and ``anomaly_model`` assets (the
+   anomaly detector and its out-of-sample expectations), then ``build_bundle`` (what the
+   ``serving_bundle`` asset runs) into a temporary BENTOML_HOME. ``--reuse DIR`` keeps that
+   directory and skips this step when it is there.
 2. In this process, without HTTP: ``OnlineModel.forecast`` (the service's online forecast call)
    for one series x ``--horizon`` days and for a ``--batch-size`` batch, so the serving overhead
-   is a ratio against the bare model call measured in the same run.
+   is a ratio against the bare model call measured in the same run; and
+   ``OnlineModel.score_anomaly`` for one value.
 3. The real ``bentoml serve bentos/`` on 127.0.0.1 (a free port), warmed up, then a closed loop:
    ``--clients`` concurrent aiohttp clients post single-series forecasts (random series) for
    ``--duration`` seconds, each sending its next request when the previous answer arrived; then
    ``--batch-clients`` clients post ``--batch-size``-series batches for ``--batch-duration``
-   seconds. Any non-200 answer or transport error counts as an error. The server's CPU time
+   seconds; then ``--score-clients`` clients post single ``score_anomaly`` requests (random
+   series; half on the day after the data's last with an actual near the forecast, half
+   what-ifs on recent observed days) for ``--score-duration`` seconds. Any non-200 answer or
+   transport error counts as an error. The server's CPU time
    (its whole process tree) over each phase is read from /proc via psutil.
 
 The load generator shares the machine with the server (the goal is stated for 2 cores shared
@@ -43,6 +49,7 @@ from typing import Any
 
 import aiohttp
 import numpy as np
+import pandas as pd
 import psutil
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -56,6 +63,7 @@ from forecast_platform.serving.online import OnlineModel  # noqa: E402
 from forecast_platform.settings import load_settings  # noqa: E402
 from forecast_platform.warehouse.store import connect  # noqa: E402
 from forecast_platform_tests.serving_support import (  # noqa: E402
+    add_anomaly_detector,
     bentoml_server,
     build_champion_warehouse,
 )
@@ -86,6 +94,9 @@ def prepare(args: argparse.Namespace, root: Path) -> tuple[dict[str, str], str, 
     timings["train_s"] = round(time.perf_counter() - t0, 1)
     timings["train_rows"] = model.train_rows
     t0 = time.perf_counter()
+    add_anomaly_detector(settings, spec, args.start, args.end)
+    timings["anomaly_s"] = round(time.perf_counter() - t0, 1)
+    t0 = time.perf_counter()
     with connect(settings.warehouse_path) as con:
         tag = build_bundle(con, spec, MODEL, bentoml_home=settings.bentoml_home)
     timings["bundle_s"] = round(time.perf_counter() - t0, 1)
@@ -94,8 +105,9 @@ def prepare(args: argparse.Namespace, root: Path) -> tuple[dict[str, str], str, 
 
 
 def inprocess(env: dict[str, str], tag: str, args: argparse.Namespace
-              ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """The bare ``OnlineModel.forecast`` cost, single series and one batch; the served series."""
+              ) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]:
+    """The bare ``OnlineModel.forecast`` cost, single series and one batch, and the bare
+    ``score_anomaly`` cost; the served series and the score requests to send."""
     t0 = time.perf_counter()
     online = OnlineModel(load_bundle(tag, store=model_store(Path(env["BENTOML_HOME"]))),
                          max_batch=max(1000, args.batch_size))
@@ -122,7 +134,41 @@ def inprocess(env: dict[str, str], tag: str, args: argparse.Namespace
            "forecast_p99_ms": float(np.percentile(s_ms, 99)),
            "batch_p50_ms": float(np.percentile(b_ms, 50)),
            "batch_p99_ms": float(np.percentile(b_ms, 99))}
-    return out, series
+    scores = score_bodies(online, series, rng)
+    if scores:
+        timed = []
+        for body in scores[:200]:
+            t = time.perf_counter()
+            online.score_anomaly(body["series"], body["date"], body["actual"])
+            timed.append(time.perf_counter() - t)
+        out["score_p50_ms"] = float(np.percentile(np.array(timed) * 1e3, 50))
+    return out, series, scores
+
+
+def score_bodies(online: OnlineModel, series: list[dict[str, Any]], rng: random.Random,
+                 n: int = 400) -> list[dict[str, Any]]:
+    """``score_anomaly`` requests: half on the day after the data's last (an actual near the
+    forecast), half what-ifs on recent observed days (the recorded actual or a multiple)."""
+    ctx = online.anomaly_context
+    if ctx is None:
+        return []
+    after = online.windows.future_start
+    recent = [online.windows.origin - dt.timedelta(days=d) for d in range(0, 28)]
+    frame = ctx.frame.set_index(["series_id", "ds"])["y"]
+    bodies = []
+    for i in range(n):
+        s = rng.choice(series)
+        sid = "|".join(str(s[k]) for k in online.spec.keys)
+        if i % 2 == 0:
+            forecast = online.forecast([s], 1)[0]["p50"][0]
+            bodies.append({"series": s, "date": after.isoformat(),
+                           "actual": float(round(forecast * rng.uniform(0.5, 1.5)))})
+        else:
+            day = rng.choice(recent)
+            recorded = float(frame.get((sid, pd.Timestamp(day)), 0.0))
+            bodies.append({"series": s, "date": day.isoformat(),
+                           "actual": recorded if rng.random() < 0.5 else recorded * 3})
+    return bodies
 
 
 # -- load ---------------------------------------------------------------------------------------
@@ -193,7 +239,7 @@ def load_phase(base: str, endpoint: str, bodies: list[bytes], clients: int, dura
 
 
 def serve_and_load(env: dict[str, str], series: list[dict[str, Any]], args: argparse.Namespace,
-                   log_path: Path) -> dict[str, Any]:
+                   log_path: Path, scores: list[dict[str, Any]]) -> dict[str, Any]:
     rng = random.Random(1)
     singles = [json.dumps({"series": s, "horizon": args.horizon}).encode() for s in series]
     batch_series = [series[i % len(series)] for i in range(args.batch_size)]
@@ -209,9 +255,16 @@ def serve_and_load(env: dict[str, str], series: list[dict[str, Any]], args: argp
         # Warm-up: every code path once, then a short burst, not measured.
         asyncio.run(closed_loop(f"{base}/forecast", singles, 2, args.warmup))
         asyncio.run(closed_loop(f"{base}/forecast_batch", batches, 1, min(args.warmup, 2.0)))
+        score_json = [json.dumps(b).encode() for b in scores]
+        if score_json:
+            asyncio.run(closed_loop(f"{base}/score_anomaly", score_json, 1,
+                                    min(args.warmup, 2.0)))
         out["forecast"] = load_phase(base, "forecast", singles, args.clients, args.duration, pid)
         out["batch"] = load_phase(base, "forecast_batch", batches, args.batch_clients,
                                   args.batch_duration, pid)
+        if score_json:
+            out["score"] = load_phase(base, "score_anomaly", score_json, args.score_clients,
+                                      args.score_duration, pid)
     return out
 
 
@@ -226,21 +279,27 @@ def report(args: argparse.Namespace, command: str, setup: dict[str, Any],
         f"- machine: {machine()}",
         f"- command: `{command}`",
         f"- bundle: Forecaster default params trained on {args.start} .. {args.end} "
-        f"({setup['train_rows']:,} rows, {setup['train_s']} s; bundle {setup['bundle_s']} s)"
+        f"({setup['train_rows']:,} rows, {setup['train_s']} s; forecasts, expected values "
+        f"and anomaly detector {setup['anomaly_s']} s; bundle {setup['bundle_s']} s)"
         if setup else f"- bundle: reused from --reuse {args.reuse}",
         f"- model horizon {inproc['horizon']}; OnlineModel load "
         f"{inproc['load_s']} s, server ready in {load['startup_s']:.1f} s",
         f"- load: closed loop on 127.0.0.1, aiohttp; single-series {args.horizon}-day forecasts "
         f"with {args.clients} clients x {args.duration:.0f} s, then {args.batch_size}-series "
         f"batches ({args.horizon} days) with {args.batch_clients} client(s) x "
-        f"{args.batch_duration:.0f} s; one BentoML API worker (the default); the load "
+        f"{args.batch_duration:.0f} s, then single score_anomaly requests with "
+        f"{args.score_clients} clients x {args.score_duration:.0f} s; "
+        "one BentoML API worker (the default); the load "
         "generator runs on the same cores; errors = non-200 answers + transport errors",
         "",
         "| phase | requests | req/s | p50 ms | p95 ms | p99 ms | max ms | errors "
         "| server CPU ms/req | client CPU s |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for name, r in (("forecast (1 series)", f), (f"forecast_batch ({args.batch_size})", b)):
+    phases = [("forecast (1 series)", f), (f"forecast_batch ({args.batch_size})", b)]
+    if "score" in load:
+        phases.append(("score_anomaly (1 value)", load["score"]))
+    for name, r in phases:
         lines.append(f"| {name} | {r['requests']:,} | {r['rps']:.0f} | {r['p50_ms']:.1f} | "
                      f"{r['p95_ms']:.1f} | {r['p99_ms']:.1f} | {r['max_ms']:.1f} | "
                      f"{r['errors']} | {r['server_cpu_ms_per_req']:.2f} | "
@@ -251,7 +310,9 @@ def report(args: argparse.Namespace, command: str, setup: dict[str, Any],
         f"{inproc['forecast_p50_ms']:.3f} ms (p99 {inproc['forecast_p99_ms']:.3f}); "
         f"{args.batch_size} series p50 {inproc['batch_p50_ms']:.1f} ms. Serving overhead "
         f"(HTTP p50 / in-process p50): single {f['p50_ms'] / inproc['forecast_p50_ms']:.0f}x, "
-        f"batch {b['p50_ms'] / inproc['batch_p50_ms']:.1f}x.",
+        f"batch {b['p50_ms'] / inproc['batch_p50_ms']:.1f}x."
+        + (f" In-process `OnlineModel.score_anomaly`: p50 {inproc['score_p50_ms']:.1f} ms."
+           if "score_p50_ms" in inproc else ""),
         "",
     ]
     return "\n".join(lines)
@@ -264,9 +325,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     try:
         env, tag, setup = prepare(args, root)
         print(f"bundle {tag} in {env['BENTOML_HOME']} {setup}", flush=True)
-        inproc, series = inprocess(env, tag, args)
+        inproc, series, scores = inprocess(env, tag, args)
         print(f"in-process: {inproc}", flush=True)
-        load = serve_and_load(env, series, args, root / "server.log")
+        load = serve_and_load(env, series, args, root / "server.log", scores)
     finally:
         if not keep:
             shutil.rmtree(root, ignore_errors=True)
@@ -276,6 +337,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if not args.no_append:
         append_section(text)
     f, b = load["forecast"], load["batch"]
+    sc = load.get("score")
+    score_figures = {} if sc is None else {
+        "score_anomaly_p50_ms": round(sc["p50_ms"], 2),
+        "score_anomaly_p99_ms": round(sc["p99_ms"], 2),
+        "score_anomaly_rps": round(sc["rps"], 1), "score_anomaly_errors": sc["errors"],
+        "inprocess_score_ms": round(inproc["score_p50_ms"], 2),
+        "server_cpu_ms_per_score": round(sc["server_cpu_ms_per_req"], 2),
+    }
     return {
         "forecast_p50_ms": round(f["p50_ms"], 2), "forecast_p95_ms": round(f["p95_ms"], 2),
         "forecast_p99_ms": round(f["p99_ms"], 2), "forecast_rps": round(f["rps"], 1),
@@ -287,6 +356,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "overhead_ratio": round(f["p50_ms"] / inproc["forecast_p50_ms"], 1),
         "server_cpu_ms_per_forecast": round(f["server_cpu_ms_per_req"], 3),
         "clients": args.clients, "duration_s": args.duration, "horizon": args.horizon,
+        **score_figures,
     }
 
 
@@ -302,14 +372,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=500)
     parser.add_argument("--batch-clients", type=int, default=1)
     parser.add_argument("--batch-duration", type=float, default=10.0)
+    parser.add_argument("--score-clients", type=int, default=2)
+    parser.add_argument("--score-duration", type=float, default=10.0)
     parser.add_argument("--warmup", type=float, default=3.0)
     parser.add_argument("--reuse", help="keep the trained bundle in this directory and reuse it")
     parser.add_argument("--no-append", action="store_true")
     args = parser.parse_args(argv)
-    for name in ("clients", "batch_clients"):
+    for name in ("clients", "batch_clients", "score_clients"):
         if not 1 <= getattr(args, name) <= 64:
             parser.error(f"--{name.replace('_', '-')} must be from 1 to 64 (bounded load)")
-    if not 0 < args.duration <= 300 or not 0 < args.batch_duration <= 300:
+    if not all(0 < d <= 300 for d in (args.duration, args.batch_duration,
+                                       args.score_duration)):
         parser.error("durations must be in (0, 300] seconds")
     result = run(args)
     print(json.dumps(result))

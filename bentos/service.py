@@ -15,7 +15,8 @@ Environment:
 
 Status codes: 400 malformed JSON, wrong types or missing fields (the body names the field),
 401 missing key, 403 wrong key, 404 unknown series, 413 oversized batch, 422 values out of
-range (horizon, dates, covariates), 501 a capability the bundle lacks.
+range (horizon, dates, covariates, a date that cannot be scored, a negative actual), 501 a
+capability the bundle lacks (anomaly scoring without a detector).
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ import anyio.to_thread  # noqa: E402
 import bentoml  # noqa: E402
 import pydantic_core  # noqa: E402
 from bentoml.validators import ContentType  # noqa: E402
-from pydantic import Field, StrictInt, StrictStr  # noqa: E402
+from pydantic import Field, StrictFloat, StrictInt, StrictStr  # noqa: E402
 from starlette.responses import JSONResponse, Response  # noqa: E402
 
 from forecast_platform.serving.bundle import bundle_name, load_bundle  # noqa: E402
@@ -74,6 +75,12 @@ Scenario = Annotated[
 # content type BentoML derives it from the return type's JSON schema on every response, which
 # cost about a third of a single forecast's server CPU.
 JSONBody = Annotated[dict[str, Any], ContentType("application/json")]
+# Strict: a JSON number only ("12" and true are 400s naming the field, not coerced).
+Actual = Annotated[
+    StrictFloat,
+    Field(description="the observed value of the target on that date (>= 0 unless the "
+                      "dataset allows negative values)", examples=[12.0]),
+]
 Horizon = Annotated[
     StrictInt | None,
     Field(ge=1, description="periods to forecast, at most the model's horizon (default)"),
@@ -312,11 +319,16 @@ class ForecastService:
         return self._answer(work)
 
     @bentoml.api
-    def score_anomaly(self, series: SeriesKeys, date: dt.date, actual: float
-                      ) -> JSONBody:
-        """Score an observed value: score, flag, type, expected value and interval.
+    def score_anomaly(self, series: SeriesKeys, date: dt.date, actual: Actual) -> JSONBody:
+        """Score an observed value as the ``sales_anomalies`` asset scores its day.
 
-        Needs a bundle built with an anomaly detector; otherwise 501 with what to do.
+        Answers the detector's score and threshold, the flag, for a flagged value its type
+        (spike, dip, level_shift, zero_run; null when not flagged, as in the asset) and a
+        one-line reason, the expected value (P50) with its P10/P90 interval and where it came
+        from, and the detector and forecaster versions. Scorable dates (``model_info``'s
+        ``anomaly.score_dates``): the recent observed dates (a what-if with another actual)
+        and the first date after the data's last, whose expectation is the champion's
+        forecast. Other dates get a 422 naming them; a bundle without a detector a 501.
         """
         def work(online: OnlineModel) -> dict[str, Any]:
             result = online.score_anomaly(series, date, actual)
@@ -327,7 +339,7 @@ class ForecastService:
                           "is_anomaly": [r["is_anomaly"]], "p10": [r.get("p10")],
                           "p50": [r.get("expected")], "p90": [r.get("p90")]})
             return {"request_id": request_id, "model_version": online.bundle.model_version,
-                    **result}
+                    "bundle": online.bundle.tag, **result}
         return self._answer(work)
 
     @bentoml.api

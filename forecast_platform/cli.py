@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
 import os
 import subprocess
 import sys
@@ -11,6 +12,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from forecast_platform.assets.metadata import run_metadata
 from forecast_platform.datasets.landing import landed_files
 from forecast_platform.datasets.registry import get_spec
 from forecast_platform.instance import ensure_dagster_home
@@ -19,9 +21,13 @@ from forecast_platform.settings import Settings, load_settings
 # Three years: the forecaster's yearly features need ~1.5 years before a row trains, and the
 # anomaly detector needs half a year of out-of-sample residuals before it scores.
 DEMO_START = dt.date(2015, 1, 1)
+# The synthetic calendar ends on 2017-12-31; the demo stops a month earlier so that
+# `simulate-drift` has days left to land.
+DEMO_END = dt.date(2017, 11, 30)
 SUMMARY_TABLES = [
     "raw_sales", "validated_sales", "sales_rejects", "holiday_calendar", "sales_features",
     "model_registry", "forecasts", "forecast_explanations", "expected_sales", "sales_anomalies",
+    "drift_summary", "drift_columns", "forecast_performance", "alerts",
 ]
 ANOMALY_HISTORY_DAYS = 28  # a series needs this many scored residuals before its days score
 
@@ -40,13 +46,14 @@ def _configure(args: argparse.Namespace) -> Settings:
     return settings
 
 
-def land(settings: Settings, start: dt.date | None, stores: int, items: int) -> list[Path]:
+def land(settings: Settings, start: dt.date | None, stores: int, items: int,
+         end: dt.date | None = None) -> list[Path]:
     spec = get_spec(settings.dataset)
     if spec.lander is None:
         raise SystemExit(f"dataset {spec.name!r} has no lander: drop files into "
                          f"{settings.landing_dir()} yourself")
-    kwargs = {"start": start, "n_stores": stores, "n_items": items} if spec.name == "synthetic" \
-        else {}
+    kwargs = {"start": start, "end": end, "n_stores": stores, "n_items": items} \
+        if spec.name == "synthetic" else {}
     return spec.lander(spec, settings.landing_dir(), settings.source_dir, **kwargs)
 
 
@@ -73,44 +80,61 @@ def run_range(settings: Settings, job_name: str, start: dt.date | None = None,
         )
 
 
+def run_partition(settings: Settings, job_name: str, day: dt.date):
+    """One partition of a partitioned job, as its own run (e.g. one drift report)."""
+    import dagster as dg
+
+    from forecast_platform.definitions import build_definitions
+
+    job = build_definitions(settings).resolve_job_def(job_name)
+    with dg.DagsterInstance.get() as instance:
+        return job.execute_in_process(
+            instance=instance, partition_key=day.isoformat(), tags={"trigger": "cli"},
+            run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
+            raise_on_error=False)
+
+
 def forecaster_summary(result) -> list[str]:
     """The backtest table (model vs baselines), the gate's verdict and the report's path."""
-    for e in result.all_events:
-        if e.event_type_value != "ASSET_MATERIALIZATION":
-            continue
-        m = e.event_specific_data.materialization
-        if m.asset_key.to_user_string() != "forecaster":
-            continue
-        meta = {k: getattr(v, "value", v) for k, v in m.metadata.items()}
-        return [
-            "", f"Forecaster v{meta['model_version']} ({meta['status']}), trained on "
-            f"{meta['train_window']} in {meta['train_seconds']} s; MLflow run "
-            f"{meta['mlflow_run_id']}",
-            "Backtest (rolling origins, same points for every method):",
-            *("  " + line for line in str(meta["backtest"]).splitlines()),
-            f"Report:       {meta['report']}",
-        ]
-    return []
+    meta = run_metadata(result, "forecaster")
+    if meta is None:
+        return []
+    return [
+        "", f"Forecaster v{meta['model_version']} ({meta['status']}), trained on "
+        f"{meta['train_window']} in {meta['train_seconds']} s; MLflow run "
+        f"{meta['mlflow_run_id']}",
+        "Backtest (rolling origins, same points for every method):",
+        *("  " + line for line in str(meta["backtest"]).splitlines()),
+        f"Report:       {meta['report']}",
+    ]
 
 
 def anomaly_summary(result) -> list[str]:
     """Anomalies found, by type, and how they compare with the generator's labels."""
-    for e in result.all_events:
-        if e.event_type_value != "ASSET_MATERIALIZATION":
-            continue
-        m = e.event_specific_data.materialization
-        if m.asset_key.to_user_string() != "sales_anomalies":
-            continue
-        meta = {k: getattr(v, "value", v) for k, v in m.metadata.items()}
-        lines = ["", f"Anomalies: {meta['flagged']} of {meta['dagster/row_count']} series-days "
-                     f"flagged, by type {meta['by_type']}"]
-        if "vs_labels_precision" in meta:
-            lines.append(
-                f"  against the generator's labels: precision {meta['vs_labels_precision']}, "
-                f"recall {meta['vs_labels_recall']}, F1 {meta['vs_labels_f1']}, event recall "
-                f"{meta['vs_labels_event_recall']}")
-        return lines
-    return []
+    meta = run_metadata(result, "sales_anomalies")
+    if meta is None:
+        return []
+    lines = ["", f"Anomalies: {meta['flagged']} of {meta['dagster/row_count']} series-days "
+                 f"flagged, by type {meta['by_type']}"]
+    if "vs_labels_precision" in meta:
+        lines.append(
+            f"  against the generator's labels: precision {meta['vs_labels_precision']}, "
+            f"recall {meta['vs_labels_recall']}, F1 {meta['vs_labels_f1']}, event recall "
+            f"{meta['vs_labels_event_recall']}")
+    return lines
+
+
+def drift_summary(result) -> list[str]:
+    """The drift report's verdict for the last day, and where the HTML is."""
+    meta = run_metadata(result, "drift_report")
+    if meta is None:
+        return []
+    return ["", f"Drift report ({meta['window']}, vs champion v{meta['model_version']}): "
+                f"{meta['drifted_count']}/{meta['n_columns']} columns drifted; retrain: "
+                f"{meta['retrain']} ({meta['retrain_reason']})",
+            f"Drift HTML:   {meta['report']}",
+            "              forecast-platform simulate-drift   lands drifted days and "
+            "shows the retrain loop"]
 
 
 def scoring_range(settings: Settings) -> tuple[dt.date, dt.date] | None:
@@ -155,6 +179,7 @@ def summarize(settings: Settings, results: list, seconds: float) -> str:
     for result in results:
         lines += forecaster_summary(result)
         lines += anomaly_summary(result)
+        lines += drift_summary(result)
     lines += [
         "",
         f"Warehouse:    {settings.warehouse_path}",
@@ -174,13 +199,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
     landed = landed_files(settings.landing_dir())
     if not landed:
         start = dt.date.fromisoformat(args.start) if args.start else DEMO_START
+        end = dt.date.fromisoformat(args.end) if args.end else DEMO_END
         print(f"Landing {settings.dataset} data into {settings.landing_dir()} ...")
-        land(settings, start, args.stores, args.items)
+        land(settings, start, args.stores, args.items, end)
         landed = landed_files(settings.landing_dir())
     first, last = min(landed), max(landed)
     print(f"Materializing the asset graph for {first}..{last} ({len(landed)} partitions) "
           "as one run ...")
-    from forecast_platform.jobs import ANOMALY_JOB, INGEST_JOB, TRAIN_JOB
+    from forecast_platform.jobs import ANOMALY_JOB, INGEST_JOB, MONITOR_JOB, TRAIN_JOB
 
     results = [run_range(settings, INGEST_JOB, first, last)]
     if results[0].success:
@@ -191,14 +217,119 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if scored:
         print(f"Scoring {scored[0]}..{scored[1]} for anomalies as one run ...")
         results.append(run_range(settings, ANOMALY_JOB, *scored))
+    if results[1:] and results[1].success:
+        print(f"Drift report and forecast performance for {last} ...")
+        results.append(run_partition(settings, MONITOR_JOB, last))
     print(summarize(settings, results, time.perf_counter() - started))
     return 0 if all(r.success for r in results) else 1
+
+
+def _landed_shape(settings: Settings, day: dt.date) -> tuple[int, int]:
+    """Stores and items of the synthetic data already landed, read from one landed file."""
+    import pandas as pd
+
+    frame = pd.read_csv(landed_files(settings.landing_dir())[day])
+    return int(frame["store"].nunique()), int(frame["item"].nunique())
+
+
+def cmd_simulate_drift(args: argparse.Namespace) -> int:
+    """Land drifted days after the demo's data and walk the monitoring loop, step by step.
+
+    The steps are the ones the daemon takes on its own under ``forecast-platform ui``: ingest
+    the landed range, materialize the drift report and forecast performance for its last day,
+    evaluate the real ``drift_sensor`` against this Dagster instance, and execute the retrain it
+    requests. Here they run one after the other so their output can be read in order.
+    """
+    import dagster as dg
+    import duckdb
+
+    from forecast_platform.datasets.registry import land_synthetic
+    from forecast_platform.definitions import build_definitions
+    from forecast_platform.jobs import INGEST_JOB, MONITOR_JOB, TRAIN_JOB
+
+    settings = _configure(args)
+    spec = get_spec(settings.dataset)
+    if spec.name != "synthetic":
+        raise SystemExit("simulate-drift uses the synthetic generator's drift switch: run it "
+                         "with --dataset synthetic (the default)")
+    landed = landed_files(settings.landing_dir())
+    if not landed:
+        raise SystemExit(f"nothing landed in {settings.landing_dir()}: run "
+                         "`forecast-platform demo` first, it trains the champion to drift from")
+    last = max(landed)
+    first, end = last + dt.timedelta(days=1), last + dt.timedelta(days=args.days)
+    if end > spec.end:
+        raise SystemExit(f"the synthetic calendar ends on {spec.end}; {args.days} days after "
+                         f"{last} go past it: run the demo with an earlier --start or fewer --days")
+    stores, items = _landed_shape(settings, last)
+    print(f"1. Landing {args.days} drifted days {first}..{end} ({stores} stores x {items} items; "
+          f"level x1.6, weekday-heavy, promotions 4 % -> 12 %) into {settings.landing_dir()}")
+    land_synthetic(spec, settings.landing_dir(), start=first, end=end, n_stores=stores,
+                   n_items=items, drift_from=first, mistakes=False)
+    started = time.perf_counter()
+    ingest = run_range(settings, INGEST_JOB, first, end)
+    print(f"2. Ingested them: run {ingest.run_id[:8]} {'ok' if ingest.success else 'FAILED'}")
+    if not ingest.success:
+        return 1
+    defs = build_definitions(settings)
+    with dg.DagsterInstance.get() as instance:
+        monitor = defs.resolve_job_def(MONITOR_JOB).execute_in_process(
+            instance=instance, partition_key=end.isoformat(), tags={"trigger": "landing"},
+            run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
+            raise_on_error=False)
+        drift = run_metadata(monitor, "drift_report")
+        perf = run_metadata(monitor, "forecast_performance") or {}
+        if not monitor.success:
+            print("3. monitor_job FAILED; see the Dagster UI for the step's error")
+            return 1
+        print(f"3. Drift report for {end} against champion v{drift['model_version']}: "
+              f"{drift['drifted_count']}/{drift['n_columns']} columns drifted "
+              f"({drift['drifted_columns']}); retrain: {drift['retrain']} - "
+              f"{drift['retrain_reason']}\n   report: {drift['report']}")
+        if perf.get("points"):
+            print(f"   Forecast performance: {perf['metric']} over the last days "
+                  f"{perf['rolling_error']} vs {perf['expected_error']} in the backtest "
+                  f"({perf['ratio']}x); degraded: {perf['degraded']}")
+        sensor = defs.resolve_sensor_def("drift_sensor")
+        context = dg.build_sensor_context(instance=instance, definitions=defs,
+                                          resources={"platform": defs.resources["platform"]})
+        result = sensor(context)
+        requests = list(getattr(result, "run_requests", None) or [])
+        if not requests:
+            reason = getattr(getattr(result, "skip_reason", None), "skip_message", result)
+            print(f"4. drift_sensor requested nothing: {reason}")
+            return 0
+        tags = requests[0].tags
+        print(f"4. drift_sensor requested {TRAIN_JOB} with tags {dict(tags)}")
+        retrain = defs.resolve_job_def(TRAIN_JOB).execute_in_process(
+            instance=instance, tags=tags, raise_on_error=False,
+            run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}})
+    model = run_metadata(retrain, "forecaster") or {}
+    seconds = time.perf_counter() - started
+    print(f"5. Retrain run {retrain.run_id[:8]}: forecaster v{model.get('model_version')} is the "
+          f"{model.get('status')} ({seconds:.0f} s after landing)")
+    with duckdb.connect(str(settings.warehouse_path), read_only=True) as con:
+        rows = con.execute("SELECT version, status, trigger, train_end, gate FROM "
+                           "model_registry WHERE model_name = ? ORDER BY version",
+                           [f"{spec.name}_forecaster"]).fetchall()
+    for version, status, trigger, train_end, gate in rows:
+        reasons = "; ".join(json.loads(gate).get("reasons", [])) if gate else ""
+        print(f"   v{version:<3} {status:<10} trigger={trigger or '-':<8} trained to {train_end}"
+              f"  {reasons}")
+    if model.get("status") == "champion":
+        again = run_partition(settings, MONITOR_JOB, end)
+        drift = run_metadata(again, "drift_report") or {}
+        print(f"6. The same day's drift report against the new champion "
+              f"v{drift.get('model_version')}: retrain {drift.get('retrain')} "
+              f"({drift.get('retrain_reason')})")
+    return 0
 
 
 def cmd_land(args: argparse.Namespace) -> int:
     settings = _configure(args)
     start = dt.date.fromisoformat(args.start) if args.start else None
-    written = land(settings, start, args.stores, args.items)
+    end = dt.date.fromisoformat(args.end) if args.end else None
+    written = land(settings, start, args.stores, args.items, end)
     print(f"landed {len(written)} files into {settings.landing_dir()}")
     return 0
 
@@ -235,6 +366,30 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return subprocess.call(cmd, cwd=bentos, env=env)
 
 
+def cmd_init_dataset(args: argparse.Namespace) -> int:
+    """Inspect a CSV, propose a spec and write it as YAML (nothing is written on an error)."""
+    from forecast_platform.datasets.custom import MappingError, inspect_csv, write_spec
+    from forecast_platform.datasets.registry import BUILTIN
+
+    def names(value: str | None) -> list[str]:
+        return [c.strip() for c in (value or "").split(",") if c.strip()]
+
+    if args.name in BUILTIN:
+        raise SystemExit(f"error: --name {args.name!r} is a built-in dataset; pick another name")
+    settings = _configure(args)
+    try:
+        proposal = inspect_csv(Path(args.csv), args.name, args.date, names(args.keys),
+                               args.target, args.freq, names(args.known), names(args.observed),
+                               args.horizon)
+        path = write_spec(proposal, settings.datasets_dir, overwrite=args.force)
+    except (MappingError, ValueError) as err:
+        raise SystemExit(f"error: {err}") from None
+    print(proposal.text())
+    print(f"wrote {path}\nnext: forecast-platform demo --dataset {args.name}"
+          + (f" --data-dir {settings.data_dir}" if args.data_dir else ""))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="forecast-platform", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -249,9 +404,16 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=text)
         common(p)
         p.add_argument("--start", help="synthetic: first landed date (default 2015-01-01)")
+        p.add_argument("--end", help="synthetic: last landed date (demo default 2017-11-30, "
+                                     "leaving December for simulate-drift)")
         p.add_argument("--stores", type=int, default=10, help="synthetic: number of stores")
         p.add_argument("--items", type=int, default=50, help="synthetic: items per store")
         p.set_defaults(func=func)
+    p = sub.add_parser("simulate-drift", help="land drifted days after the demo and watch "
+                       "drift detection start a retrain")
+    common(p)
+    p.add_argument("--days", type=int, default=28, help="drifted days to land (default 28)")
+    p.set_defaults(func=cmd_simulate_drift)
     p = sub.add_parser("ui", help="start the Dagster UI (dagster dev) on this project")
     common(p)
     p.add_argument("--host", default="127.0.0.1")
@@ -262,6 +424,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=3000)
     p.set_defaults(func=cmd_serve)
+    p = sub.add_parser("init-dataset", help="map a CSV of your own onto a dataset spec (YAML "
+                       "under <data dir>/datasets), so `demo --dataset NAME` runs on it")
+    p.add_argument("--data-dir", help="where everything is written (FORECAST_DATA_DIR)")
+    p.add_argument("--csv", required=True, help="the CSV file (one row per date and series)")
+    p.add_argument("--name", required=True, help="the dataset's name (--dataset NAME later)")
+    p.add_argument("--date", required=True, help="the date column")
+    p.add_argument("--keys", required=True, help="the series key columns, comma-separated")
+    p.add_argument("--target", required=True, help="the column to forecast")
+    p.add_argument("--freq", choices=("D", "W"), help="D or W (default: guessed from the dates)")
+    p.add_argument("--known", help="covariates known in advance (promotions), comma-separated")
+    p.add_argument("--observed", help="covariates only observed (weather), comma-separated")
+    p.add_argument("--horizon", type=int, help="periods to forecast (default 28 daily, 13 "
+                                               "weekly)")
+    p.add_argument("--force", action="store_true", help="replace an existing spec of that name")
+    p.set_defaults(func=cmd_init_dataset)
     return parser
 
 

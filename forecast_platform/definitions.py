@@ -12,10 +12,12 @@ from forecast_platform.assets.anomalies import build_anomaly_assets
 from forecast_platform.assets.features import build_feature_assets
 from forecast_platform.assets.forecasting import build_forecasting_assets
 from forecast_platform.assets.ingest import build_ingest_assets
+from forecast_platform.assets.monitoring import build_monitoring_assets
 from forecast_platform.assets.serving import build_serving_assets
 from forecast_platform.assets.validate import build_validate_assets
 from forecast_platform.datasets.registry import get_spec
 from forecast_platform.jobs import build_jobs
+from forecast_platform.monitoring_sensors import build_monitoring_sensors
 from forecast_platform.resources import PlatformResource
 from forecast_platform.schedules import build_schedules
 from forecast_platform.sensors import build_sensors
@@ -35,9 +37,10 @@ def build_definitions(settings: Settings | None = None) -> dg.Definitions:
             *build_forecasting_assets(spec),
             *build_anomaly_assets(spec),
             *build_serving_assets(spec),
+            *build_monitoring_assets(spec),
         ],
         jobs=jobs,
-        sensors=build_sensors(spec),
+        sensors=[*build_sensors(spec), *build_monitoring_sensors(jobs)],
         schedules=build_schedules(jobs),
         resources={
             "platform": PlatformResource.from_settings(settings),

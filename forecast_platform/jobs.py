@@ -19,6 +19,8 @@ ANOMALY_JOB = "anomaly_job"
 SERVING_JOB = "serving_job"
 REFRESH_JOB = "refresh_job"
 PREDICTION_LOG_JOB = "prediction_log_job"
+MONITOR_JOB = "monitor_job"
+ALERTS_JOB = "alerts_job"
 
 
 def build_jobs(spec: DatasetSpec) -> list[dg.UnresolvedAssetJobDefinition]:
@@ -55,5 +57,16 @@ def build_jobs(spec: DatasetSpec) -> list[dg.UnresolvedAssetJobDefinition]:
             PREDICTION_LOG_JOB, selection=dg.AssetSelection.assets("prediction_log"),
             partitions_def=prediction_log_partitions,
             description="Load the service's prediction log files into the warehouse.",
+        ),
+        dg.define_asset_job(
+            MONITOR_JOB, selection=dg.AssetSelection.assets("drift_report",
+                                                            "forecast_performance"),
+            partitions_def=partitions_for(spec),
+            description="Drift report and forecast performance for a day; the drift and "
+                        "performance sensors read their metadata and retrain when asked.",
+        ),
+        dg.define_asset_job(
+            ALERTS_JOB, selection=dg.AssetSelection.assets("alerts"),
+            description="Record alerts spooled by sensors in the warehouse's alerts table.",
         ),
     ]

@@ -23,6 +23,8 @@ class PlatformResource(dg.ConfigurableResource):
     source_dir: str | None = None
     mlflow_tracking_uri: str | None = None
     bentoml_home: str | None = None  # an explicit BENTOML_HOME; default <data_dir>/bentoml
+    alert_webhook_url: str | None = None  # FORECAST_ALERT_WEBHOOK_URL
+    retrain_cooldown_minutes: float = 360.0  # FORECAST_RETRAIN_COOLDOWN_MINUTES
 
     @classmethod
     def from_settings(cls, settings: Settings) -> PlatformResource:
@@ -32,6 +34,8 @@ class PlatformResource(dg.ConfigurableResource):
             source_dir=str(settings.source_dir) if settings.source_dir else None,
             mlflow_tracking_uri=settings.mlflow_tracking_uri,
             bentoml_home=str(settings.bentoml_dir) if settings.bentoml_dir else None,
+            alert_webhook_url=settings.alert_webhook_url,
+            retrain_cooldown_minutes=settings.retrain_cooldown_minutes,
         )
 
     @property
@@ -43,6 +47,9 @@ class PlatformResource(dg.ConfigurableResource):
             env["MLFLOW_TRACKING_URI"] = self.mlflow_tracking_uri
         if self.bentoml_home:
             env["BENTOML_HOME"] = self.bentoml_home
+        if self.alert_webhook_url:
+            env["FORECAST_ALERT_WEBHOOK_URL"] = self.alert_webhook_url
+        env["FORECAST_RETRAIN_COOLDOWN_MINUTES"] = str(self.retrain_cooldown_minutes)
         return load_settings(env)
 
     @property

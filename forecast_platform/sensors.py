@@ -34,7 +34,7 @@ def build_sensors(spec: DatasetSpec) -> list[dg.SensorDefinition]:
     @dg.sensor(
         name="landing_sensor",
         job_name=INGEST_JOB,
-        minimum_interval_seconds=30,
+        minimum_interval_seconds=15,  # a directory listing: cheap to tick often
         default_status=dg.DefaultSensorStatus.RUNNING,
         description="Turns newly landed files into partition runs of ingest_job.",
     )

@@ -24,6 +24,10 @@ class Settings:
     dagster_home: Path
     # BENTOML_HOME when set explicitly; otherwise the BentoML store lives under the data dir.
     bentoml_dir: Path | None = None
+    # FORECAST_ALERT_WEBHOOK_URL: alerts are POSTed here (Slack-compatible JSON) when set.
+    alert_webhook_url: str | None = None
+    # FORECAST_RETRAIN_COOLDOWN_MINUTES: no automatic retrain within this long of the last one.
+    retrain_cooldown_minutes: float = 360.0
 
     @property
     def warehouse_path(self) -> Path:
@@ -54,6 +58,11 @@ class Settings:
         return self.bentoml_dir or self.data_dir / "bentoml"
 
     @property
+    def alerts_spool_dir(self) -> Path:
+        """Alerts raised by sensors, waiting for a run to record them (monitoring/spool.py)."""
+        return self.data_dir / "alerts"
+
+    @property
     def datasets_dir(self) -> Path:
         """User dataset specs (YAML) written by ``forecast-platform init-dataset``."""
         return self.data_dir / "datasets"
@@ -70,6 +79,14 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
     mlflow_uri = env.get("MLFLOW_TRACKING_URI") or f"sqlite:///{data_dir / 'mlflow.db'}"
     dagster_home = Path(env.get("DAGSTER_HOME") or data_dir / "dagster_home").expanduser().resolve()
     bentoml_home = env.get("BENTOML_HOME")
+    cooldown = env.get("FORECAST_RETRAIN_COOLDOWN_MINUTES") or "360"
+    try:
+        cooldown_minutes = float(cooldown)
+    except ValueError:
+        raise ValueError(f"FORECAST_RETRAIN_COOLDOWN_MINUTES={cooldown!r} is not a number of "
+                         "minutes (e.g. 360)") from None
+    if cooldown_minutes < 0:
+        raise ValueError(f"FORECAST_RETRAIN_COOLDOWN_MINUTES={cooldown!r} must be >= 0")
     return Settings(
         data_dir=data_dir,
         dataset=env.get("FORECAST_DATASET") or DEFAULT_DATASET,
@@ -77,4 +94,6 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         mlflow_tracking_uri=mlflow_uri,
         dagster_home=dagster_home,
         bentoml_dir=Path(bentoml_home).expanduser().resolve() if bentoml_home else None,
+        alert_webhook_url=env.get("FORECAST_ALERT_WEBHOOK_URL") or None,
+        retrain_cooldown_minutes=cooldown_minutes,
     )

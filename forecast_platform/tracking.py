@@ -40,6 +40,12 @@ def mlflow_resource(context) -> MlFlow:
     settings = platform.settings
     name = experiment_name(settings.dataset)
     ensure_experiment(settings.mlflow_tracking_uri, name, settings.data_dir / "mlartifacts")
+    # An MLflow run left active by an earlier Dagster run in this process (one materialized
+    # without train_job's end hook, e.g. a selection run in the same Python process) would
+    # otherwise receive this run's params and fail on "changing param values".
+    active = mlflow.active_run()
+    if active is not None and active.data.tags.get("dagster_run_id") != context.run_id:
+        mlflow.end_run()
     # MlFlow reads only these four attributes of its init context.
     return MlFlow(SimpleNamespace(
         resource_config={"experiment_name": name,

@@ -36,16 +36,19 @@ def range_tags(start: dt.date | str, end: dt.date | str) -> dict[str, str]:
     return {RANGE_START: str(start), RANGE_END: str(end)}
 
 
-def run_job(settings: Settings, start, end, job: str = "ingest_job", instance=None):
-    """Run a job of the real definitions over a range, in process, on a real instance."""
+def run_job(settings: Settings, start, end, job: str = "ingest_job", instance=None,
+            run_config: dict | None = None):
+    """Run a job of the real definitions (over a range when ``start`` is given), in process, on
+    a real instance."""
     import dagster as dg
 
     from forecast_platform.definitions import build_definitions
 
     defs = build_definitions(settings)
+    tags = range_tags(start, end) if start is not None else {}
     with nullcontext(instance or dg.DagsterInstance.ephemeral()) as inst:
         return defs.resolve_job_def(job).execute_in_process(
-            instance=inst, tags=range_tags(start, end), raise_on_error=False
+            instance=inst, tags=tags, run_config=run_config, raise_on_error=False
         )
 
 
@@ -65,3 +68,12 @@ def materialized(result) -> set[str]:
         for e in result.all_events
         if e.event_type_value == "ASSET_MATERIALIZATION"
     }
+
+
+def metadata(result, asset: str) -> dict:
+    """The metadata of ``asset``'s materialization in a run result; fails if there is none."""
+    from forecast_platform.assets.metadata import run_metadata
+
+    meta = run_metadata(result, asset)
+    assert meta is not None, f"{asset} was not materialized"
+    return meta

@@ -24,7 +24,7 @@ import pandas as pd
 
 from forecast_platform.datasets.spec import DatasetSpec
 from forecast_platform.datasets.synthetic import SyntheticConfig, generate_sales
-from forecast_platform.features.offline import feature_frame, load_sales
+from forecast_platform.features.offline import compute_features, feature_frame, load_sales
 from forecast_platform.features.sql import plan_features
 from forecast_platform.models import registry
 from forecast_platform.models.forecaster import (
@@ -32,6 +32,7 @@ from forecast_platform.models.forecaster import (
     ForecasterParams,
     default_model_features,
 )
+from forecast_platform.settings import Settings
 from forecast_platform.warehouse.store import connect
 
 SERVICE_DIR = Path(__file__).resolve().parents[1] / "bentos"
@@ -71,6 +72,45 @@ def build_champion_warehouse(
             mlflow_run_id=mlflow_run_id)
         registry.decide(con, model_name, version, True, {"passed": True})
     return model
+
+
+ANOMALY_ASSETS = ("forecasts", "expected_sales", "anomaly_model")
+
+
+def add_anomaly_detector(settings: Settings, spec: DatasetSpec, start: dt.date, end: dt.date,
+                         config: Mapping[str, Any] | None = None) -> None:
+    """``sales_features`` of ``start..end``, then the real ``forecasts``, ``expected_sales`` and
+    ``anomaly_model`` assets, materialized on a champion warehouse (see above). ``config``:
+    the ``anomaly_model`` asset's run config (``AnomalyConfig`` fields).
+
+    After this the warehouse holds what ``sales_anomalies`` and the ``serving_bundle`` read
+    for anomaly scoring: out-of-sample expectations, the champion's forward forecasts and a
+    promoted detector (tracked in the data directory's own MLflow store).
+    """
+    import dagster as dg
+    import mlflow
+
+    from forecast_platform.assets.anomalies import build_anomaly_assets
+    from forecast_platform.assets.forecasting import build_forecasting_assets
+    from forecast_platform.resources import PlatformResource
+    from forecast_platform.tracking import mlflow_resource
+
+    plan = plan_features(spec)
+    with connect(settings.warehouse_path) as con:
+        compute_features(con, plan, start, end)
+    assets = [a for a in [*build_forecasting_assets(spec), *build_anomaly_assets(spec)]
+              if a.key.to_user_string() in ANOMALY_ASSETS]
+    try:
+        result = dg.materialize(
+            assets, resources={"platform": PlatformResource.from_settings(settings),
+                               "mlflow": mlflow_resource},
+            run_config={"ops": {"anomaly_model": {"config": dict(config)}}} if config else None)
+    finally:
+        # dagster-mlflow leaves its run open outside a job (no end-of-run hook here).
+        while mlflow.active_run() is not None:
+            mlflow.end_run()
+    if not result.success:
+        raise RuntimeError(f"materializing {ANOMALY_ASSETS} failed")
 
 
 @dataclass(frozen=True)

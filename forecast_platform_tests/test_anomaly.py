@@ -16,6 +16,9 @@ from forecast_platform.models.anomaly import (
     AnomalyDetector,
     classify,
     context_features,
+    day_factors,
+    tail_threshold,
+    with_day_factors,
 )
 from forecast_platform.models.injection import inject_anomalies
 
@@ -174,3 +177,146 @@ def test_round_trip_and_version_mismatch(clean, detector):
     feats.version = "context-v0"
     with pytest.raises(ValueError, match="retrain the detector"):
         detector.score(feats)
+
+
+# --------------------------------------------------------------------------- contamination
+
+
+def contaminated(frame: pd.DataFrame, start: pd.Timestamp, end: pd.Timestamp, seed: int
+                 ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``frame`` with 3 % of its start..end points replaced by injected anomalies."""
+    sales = frame.rename(columns={"ds": "date", "y": "sales"})
+    modified, labels = inject_anomalies(sales, start.date(), end.date(), share=0.03, seed=seed)
+    return modified.rename(columns={"date": "ds", "sales": "y"}), labels
+
+
+def test_tail_threshold_ignores_a_few_percent_of_anomalies():
+    rng = np.random.default_rng(0)
+    clean = rng.exponential(2.0, 50_000)  # survival exp(-s / 2): the 0.2 % point is 12.4
+    exact = -2.0 * np.log(0.002)
+    threshold, info = tail_threshold(clean, 0.002)
+    assert threshold == pytest.approx(exact, rel=0.05)
+    dirty = np.concatenate([clean, rng.uniform(15, 60, 1_500)])  # 3 % far out
+    robust, info = tail_threshold(dirty, 0.002)
+    assert robust == pytest.approx(exact, rel=0.08)
+    assert np.quantile(dirty, 0.998) > 1.5 * exact  # what the plain quantile would give
+    assert info["estimated_contamination"] > 0.01
+    with pytest.raises(ValueError, match="must be below"):
+        tail_threshold(clean, 0.1)
+
+
+def test_detector_fit_on_contaminated_window_keeps_recall_and_false_alarms(clean):
+    """3 % anomalies in the training window AND the scored window: the robust detector still
+    finds most of them at a low false-alarm rate; the plain-quantile / empirical-tail one
+    (the v1 detector) puts its threshold among the anomalies and misses most."""
+    fit_start = START + pd.Timedelta(days=40)
+    frame, labels = contaminated(clean, fit_start, START + pd.Timedelta(days=N_DAYS - 1), 4)
+    fit = context_features(frame[frame["ds"] <= FIT_END], start=fit_start)
+    feats = context_features(frame, start=FIT_END + pd.Timedelta(days=1))
+    truth = feats.rows[["series_id", "ds"]].merge(
+        labels.rename(columns={"date": "ds"}), on=["series_id", "ds"], how="left"
+    )["event_id"].notna().to_numpy()
+    figures = {}
+    for name, options in (("robust", {}), ("v1", {"calibration": "quantile",
+                                                  "tails": "empirical"})):
+        detector = AnomalyDetector(target_false_alarm_rate=0.002, **options).fit(fit)
+        flags = detector.score(feats)["is_anomaly"].to_numpy()
+        figures[name] = ((flags & truth).sum() / truth.sum(),
+                         (flags & ~truth).sum() / (~truth).sum())
+    recall, false_alarms = figures["robust"]
+    assert recall >= 0.6 and false_alarms <= 0.005, figures
+    assert figures["v1"][0] < recall - 0.2, figures
+
+
+def test_a_shift_every_series_shares_is_absorbed_by_the_day_factor(clean):
+    """A day on which all series sell 30 % more (a calendar effect the forecaster missed) is
+    not a handful of anomalies (as it is without the factor); a spike on one series that day
+    still is."""
+    day = FIT_END + pd.Timedelta(days=12)
+    shifted = clean.copy()
+    on_day = shifted["ds"] == day
+    shifted.loc[on_day, "y"] = np.rint(shifted.loc[on_day, "p50"] * 1.3)
+    shifted = set_y(shifted, "s03", day, 1, 4.0)
+    factors = day_factors(shifted)
+    assert factors[day] == pytest.approx(1.3, abs=0.03)
+    assert factors.drop(day).between(0.9, 1.1).all()
+    assert (day_factors(shifted, min_series=41) == 1.0).all()  # too few series: no factor
+    fit = context_features(with_day_factors(clean[clean["ds"] <= FIT_END]),
+                           start=START + pd.Timedelta(days=40))
+    detector = AnomalyDetector(target_false_alarm_rate=0.01).fit(fit)
+    for adjust, expect_many in ((with_day_factors, False), (lambda f: f, True)):
+        feats = context_features(adjust(shifted), start=FIT_END + pd.Timedelta(days=1))
+        out = pd.concat([feats.rows, detector.score(feats)], axis=1)
+        today = out[out["ds"] == day]
+        assert today.loc[today["series_id"] == "s03", "is_anomaly"].item()
+        flagged = int(today["is_anomaly"].sum())
+        assert flagged >= 5 if expect_many else flagged <= 2, (expect_many, flagged)
+    row = today[today["series_id"] == "s03"].iloc[0]
+    assert row["day_factor"] == 1.0 and row["forecast_p50"] == pytest.approx(row["p50"])
+    adjusted = context_features(with_day_factors(shifted), start=day).rows
+    first = adjusted[adjusted["ds"] == day].iloc[0]
+    assert first["p50"] == pytest.approx(first["forecast_p50"] * factors[day])
+    with pytest.raises(ValueError, match="day_factor must be positive"):
+        context_features(shifted.assign(day_factor=0.0))
+
+
+def test_detector_incompatibility_names_the_problem(clean, detector):
+    feats = context_features(clean, start=FIT_END + pd.Timedelta(days=1))
+    assert detector.incompatibility(feats) is None
+    assert "lack columns ['run_stat']" in detector.incompatibility(
+        feats.rows.drop(columns=["run_stat"]))
+    feats.version = "context-v0"
+    assert "retrain the detector" in detector.incompatibility(feats)
+
+
+# --------------------------------------------------------------------------- weekly periods
+
+
+def as_weeks(frame: pd.DataFrame) -> pd.DataFrame:
+    """The same rows with period k labelled START + 7k days: weekly data whose weeks carry the
+    daily frame's values, so its features must be the daily ones, period for period."""
+    k = (frame["ds"] - START).dt.days
+    return frame.assign(ds=START + pd.to_timedelta(7 * k, unit="D"))
+
+
+def test_weekly_periods_give_the_daily_features_period_for_period(clean, detector):
+    """Windows, runs and minimum histories count periods: 182 weekly residuals, not the 26 of
+    182 days (fewer than min_history, so nothing would be scored), and no empty days between
+    weeks to break runs or dilute level_7d."""
+    day = FIT_END + pd.Timedelta(days=30)
+    frame = set_y(clean, "s07", day, 6, 0.0)  # a zero run of 6 periods
+    daily = context_features(frame, start=FIT_END + pd.Timedelta(days=1))
+    weekly = context_features(as_weeks(frame), start=START + pd.Timedelta(
+        days=7 * (FIT_END - START).days + 7), step_days=7)
+    assert len(daily.rows) == len(weekly.rows) == 80 * 40 and weekly.skipped == daily.skipped
+    pd.testing.assert_frame_equal(weekly.rows.drop(columns=["ds", "dow"]),
+                                  daily.rows.drop(columns=["ds", "dow"]))
+    pd.testing.assert_frame_equal(weekly.rows[["ds"]], as_weeks(daily.rows)[["ds"]])
+    flagged = weekly.rows.assign(**detector.score(weekly))
+    run = flagged[(flagged["series_id"] == "s07") & (flagged["y"] == 0)]
+    assert run["is_anomaly"].all() and len(run) == 6
+    reason = classify(run, step_days=7)["reason"].iloc[-1]
+    assert "no sales for 6 weeks vs expected" in reason and " a week (" in reason
+    # Counted in days, the same weekly frame has 26 residuals in its window: nothing scored.
+    assert context_features(as_weeks(frame), start=weekly.rows["ds"].min(),
+                            window_periods=26, step_days=7).rows.empty
+
+
+def test_a_date_between_periods_is_refused_naming_it(clean):
+    weekly = as_weeks(clean[clean["ds"] <= START + pd.Timedelta(days=60)])
+    odd = weekly["ds"] == weekly["ds"].max()
+    weekly.loc[odd, "ds"] += pd.Timedelta(days=2)
+    with pytest.raises(ValueError, match=r"ds 2018-02-2\d.* is not a period start: with "
+                                         r"step_days=7"):
+        context_features(weekly, step_days=7)
+
+
+def test_expected_values_need_a_quarter_of_usable_rows_whatever_the_period():
+    from forecast_platform.models.expected import min_train_periods, rolling_origins
+
+    assert min_train_periods(1) == 91 and min_train_periods(7) == 13
+    first = dt.date(2011, 2, 4)
+    weekly = rolling_origins(first, dt.date(2012, 10, 26), horizon=39, step_days=7)
+    assert weekly == [dt.date(2011, 5, 6), dt.date(2012, 2, 3)]  # 13 weeks, then 39 apart
+    daily = rolling_origins(dt.date(2017, 1, 1), dt.date(2017, 6, 30), horizon=91, step_days=1)
+    assert daily == [dt.date(2017, 4, 2)]  # 91 days, as before

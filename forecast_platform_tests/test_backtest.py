@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 
 import duckdb
@@ -81,6 +82,37 @@ def test_gate_names_the_baseline_a_model_fails_to_beat(clean_and_tampered):
     verdict = evaluate(worse, "smape", 0.0)
     assert not verdict.passed
     assert any(r.startswith("does not beat seasonal_naive_7") for r in verdict.reasons)
+
+
+def test_a_retrain_of_the_champions_recipe_on_newer_data_replaces_it(clean_and_tampered):
+    from forecast_platform.models.backtest import score
+
+    _, clean, _ = clean_and_tampered
+    # A challenger whose backtest beats every baseline (its P50 is the actual).
+    exact = clean.predictions.assign(p50=clean.predictions["y"])
+    clean = type(clean)(clean.origins, exact, score(exact, clean.methods), clean.methods, 0.0)
+    champion, retrain = small_model(), small_model()
+    older = END - dt.timedelta(days=28)
+    verdict = evaluate(clean, "smape", 0.0, champion=champion, champion_version=1,
+                       champion_train_end=older, challenger_train_end=END,
+                       challenger_model=retrain)
+    assert verdict.passed, verdict.reasons
+    assert "retrains champion v1's recipe on newer data" in verdict.reasons[-1]
+    assert verdict.champion == verdict.challenger  # one recipe, one backtest
+
+    # A changed recipe is not a retrain: it must beat the champion on points the champion has
+    # not seen, and here there are none to compare on.
+    changed = small_model()
+    changed.params = dataclasses.replace(changed.params, max_depth=changed.params.max_depth + 1)
+    verdict = evaluate(clean, "smape", 0.0, champion=champion, champion_version=1,
+                       champion_train_end=END, challenger_train_end=END,
+                       challenger_model=changed)
+    assert not verdict.passed
+    # Nor is the same recipe on the same data.
+    verdict = evaluate(clean, "smape", 0.0, champion=champion, champion_version=1,
+                       champion_train_end=END, challenger_train_end=END,
+                       challenger_model=retrain)
+    assert not verdict.passed
 
 
 def test_too_little_history_is_refused_clearly():

@@ -13,7 +13,7 @@ import pytest
 
 from forecast_platform.datasets.registry import get_spec
 from forecast_platform.features.calendar import calendar_frame
-from forecast_platform.features.offline import CALENDAR, FEATURES, compute_features
+from forecast_platform.features.offline import CALENDAR, FEATURES, compute_features, feature_frame
 from forecast_platform.features.sql import KNOWN_IN_ADVANCE, features_select, plan_features
 
 SPEC = get_spec("synthetic")
@@ -181,3 +181,65 @@ def test_weekly_plan_runs_and_states_safe_horizons():
     # The norm tracks the series' level: bigger stores and items get bigger norms.
     out = out.set_index("series_id")
     assert out.loc["2|3", "norm"] > out.loc["1|3", "norm"] > out.loc["1|1", "norm"]
+
+
+def _ragged_history(seed: int = 3) -> pd.DataFrame:
+    """Daily history that breaks every shortcut a grid could take: series starting and ending
+    on different days, missing days and a missing month, zero runs, fractional targets and
+    future rows whose target is NULL."""
+    rng = np.random.default_rng(seed)
+    frames = []
+    for n, (store, item) in enumerate([(1, 1), (1, 2), (2, 1), (2, 2), (3, 1)]):
+        days = pd.date_range(dt.date(2014, 1, 1) + dt.timedelta(days=40 * n),
+                             dt.date(2017, 6, 30) - dt.timedelta(days=17 * n), freq="D")
+        y = rng.gamma(2.0, 10.0 + 5 * n, len(days)).round(3)
+        y[rng.random(len(days)) < 0.08 * n] = 0.0  # intermittent series, one never zero
+        keep = rng.random(len(days)) > 0.03 * (n + 1)  # scattered missing days
+        if n == 2:
+            keep &= ~((days >= "2016-02-01") & (days < "2016-03-05"))  # a missing month
+        frame = pd.DataFrame({"date": days.date, "store": store, "item": item, "sales": y,
+                              "promo": rng.integers(0, 2, len(days)),
+                              "series_id": f"{store}|{item}"})[keep]
+        frames.append(frame)
+    sales = pd.concat(frames, ignore_index=True)
+    sales.loc[pd.to_datetime(sales["date"]) > pd.Timestamp("2017-04-01"), "sales"] = np.nan
+    return sales
+
+
+def test_dense_grid_rows_frames_equal_the_direct_range_frames():
+    """The fast plan (ROWS frames over a dense day grid, each window once) gives the values of
+    the direct RANGE formulation on ragged data, to rounding."""
+    con = duckdb.connect()
+    con.register("v", _ragged_history())
+    con.execute("CREATE TABLE validated_sales AS SELECT * FROM v")
+    con.register("c", calendar_frame(SPEC.start, SPEC.end))
+    con.execute(f"CREATE TABLE {CALENDAR} AS SELECT CAST(ds AS DATE) AS ds, * EXCLUDE (ds) "
+                "FROM c")
+    fast, direct = plan_features(SPEC), plan_features(SPEC, frames="range")
+    assert fast.windows and not direct.windows and fast.names == direct.names
+    start, end = dt.date(2015, 6, 1), dt.date(2017, 6, 30)
+    got = feature_frame(con, fast, start, end)
+    want = feature_frame(con, direct, start, end)
+    assert len(got) == len(want) > 3000
+    pd.testing.assert_frame_equal(got[["series_id", "ds", "y"]], want[["series_id", "ds", "y"]])
+    for name in fast.names:
+        a, b = got[name].to_numpy(float), want[name].to_numpy(float)
+        np.testing.assert_array_equal(np.isnan(a), np.isnan(b), err_msg=name)
+        np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12, equal_nan=True, err_msg=name)
+    # The comparison can fail: the windows are really exercised (most values present, gaps and
+    # zeros seen), and a one-day shift of the grid would be caught.
+    for name in ("y_lag_91", "y_std_7", "y_dow_mean_13w", "y_zero_share", "series_dev"):
+        assert got[name].notna().mean() > 0.25, name
+    assert got["y_lag_91"].isna().any()  # a lag onto a missing day stays missing
+    assert (got["y_zero_share"] > 0).any() and (got["y_zero_share"] == 0).any()
+    shifted = got.groupby("series_id")["y_lag_91"].shift(1).to_numpy(float)
+    assert not np.allclose(shifted, want["y_lag_91"].to_numpy(float), equal_nan=True)
+
+
+def test_weekly_plans_keep_range_frames():
+    """Weekly dates need not lie on a regular grid: the weekly plan keeps its RANGE windows."""
+    spec = dataclasses.replace(SPEC, frequency="W", horizon=13)
+    assert not plan_features(spec).windows
+    assert plan_features(spec) == plan_features(spec, frames="range")
+    with pytest.raises(ValueError, match="frames"):
+        plan_features(SPEC, frames="rowz")

@@ -10,7 +10,13 @@ import mlflow
 import pytest
 
 from forecast_platform.datasets.registry import get_spec, land_synthetic
-from forecast_platform_tests.conftest import check_results, make_settings, materialized, run_job
+from forecast_platform_tests.conftest import (
+    check_results,
+    make_settings,
+    materialized,
+    metadata,
+    run_job,
+)
 
 SPEC = get_spec("synthetic")
 START, END = dt.date(2015, 1, 1), dt.date(2017, 12, 31)
@@ -33,15 +39,6 @@ def trained(tmp_path_factory):
 def query(settings, sql: str, params=None):
     with duckdb.connect(str(settings.warehouse_path), read_only=True) as con:
         return con.execute(sql, params or []).df()
-
-
-def metadata(result, asset: str) -> dict:
-    for e in result.all_events:
-        if e.event_type_value == "ASSET_MATERIALIZATION":
-            m = e.event_specific_data.materialization
-            if m.asset_key.to_user_string() == asset:
-                return {k: getattr(v, "value", v) for k, v in m.metadata.items()}
-    raise AssertionError(f"{asset} was not materialized")
 
 
 def test_first_model_beats_baselines_and_becomes_champion(trained):

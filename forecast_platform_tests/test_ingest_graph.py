@@ -85,6 +85,30 @@ def test_checks_warn_on_quarantine_and_pass_the_blocking_ones(first_run):
     assert checks["raw_sales.freshness"].passed
 
 
+def test_declared_column_schemas_match_the_tables_and_stay_out_of_each_partition(
+        landed, first_run):
+    """Schemas are declared on the assets (static), so they must equal the real tables; the
+    per-partition materializations then do not repeat them."""
+    from forecast_platform.assets.metadata import column_schema
+    from forecast_platform.definitions import build_definitions
+
+    specs = {s.key.to_user_string(): s for s in build_definitions(landed).resolve_all_asset_specs()}
+    with duckdb.connect(str(landed.warehouse_path), read_only=True) as con:
+        for table in ("raw_sales", "validated_sales", "sales_rejects"):
+            declared = specs[table].metadata["dagster/column_schema"]
+            assert declared == column_schema(con, table), table
+        names = [c[0] for c in con.execute("DESCRIBE sales_features").fetchall()]
+    declared = specs["sales_features"].metadata["dagster/column_schema"]
+    assert [c.name for c in declared.columns] == names
+    for event in first_run.all_events:
+        if event.event_type_value == "ASSET_MATERIALIZATION":
+            metadata = event.event_specific_data.materialization.metadata
+            assert "dagster/column_schema" not in metadata
+            assert "dagster/row_count" in metadata or \
+                event.event_specific_data.materialization.asset_key.to_user_string() == \
+                "holiday_calendar"
+
+
 def test_rematerializing_replaces_rather_than_duplicates(landed, first_run):
     before = query(landed, "SELECT count(*) FROM raw_sales")[0][0], \
         query(landed, "SELECT count(*) FROM sales_features")[0][0]

@@ -2,8 +2,9 @@
 ones, and the HTTP service's behaviour, auth, prediction log and bad-input answers.
 
 One module-scoped setup: synthetic sales of 2 stores x 3 items in a DuckDB file, the real
-feature SQL, a small Forecaster registered as champion, the ``serving_bundle`` asset into a
-temporary BENTOML_HOME, then the service over ``to_asgi()`` (and once as a real server).
+feature SQL, a small Forecaster registered as champion, the real ``forecasts``,
+``expected_sales`` and ``anomaly_model`` assets, the ``serving_bundle`` asset into a temporary
+BENTOML_HOME, then the service over ``to_asgi()`` (and once as a real server).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import datetime as dt
 import importlib.util
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -22,6 +24,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from forecast_platform.assets.anomalies import build_anomaly_assets
 from forecast_platform.assets.serving import build_serving_assets
 from forecast_platform.datasets.registry import get_spec
 from forecast_platform.features.offline import HOLIDAYS_SOURCE, history_source
@@ -31,11 +34,12 @@ from forecast_platform.models.future import future_params, future_source
 from forecast_platform.resources import PlatformResource
 from forecast_platform.serving.bundle import build_bundle, load_bundle, model_store
 from forecast_platform.serving.log import LOG_TABLE, log_file
-from forecast_platform.serving.online import OnlineModel
+from forecast_platform.serving.online import NotAvailable, OnlineModel
 from forecast_platform.settings import Settings, load_settings
-from forecast_platform.warehouse.store import connect
+from forecast_platform.warehouse.store import connect, registered
 from forecast_platform_tests.serving_support import (
     SERVICE_FILE,
+    add_anomaly_detector,
     bentoml_server,
     build_champion_warehouse,
 )
@@ -46,6 +50,9 @@ START, END = dt.date(2013, 1, 1), dt.date(2016, 3, 31)
 MODEL = "synthetic_forecaster"
 MAX_BATCH = 50
 S12 = {"store": 1, "item": 2}
+# The detector's threshold is calibrated on ~1,100 rows here: at the default 0.2 % false-alarm
+# rate no single day can pass it (see the report). 2 % flags enough to compare types.
+ANOMALY_CONFIG = {"target_false_alarm_rate": 0.02}
 
 
 # -- setup ------------------------------------------------------------------------------------
@@ -82,10 +89,12 @@ def settings(env) -> Settings:
 
 @pytest.fixture(scope="module")
 def warehouse(settings) -> Path:
-    """validated_sales, holiday_calendar and a champion forecaster in a DuckDB file."""
+    """validated_sales, holiday_calendar, a champion forecaster, its forecasts, out-of-sample
+    expected values and an anomaly detector in a DuckDB file."""
     build_champion_warehouse(settings.warehouse_path, SPEC, MODEL, n_stores=2, n_items=3,
                              start=START, end=END, seed=3,
                              params=ForecasterParams(n_estimators=20))
+    add_anomaly_detector(settings, SPEC, START, END, ANOMALY_CONFIG)
     return settings.warehouse_path
 
 
@@ -145,8 +154,18 @@ def test_bundle_packs_the_champion_and_a_bounded_snapshot(settings, bundle_tag, 
     assert b.tag == bundle_tag and b.model_version == 1
     assert b.manifest["model"]["mlflow_run_id"] == "run-123"
     assert b.manifest["model"]["metrics"]["xgboost"]["smape"] == 0.2
-    assert b.manifest["anomaly"]["present"] is False  # the slot is there, empty
+    anomaly = b.manifest["anomaly"]
+    assert anomaly["present"] is True and anomaly["version"] == 1
     assert (b.path / "anomaly" / "info.json").is_file()
+    assert (b.path / "anomaly" / "model.bin").is_file()
+    # The context the detector needs: the asset's window before every scorable date.
+    assert anomaly["score_dates"] == [str(b.windows.recent_start), str(END + dt.timedelta(days=1))]
+    context = b.anomaly_context
+    assert context["ds"].min() == pd.Timestamp(b.windows.recent_start) - pd.Timedelta(
+        days=anomaly["context_days"])
+    assert context["ds"].max() == pd.Timestamp(END)
+    assert context["series_id"].nunique() == 6
+    assert context[["p10", "p50", "p90"]].notna().all().all()
     assert b.windows.origin == END
     assert b.history[SPEC.date_column].min() >= pd.Timestamp(b.windows.history_start)
     assert b.plan.names == PLAN.names
@@ -251,13 +270,115 @@ def test_model_info(client):
     assert info["forecaster"]["metrics"]["xgboost"]["smape"] == 0.2
     assert info["forecaster"]["mlflow_run_id"] == "run-123"
     assert info["bundle_created_at"] and info["series"] == 6 and info["max_batch"] == MAX_BATCH
-    assert info["anomaly"]["present"] is False
+    assert info["anomaly"]["present"] is True and info["anomaly"]["available"] is True
+    assert info["anomaly"]["params"]["target_false_alarm_rate"] == 0.02
 
 
-def test_score_anomaly_without_a_detector_is_a_clear_501(client):
-    r = client.post("/score_anomaly", json={"series": S12, "date": str(END), "actual": 12})
-    assert r.status_code == 501
-    assert "no anomaly detector" in r.json()["error"]
+def test_score_anomaly_without_a_detector_is_a_clear_501(online, tmp_path):
+    """A bundle without the detector (a dataset without anomaly models) says what to do."""
+    bare = tmp_path / "bundle"
+    shutil.copytree(online.bundle.path, bare)
+    (bare / "anomaly" / "model.bin").unlink()
+    without = OnlineModel(load_bundle(bare, tag="forecast_bundle:bare"))
+    assert without.info()["anomaly"]["available"] is False
+    with pytest.raises(NotAvailable, match="no anomaly detector") as err:
+        without.score_anomaly(S12, str(END), 12)
+    assert err.value.status == 501 and "Materialize anomaly_model" in err.value.message
+
+
+def test_score_anomaly_equals_the_sales_anomalies_asset(client, settings, online,
+                                                        tmp_path_factory):
+    """Same series, date and actual: the endpoint's score, flag, type, reason and interval are
+    the ``sales_anomalies`` asset's row, and every score is in the prediction log.
+
+    The asset runs on a copy of the warehouse whose actuals of the scored days are the ones
+    sent: a past day (the real actuals, plus a spike and a zero) and the day after the bundle's
+    origin (rows landed: near the forecast, a spike, a zero), each day its own partition, as
+    the daily schedule scores it. The day after is scored first: a changed past actual is
+    context for every later day, and the bundle holds the real ones.
+    """
+    copy = load_settings({"FORECAST_DATA_DIR": str(tmp_path_factory.mktemp("copy") / "data")})
+    copy.warehouse_path.parent.mkdir(parents=True)
+    shutil.copy(settings.warehouse_path, copy.warehouse_path)
+    past, after = END - dt.timedelta(days=10), END + dt.timedelta(days=1)
+    all_series = [{"store": s, "item": i} for s in (1, 2) for i in (1, 2, 3)]
+    forecast = {f["series_id"]: f["p50"][0] for f in online.forecast(all_series, 1, batch=True)}
+    landed = pd.DataFrame([{"date": after, "store": k["store"], "item": k["item"],
+                            "sales": float(round(forecast[f"{k['store']}|{k['item']}"])),
+                            "promo": 0, "series_id": f"{k['store']}|{k['item']}"}
+                           for k in all_series])
+    landed.loc[landed["series_id"] == "1|2", "sales"] = 1000.0
+    landed.loc[landed["series_id"] == "2|3", "sales"] = 0.0
+    anomalies = build_anomaly_assets(SPEC)[2]
+
+    def score_day(day: dt.date, sql: str, params: list) -> None:
+        with connect(copy.warehouse_path) as con, registered(con, "_landed", landed):
+            con.execute(sql, params)
+        result = dg.materialize([anomalies], partition_key=str(day),
+                                resources={"platform": PlatformResource.from_settings(copy)})
+        assert result.success
+
+    score_day(after, "INSERT INTO validated_sales BY NAME SELECT * FROM _landed", [])
+    score_day(past, "UPDATE validated_sales SET sales = CASE series_id WHEN '2|2' THEN 1000 "
+              "ELSE 0 END WHERE series_id IN ('2|2', '1|3') AND date = ?", [past])
+    with connect(copy.warehouse_path, read_only=True) as con:
+        asset = con.execute("SELECT * FROM sales_anomalies ORDER BY ds, series_id").df()
+    assert len(asset) == 12
+
+    request_ids = {}
+    for row in asset.itertuples():
+        store, item = (int(k) for k in row.series_id.split("|"))
+        r = client.post("/score_anomaly", json={"series": {"store": store, "item": item},
+                                                "date": str(row.ds.date()), "actual": row.y})
+        assert r.status_code == 200, r.text
+        got = r.json()
+        where = f"{row.series_id} on {row.ds.date()} ({row.y})"
+        assert got["score"] == pytest.approx(row.score, rel=1e-12, abs=1e-12), where
+        assert got["is_anomaly"] == bool(row.is_anomaly), where
+        assert got["anomaly_type"] == (row.anomaly_type if row.is_anomaly else None), where
+        if row.is_anomaly:
+            assert got["reason"] == row.reason, where
+        else:
+            assert got["reason"].startswith("not an anomaly"), where
+        # What the day was judged against: the expectation times the day's common factor.
+        assert [got["p10"], got["expected"], got["p90"], got["day_factor"]] == pytest.approx(
+            [row.p10, row.p50, row.p90, row.day_factor], rel=1e-12), where
+        assert got["forecast_p50"] == pytest.approx(row.forecast_p50, rel=1e-12), where
+        assert got["detector_version"] == row.detector_version == 1
+        assert got["forecaster_version"] == got["model_version"] == 1
+        assert got["expected_source"] == ("out_of_sample" if row.ds.date() <= END
+                                          else f"forecast from {END}")
+        request_ids[got["request_id"]] = got
+    flagged = asset[asset["is_anomaly"]]
+    assert 0 < len(flagged) < len(asset)  # both branches compared
+    assert {"spike", "zero_run"} <= set(flagged["anomaly_type"])
+
+    today = dt.datetime.now(dt.UTC).date()
+    lines = [json.loads(line) for line in
+             log_file(settings.prediction_log_dir, today).read_text().splitlines()]
+    logged = {x["request_id"]: x for x in lines if x["request_id"] in request_ids}
+    assert len(logged) == len(request_ids)
+    for request_id, line in logged.items():
+        got = request_ids[request_id]
+        assert line["endpoint"] == "score_anomaly" and line["series"] == got["series"]
+        assert line["outputs"]["score"] == [got["score"]]
+        assert line["outputs"]["is_anomaly"] == [got["is_anomaly"]]
+        assert line["outputs"]["actual"] == [got["actual"]]
+        assert line["outputs"]["p50"] == [got["expected"]]
+
+
+def test_score_anomaly_is_a_what_if_on_a_past_day(client, online):
+    """A recent observed day scored with another actual: a big spike there is flagged as a
+    spike against the same expectation; the real actual is not."""
+    day = str(END - dt.timedelta(days=3))
+    real = online.anomaly_context.frame.query("series_id == '1|2' and ds == @day")["y"].item()
+    normal = client.post("/score_anomaly", json={"series": S12, "date": day, "actual": real})
+    spike = client.post("/score_anomaly", json={"series": S12, "date": day, "actual": 2000})
+    assert normal.status_code == spike.status_code == 200
+    assert spike.json()["expected"] == normal.json()["expected"]
+    assert spike.json()["score"] > normal.json()["score"]
+    assert spike.json()["is_anomaly"] and spike.json()["anomaly_type"] == "spike"
+    assert "2000" in spike.json()["reason"]
 
 
 def test_api_key_is_enforced_when_configured(client, monkeypatch):
@@ -360,10 +481,22 @@ BAD_INPUTS = [
     ("explain", {"series": S12, "date": "2010-01-01"}, 422, "date"),
     ("explain", {"series": S12, "date": FUTURE, "top": 0}, 400, "top"),
     ("score_anomaly", {"series": S12, "date": str(END)}, 400, "actual"),
+    ("score_anomaly", {"date": str(END), "actual": 3}, 400, "series"),
+    ("score_anomaly", {"series": S12, "actual": 3}, 400, "date"),
     ("score_anomaly", {"series": S12, "date": str(END), "actual": "many"}, 400, "actual"),
+    ("score_anomaly", {"series": S12, "date": str(END), "actual": "12"}, 400, "actual"),
+    ("score_anomaly", {"series": S12, "date": str(END), "actual": True}, 400, "actual"),
+    ("score_anomaly", {"series": S12, "date": str(END), "actual": None}, 400, "actual"),
     ("score_anomaly", {"series": S12, "date": str(END), "actual": -5}, 422, "actual"),
+    ("score_anomaly", f'{{"series": {{"store": 1, "item": 2}}, "date": "{END}", '
+                      '"actual": NaN}'.encode(), 422, "actual"),
     ("score_anomaly", {"series": {"store": 9, "item": 9}, "date": str(END), "actual": 1}, 404,
      "series"),
+    ("score_anomaly", {"series": S12, "date": "2016-02-30", "actual": 1}, 400, "date"),
+    ("score_anomaly", {"series": S12, "date": str(END + dt.timedelta(days=2)), "actual": 1},
+     422, "date"),
+    ("score_anomaly", {"series": S12, "date": str(END - dt.timedelta(days=120)), "actual": 1},
+     422, "date"),
 ]
 
 
@@ -394,6 +527,22 @@ def test_real_bentoml_server_on_loopback(env, bundle_tag):
         bad = httpx.post(f"{base}/forecast", json={"series": S12, "horizon": 500},
                          headers={"X-API-Key": "k3y"}, timeout=10)
         assert bad.status_code == 422 and bad.json()["field"] == "horizon"
+        day_after = str(END + dt.timedelta(days=1))
+        scored = httpx.post(f"{base}/score_anomaly", headers={"X-API-Key": "k3y"}, timeout=10,
+                            json={"series": S12, "date": day_after, "actual": 0})
+        assert scored.status_code == 200, scored.text
+        assert scored.json()["expected_source"] == f"forecast from {END}"
+        for body, status, field in (
+                ({"series": S12, "date": day_after, "actual": -1}, 422, "actual"),
+                ({"series": S12, "date": day_after, "actual": "x"}, 400, "actual"),
+                ({"series": S12, "date": day_after}, 400, "actual"),
+                ({"series": S12, "date": str(END + dt.timedelta(days=9)), "actual": 1}, 422,
+                 "date"),
+                ({"series": {"store": 1, "item": 8}, "date": day_after, "actual": 1}, 404,
+                 "series")):
+            r = httpx.post(f"{base}/score_anomaly", json=body, headers={"X-API-Key": "k3y"},
+                           timeout=10)
+            assert r.status_code == status and field in r.json()["field"], (body, r.text)
         assert httpx.get(f"{base}/livez", timeout=5).status_code == 200
         metrics = httpx.get(f"{base}/metrics", timeout=5)
         assert metrics.status_code == 200 and "bentoml_service_request" in metrics.text

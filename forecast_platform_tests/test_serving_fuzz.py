@@ -10,9 +10,9 @@ so a second, Hypothesis-only test sends near-valid bodies (served series, dates 
 window, NaN/inf covariates, oversized batches) that reach the model and the business checks.
 
 Every answer must be below 500: bad input is the client's fault and gets a 4xx with a body.
-The one documented 5xx is ``501`` from ``score_anomaly`` when the bundle holds no anomaly
-detector (a capability the bundle lacks, not a crash); it is allowed only there and only with
-its explanation. Bounded: 150 examples in all, derandomized, no example database.
+The bundle holds a real anomaly detector (the ``anomaly_model`` asset's), so ``score_anomaly``
+is fuzzed down to the detector, not stopped at a 501. Bounded: 150 examples in all,
+derandomized, no example database.
 
 A real server (rather than the in-process ASGI app) keeps this module independent of the
 BentoML model store other test modules configure in the same process, and exercises BentoML's
@@ -41,6 +41,7 @@ from forecast_platform.settings import load_settings  # noqa: E402
 from forecast_platform.warehouse.store import connect  # noqa: E402
 from forecast_platform_tests.serving_support import (  # noqa: E402
     RunningServer,
+    add_anomaly_detector,
     bentoml_server,
     build_champion_warehouse,
 )
@@ -80,7 +81,8 @@ BODIES = st.one_of(
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory) -> Iterator[RunningServer]:
-    """A tiny champion (2 stores x 3 items), its bundle, and the real server on loopback."""
+    """A tiny champion (2 stores x 3 items) with its anomaly detector, its bundle, and the
+    real server on loopback."""
     root = tmp_path_factory.mktemp("serving_fuzz")
     env = {"FORECAST_DATA_DIR": str(root / "data"), "BENTOML_HOME": str(root / "bentoml"),
            "FORECAST_MAX_BATCH": "20", "FORECAST_ADMIN_KEY": "adm1n", "FORECAST_API_KEY": "",
@@ -89,6 +91,7 @@ def server(tmp_path_factory) -> Iterator[RunningServer]:
     settings_.warehouse_path.parent.mkdir(parents=True, exist_ok=True)
     build_champion_warehouse(settings_.warehouse_path, SPEC, MODEL, n_stores=2, n_items=3,
                              start=START, end=END, params=ForecasterParams(n_estimators=10))
+    add_anomaly_detector(settings_, SPEC, START, END)
     with connect(settings_.warehouse_path) as con:
         build_bundle(con, SPEC, MODEL, bentoml_home=settings_.bentoml_home)
     with bentoml_server(env) as running:
@@ -118,10 +121,7 @@ def test_no_server_error(api_schema, name: str) -> None:
 
 
 def _no_server_error(name: str, response: httpx.Response | Any, label: str) -> None:
-    """Below 500 (501 only from score_anomaly, explained); a 4xx has a body."""
-    if response.status_code == 501 and name == "score_anomaly":
-        assert "anomaly" in response.json()["error"], label
-        return
+    """Below 500; a 4xx has a body."""
     assert response.status_code < 500, f"{label}\n-> {response.status_code} {response.text}"
     if response.status_code >= 400:
         assert response.content, f"{label}\n-> an empty {response.status_code}"
@@ -147,3 +147,12 @@ def test_near_valid_requests_no_server_error(server: RunningServer) -> None:
 
         check()
     assert 200 in statuses and statuses & {404, 422}, statuses  # it reached the model
+
+
+def test_score_anomaly_reaches_the_detector(server: RunningServer) -> None:
+    """The fuzzed service scores for real: a served series on the first date after the data."""
+    day = str(END + dt.timedelta(days=1))
+    r = httpx.post(f"{server.url}/score_anomaly", timeout=30,
+                   json={"series": {"store": 1, "item": 1}, "date": day, "actual": 3})
+    assert r.status_code == 200, r.text
+    assert r.json()["detector_version"] == 1 and "score" in r.json()

@@ -22,6 +22,7 @@ from forecast_platform.models.anomaly import (
     AnomalyDetector,
     classify,
     context_features,
+    with_day_factors,
 )
 from forecast_platform.models.expected import expected_values
 from forecast_platform.models.forecaster import Forecaster
@@ -39,18 +40,41 @@ from forecast_platform.warehouse.store import (
 OWNERS = ["team:forecasting"]
 EXPECTED = "expected_sales"
 ANOMALIES = "sales_anomalies"
-CONTEXT_DAYS = 210  # the detector's reference window (182) plus the run context (28)
+# The history read before a scored period: context_features' reference window (182 periods)
+# plus its run context (28), in the data's periods (weeks for weekly data), as its windows are.
+CONTEXT_PERIODS = 210
 MAX_DAILY_RATE = 0.05  # above this share of series flagged on one day: a data problem
+# A day whose series ALL sit this far from expectation (day factor outside the band) is a
+# closure, an outage or a forecaster miss: absorbed by the day factor, reported by the check.
+DAY_FACTOR_BAND = (0.8, 1.25)
+OUTPUT_COLUMNS = ["ds", "series_id", "y", "p10", "p50", "p90", "forecast_p50", "day_factor",
+                  "score", "is_anomaly", "anomaly_type", "reason", "detector_version"]
 
 
 class AnomalyConfig(dg.Config):
-    fit_days: int = 182
+    # The detector's fitting window, in periods of the data: 182 days for daily data, every
+    # scorable week (up to 182) for weekly data, whose 26 weeks of half a year would leave too
+    # few rows per series to calibrate a 0.2 % false-alarm threshold on.
+    fit_periods: int = 182
     target_false_alarm_rate: float = 0.002
     detector: str = "ecod"
 
 
 def anomaly_model_name(spec: DatasetSpec) -> str:
     return f"{spec.name}_anomaly"
+
+
+def context_days(spec: DatasetSpec) -> int:
+    """``CONTEXT_PERIODS`` in days: how far before a scored date ``expected_with_actuals`` reads
+    (210 days for daily data, 1,470 for weekly). The serving bundle packs the same window."""
+    return CONTEXT_PERIODS * spec.step_days
+
+
+def score_context(frame: pd.DataFrame, spec: DatasetSpec, start: dt.date):
+    """``context_features`` of ``frame`` (with the day factors) from ``start`` on, in the spec's
+    periods: the one call the detector's fit, the scoring asset and the serving parity share."""
+    return context_features(with_day_factors(frame), start=pd.Timestamp(start),
+                            step_days=spec.step_days)
 
 
 def expected_with_actuals(con: duckdb.DuckDBPyConnection, spec: DatasetSpec, start: dt.date,
@@ -157,9 +181,11 @@ def build_anomaly_assets(spec: DatasetSpec) -> list:
         pool="duckdb",
         description=(
             "PyOD detector over context features of out-of-sample residuals (robust per-series "
-            "z, same-sign run statistic, zero against a non-zero expectation), its threshold "
-            "calibrated to a target false-alarm rate on the fitting window. A versioned row of "
-            "model_registry, tracked in MLflow."
+            "z, same-sign run statistic, zero against a non-zero expectation; expectations "
+            "first scaled by the day's factor common to all series), its threshold calibrated "
+            "to a target false-alarm rate on the fitting window, robustly to a few per cent of "
+            "anomalies in it (bulk-fitted tails). A versioned row of model_registry, tracked in "
+            "MLflow."
         ),
         check_specs=[dg.AssetCheckSpec(
             "matches_forecaster", asset="anomaly_model", blocking=True,
@@ -170,15 +196,20 @@ def build_anomaly_assets(spec: DatasetSpec) -> list:
         platform: PlatformResource = context.resources.platform
         with connect(platform.warehouse_path) as con:
             champion = registry.champion(con, forecaster_name)
-            last = con.execute(f"SELECT max(ds) FROM {EXPECTED}").fetchone()[0]
+            first, last = con.execute(f"SELECT min(ds), max(ds) FROM {EXPECTED}").fetchone()
             if last is None:
                 raise ValueError("expected_sales is empty: nothing to fit a detector on")
-            fit_start = last - dt.timedelta(days=config.fit_days - 1)
-            frame = expected_with_actuals(con, spec, fit_start - dt.timedelta(days=CONTEXT_DAYS),
-                                          last)
+            if config.fit_periods < 1:
+                raise ValueError(f"fit_periods must be at least 1, got {config.fit_periods}")
+            # No earlier than the first expected value: a weekly history is often shorter than
+            # fit_periods, and rows before it could only be skipped (no expectation).
+            fit_start = max(first, last - dt.timedelta(
+                days=(config.fit_periods - 1) * spec.step_days))
+            frame = expected_with_actuals(
+                con, spec, fit_start - dt.timedelta(days=context_days(spec)), last)
             expected_version = con.execute(
                 f"SELECT max(forecaster_version) FROM {EXPECTED}").fetchone()[0]
-        features = context_features(frame, start=pd.Timestamp(fit_start))
+        features = score_context(frame, spec, fit_start)
         detector = AnomalyDetector(kind=config.detector,
                                    target_false_alarm_rate=config.target_false_alarm_rate)
         detector.fit(features, info={"forecaster_version": int(expected_version),
@@ -208,6 +239,8 @@ def build_anomaly_assets(spec: DatasetSpec) -> list:
             "threshold": float(detector.metadata.get("threshold", 0.0)),
             "fit_window": f"{fit_start} .. {last}", "fit_rows": len(features.rows),
             "skipped": json.dumps(features.skipped),
+            "calibration": json.dumps(detector.metadata.get("calibration", {})),
+            "training_flagged_share": float(detector.metadata.get("training_flagged_share", 0)),
             "forecaster_version": int(expected_version),
         })
         yield dg.AssetCheckResult(
@@ -226,15 +259,18 @@ def build_anomaly_assets(spec: DatasetSpec) -> list:
         backfill_policy=dg.BackfillPolicy.single_run(),
         pool="duckdb",
         description=(
-            "Every scorable series-day: score, anomaly flag, expected value and interval, and "
-            "for flagged points a type (spike, dip, level_shift, zero_run) and a one-line reason."
+            "Every scorable series-day: score, anomaly flag, expected value and interval (the "
+            "forecast times the day's common factor; forecast_p50 and day_factor alongside), "
+            "and for flagged points a type (spike, dip, level_shift, zero_run) and a one-line "
+            "reason. Rows that cannot be scored are skipped and counted by reason."
         ),
         check_specs=[
             dg.AssetCheckSpec("anomaly_rate", asset=ANOMALIES, description=(
                 f"No day flags more than {MAX_DAILY_RATE:.0%} of its series: a burst across "
                 "many series is a data problem, not hundreds of anomalies.")),
             dg.AssetCheckSpec("detector_matches_forecaster", asset=ANOMALIES, description=(
-                "The detector in use was built on the current champion forecaster.")),
+                "The detector in use was built on the current champion forecaster and on the "
+                "current context features (else the day's rows are skipped, not scored).")),
         ],
     )
     def sales_anomalies(context: dg.AssetExecutionContext, platform: PlatformResource):
@@ -245,55 +281,91 @@ def build_anomaly_assets(spec: DatasetSpec) -> list:
                 raise ValueError(f"no {detector_name} in model_registry: materialize "
                                  "anomaly_model first")
             forecaster = registry.champion(con, forecaster_name)
-            frame = expected_with_actuals(con, spec, start - dt.timedelta(days=CONTEXT_DAYS), end)
+            frame = expected_with_actuals(con, spec, start - dt.timedelta(days=context_days(spec)),
+                                          end)
         detector = AnomalyDetector.from_bytes(record.model_bytes)
-        features = context_features(frame, start=pd.Timestamp(start))
+        features = score_context(frame, spec, start)
         rows = features.rows
-        scored = pd.concat([rows.reset_index(drop=True),
-                            detector.score(rows).reset_index(drop=True)], axis=1)
+        skipped = {**features.skipped, "detector_mismatch": 0}
+        messages = features.messages
+        problem = detector.incompatibility(features)
+        if problem:
+            # Not scored rather than scored wrongly; the range's old rows go too (they came
+            # from a detector that no longer matches either).
+            skipped["detector_mismatch"] = len(rows)
+            messages = [*messages, f"{len(rows)} rows skipped: detector v{record.version} "
+                        f"cannot score them: {problem}"]
+            context.log.warning(messages[-1])
+            rows = rows.iloc[:0]
+            result = pd.DataFrame({"score": pd.Series(dtype=float),
+                                   "is_anomaly": pd.Series(dtype=bool)})
+        else:
+            result = detector.score(features)
+        scored = pd.concat([rows.reset_index(drop=True), result.reset_index(drop=True)], axis=1)
         # Types and reasons only for flagged rows: classify is per row, and most rows are clean.
         flagged_rows = scored[scored["is_anomaly"].to_numpy(dtype=bool)]
-        labels = classify(flagged_rows)
+        labels = classify(flagged_rows, spec.step_days)
         scored = scored.assign(anomaly_type=labels["anomaly_type"], reason=labels["reason"],
                                detector_version=record.version)
-        out = scored[["ds", "series_id", "y", "p10", "p50", "p90", "score", "is_anomaly",
-                      "anomaly_type", "reason", "detector_version"]]
+        out = scored[OUTPUT_COLUMNS].astype({"is_anomaly": bool})
         with connect(platform.warehouse_path) as con, registered(con, "_scored", out):
+            if table_exists(con, ANOMALIES):  # tables written before the day factors
+                for column in ("forecast_p50", "day_factor"):
+                    con.execute(f"ALTER TABLE {ANOMALIES} ADD COLUMN IF NOT EXISTS "
+                                f"{column} DOUBLE")
             n = replace_range(con, ANOMALIES, "ds", start, end,
                               "SELECT CAST(ds AS DATE) AS ds, * EXCLUDE (ds) FROM _scored")
         flagged = out[out["is_anomaly"]]
         per_day = out.groupby("ds")["is_anomaly"].mean()
         bursts = per_day[per_day > MAX_DAILY_RATE]
+        factors = out.groupby("ds")["day_factor"].first()
+        shifted = factors[(factors < DAY_FACTOR_BAND[0]) | (factors > DAY_FACTOR_BAND[1])]
         metadata = {
             "dagster/row_count": n, "flagged": len(flagged),
             "by_type": json.dumps(flagged["anomaly_type"].value_counts().to_dict()),
-            "skipped": json.dumps(features.skipped),
+            "skipped": json.dumps(skipped),
+            "common_shift_days": len(shifted),
             "top_anomalies": preview(flagged.nlargest(10, "score")[
                 ["ds", "series_id", "y", "p50", "p90", "anomaly_type", "reason"]], rows=10),
         }
-        if features.messages:
-            metadata["skipped_why"] = "; ".join(features.messages)
+        if messages:
+            metadata["skipped_why"] = "; ".join(messages)
         truth = synthetic_labels(platform, spec)
         if truth is not None:
             window = truth[(pd.to_datetime(truth["ds"]) >= pd.Timestamp(start))
                            & (pd.to_datetime(truth["ds"]) <= pd.Timestamp(end))]
             metadata.update({f"vs_labels_{k}": v for k, v in label_scores(out, window).items()})
         yield dg.MaterializeResult(metadata=metadata)
-        burst_rows = bursts.rename("flagged_share").reset_index().head(5)
+        burst_rows = pd.concat([
+            bursts.rename("value").reset_index().assign(what="share of series flagged"),
+            shifted.rename("value").reset_index().assign(what="day factor (all series)"),
+        ]).head(10)
+        problems = []
+        if len(bursts):
+            problems.append(f"{len(bursts)} days flag more than {MAX_DAILY_RATE:.0%} of their "
+                            "series")
+        if len(shifted):
+            problems.append(
+                f"{len(shifted)} days have ALL series at a common factor outside "
+                f"{DAY_FACTOR_BAND[0]}-{DAY_FACTOR_BAND[1]} x their expectation (closure, "
+                f"outage or a forecaster miss; e.g. {shifted.index[0]} at "
+                f"{shifted.iloc[0]:.2f}x), absorbed before scoring")
         yield check_result(ANOMALIES, "anomaly_rate", Outcome(
-            bursts.empty,
-            "no burst of anomalies" if bursts.empty else
-            f"{len(bursts)} days flag more than {MAX_DAILY_RATE:.0%} of their series: check the "
-            "data of those days before trusting the anomalies",
+            not problems,
+            "no burst of anomalies, no day shifted as a whole" if not problems else
+            "; ".join(problems) + ": check the data of those days before trusting the anomalies",
             {"days_over_limit": len(bursts), "max_daily_share": round(float(per_day.max()), 4)
-             if len(per_day) else 0.0},
-            burst_rows if not bursts.empty else None,
+             if len(per_day) else 0.0, "common_shift_days": len(shifted),
+             "rows_skipped": int(sum(skipped.values()))},
+            burst_rows if problems else None,
         ), dg.AssetCheckSeverity.WARN)
         built_on = detector.metadata.get("forecaster_version")
         current = forecaster.version if forecaster else None
         yield check_result(ANOMALIES, "detector_matches_forecaster", Outcome(
-            built_on == current,
-            f"detector v{record.version} built on forecaster v{built_on}; champion v{current}",
+            built_on == current and not problem,
+            f"detector v{record.version} built on forecaster v{built_on}; champion v{current}"
+            + (f"; {skipped['detector_mismatch']} rows not scored: {problem}" if problem else ""),
+            {"rows_not_scored": skipped["detector_mismatch"]},
         ), dg.AssetCheckSeverity.WARN)
 
     return [expected_sales, anomaly_model, sales_anomalies]

@@ -37,7 +37,10 @@ class ForecasterConfig(dg.Config):
 
     train_periods: int = 730
     backtest_origins: int = 3
-    origin_spacing: int = 28
+    # Periods between two backtest origins; None: 28 days' worth (28 daily periods, 4 weeks).
+    # Weekly data rarely has the history for origins a season apart: the weekly norm needs
+    # more than a year before its first usable row.
+    origin_spacing: int | None = None
     gate_margin: float = 0.0
     n_estimators: int = ForecasterParams.n_estimators
     learning_rate: float = ForecasterParams.learning_rate
@@ -76,6 +79,11 @@ def load_training_frame(con: duckdb.DuckDBPyConnection, spec: DatasetSpec, perio
     return frame, start, end
 
 
+def default_spacing(spec: DatasetSpec) -> int:
+    """Periods between backtest origins when the run does not say: 28 days' worth."""
+    return max(1, 28 // spec.step_days)
+
+
 def check_history(frame: pd.DataFrame, spec: DatasetSpec, horizon: int, origins: list[dt.date],
                   start: dt.date) -> None:
     """Refuse early and clearly when the window cannot hold the backtest."""
@@ -107,7 +115,7 @@ def load_champion(champion_row: registry.ModelRecord | None, log) -> Forecaster 
 def build_forecasting_assets(spec: DatasetSpec) -> list:
     plan = plan_features(spec)
     name = model_name(spec)
-    features = default_model_features(plan.names, spec.frequency, list(spec.known))
+    features = default_model_features(plan.names, spec.frequency, spec.trained_covariates)
 
     @dg.asset(
         name="forecaster",
@@ -137,7 +145,7 @@ def build_forecasting_assets(spec: DatasetSpec) -> list:
             frame, start, end = load_training_frame(con, spec, config.train_periods)
             champion_row = registry.champion(con, name)
         origins = origins_for(end, plan.horizon, spec.step_days, config.backtest_origins,
-                              config.origin_spacing)
+                              config.origin_spacing or default_spacing(spec))
         check_history(frame, spec, plan.horizon, origins, start)
 
         def make_model() -> Forecaster:
@@ -193,7 +201,7 @@ def build_forecasting_assets(spec: DatasetSpec) -> list:
                 champion_train_end=champion_row.train_end if champion_row else None,
                 champion_recorded=champion_row.metrics.get(MODEL, {}).get(metric)
                 if champion_row else None,
-                challenger_train_end=end,
+                challenger_train_end=end, challenger_model=model,
             )
             registry.decide(con, name, version, verdict.passed, verdict.as_dict())
         if verdict.passed:

@@ -58,3 +58,15 @@ def check_result(asset: str, name: str, outcome: Outcome,
         asset_key=asset, check_name=name, passed=outcome.passed, severity=severity,
         metadata=metadata, description=outcome.summary,
     )
+
+
+def run_metadata(result, asset: str) -> dict | None:
+    """The metadata values of ``asset``'s first materialization in a run's result (None when the
+    run did not materialize it): what the CLI summaries and the tests read."""
+    for event in result.all_events:
+        if event.event_type_value != "ASSET_MATERIALIZATION":
+            continue
+        materialization = event.event_specific_data.materialization
+        if materialization.asset_key.to_user_string() == asset:
+            return {k: getattr(v, "value", v) for k, v in materialization.metadata.items()}
+    return None

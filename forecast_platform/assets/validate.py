@@ -11,11 +11,12 @@ import datetime as dt
 import dagster as dg
 import duckdb
 
+from forecast_platform.assets.ingest import SCHEMA, declared_schema
 from forecast_platform.assets.metadata import check_result, preview, table_metadata
 from forecast_platform.datasets.spec import DatasetSpec
 from forecast_platform.partitions import date_range, partitions_for
 from forecast_platform.quality import checks
-from forecast_platform.quality.validation import Split, column_types, validate_range
+from forecast_platform.quality.validation import SQL_TYPES, Split, column_types, validate_range
 from forecast_platform.resources import PlatformResource
 from forecast_platform.warehouse.ingest import RAW_TABLE
 from forecast_platform.warehouse.store import connect, quote, replace_range
@@ -26,7 +27,8 @@ OWNERS = ["team:data-platform"]
 
 BLOCKING_CHECKS = {
     "valid_rows_contract": "No null date, key or target; no negative target; unique (date, keys).",
-    "completeness": "No date misses over 5 % of the series seen in the previous 28 periods.",
+    "completeness": "No date misses over {max_missing:.0%} of the series seen in the previous 28 "
+                    "periods (the dataset's max_missing_share).",
     "volume": "Rows per date within 0.5x..1.5x of the trailing 28-period mean.",
     "quarantine_rate": "At most 5 % of a date's raw rows are quarantined.",
 }
@@ -60,11 +62,29 @@ def write_rejects(con: duckdb.DuckDBPyConnection, spec: DatasetSpec, split: Spli
     return replace_range(con, REJECTS, "partition_date", start, end, select)
 
 
+def validated_schema(spec: DatasetSpec) -> dg.TableSchema:
+    """validated_sales' columns, as ``write_validated`` creates them."""
+    return declared_schema([
+        (spec.date_column, "DATE"),
+        *((c, SQL_TYPES[t]) for c, t in column_types(spec).items()),
+        ("series_id", "VARCHAR"), ("_source_file", "VARCHAR"), ("_ingested_at", "TIMESTAMP"),
+    ])
+
+
+def rejects_schema(spec: DatasetSpec) -> dg.TableSchema:
+    """sales_rejects' columns, as ``write_rejects`` creates them: the original text."""
+    return declared_schema([
+        ("partition_date", "DATE"), *((c, "VARCHAR") for c in spec.columns),
+        ("rules", "VARCHAR"), ("reason", "VARCHAR"), ("_source_file", "VARCHAR"),
+        ("_source_line", "BIGINT"), ("_ingested_at", "TIMESTAMP"), ("_rejected_at", "TIMESTAMP"),
+    ])
+
+
 def build_validate_assets(spec: DatasetSpec) -> list:
     partitions = partitions_for(spec)
     check_specs = [
         dg.AssetCheckSpec(name, asset=VALIDATED, blocking=True,
-                          description=text)
+                          description=text.format(max_missing=spec.max_missing_share))
         for name, text in BLOCKING_CHECKS.items()
     ] + [
         dg.AssetCheckSpec(name, asset=REJECTS,
@@ -77,12 +97,14 @@ def build_validate_assets(spec: DatasetSpec) -> list:
             dg.AssetSpec(
                 VALIDATED, deps=[RAW_TABLE], group_name="ingestion", kinds={"duckdb", "pandera"},
                 owners=OWNERS, partitions_def=partitions,
+                metadata={SCHEMA: validated_schema(spec)},
                 description="Raw rows that pass the dataset's pandera schema, typed, with a "
                             "series_id. The only sales table features and models read.",
             ),
             dg.AssetSpec(
                 REJECTS, deps=[RAW_TABLE], group_name="ingestion", kinds={"duckdb", "pandera"},
                 owners=OWNERS, partitions_def=partitions,
+                metadata={SCHEMA: rejects_schema(spec)},
                 description="Quarantine: raw rows that failed validation, with their original "
                             "values, the rule families they broke and a readable reason.",
             ),
@@ -102,6 +124,8 @@ def build_validate_assets(spec: DatasetSpec) -> list:
                 f"WHERE {quote(spec.date_column)} BETWEEN ? AND ?", [start, end]).fetchone()[0]
             validated_meta = table_metadata(con, VALIDATED, spec.date_column, start, end, n_valid)
             rejects_meta = table_metadata(con, REJECTS, "partition_date", start, end, n_rejects)
+            for meta in (validated_meta, rejects_meta):
+                del meta[SCHEMA]  # declared on the assets
             blocking = {
                 "valid_rows_contract": checks.valid_rows_contract(con, spec, start, end),
                 "completeness": checks.completeness(con, spec, start, end),

@@ -4,6 +4,18 @@ A spec names the date column, the series keys, the target, the frequency and the
 (known in advance, such as promotions and holidays, or observed only, such as customers), and
 how its source is landed as one file per partition. Validation rules, feature SQL, partitions
 and models are all derived from it.
+
+Static attributes (a store's type and size) are columns that do not change over time for a group
+of series (``static_keys``, e.g. the store). They travel in every landed row (joined at landing,
+like the covariates), are validated like any column, and the feature SQL reads one value per
+group from ``validated_sales`` and joins it on the group's keys, so future rows (which carry only
+keys) get them too. Text codes (``A``, ``B``, ``C``) become integer categories through
+``categories``: the code's 1-based position in the listed values, NULL for an unlisted code, so
+the encoding never depends on which values happen to be in a training window.
+
+Gaps: a period with no row for a series means missing (closed, not stocked, not reported), never
+zero sales. Lags and windows are RANGE frames over dates, so a gap stays a NULL, and pooled means
+average the rows that exist. A spec whose source writes zeros for closed periods keeps them.
 """
 
 from __future__ import annotations
@@ -33,7 +45,27 @@ class DatasetSpec:
     key_types: dict[str, ColumnType] = field(default_factory=dict)
     known: dict[str, ColumnType] = field(default_factory=dict)
     observed: dict[str, ColumnType] = field(default_factory=dict)
+    # Per-group attributes constant over time (see the module docstring).
+    static: dict[str, ColumnType] = field(default_factory=dict)
+    static_keys: tuple[str, ...] = ()  # the keys a static attribute is constant for; () = all
+    # Text codes of static or known columns, in a fixed order: encoded as 1-based positions.
+    categories: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    # A known covariate flagging holiday periods in the data itself (Walmart's IsHoliday): it
+    # becomes the ``is_holiday`` feature, hence the holiday weights of WMAE, instead of the
+    # platform calendar's flag.
+    holiday_column: str | None = None
+    # Known covariates the forecaster trains on; None = all of them. Covariates that are not
+    # really planned (weather, CPI) are landed and featured but not trained on: in the future
+    # they are unknown (the forecast rows carry 0 for them).
+    model_covariates: tuple[str, ...] | None = None
     allow_negative_target: bool = False
+    # Completeness tolerance: the share of a date's expected series that may have no row.
+    # Walmart's departments come and go week to week (a gap means closed, not zero sales).
+    max_missing_share: float = 0.05
+    # Days with no (or few) rows by design, so completeness and volume do not count them:
+    # "MM-DD" for a day the business is closed every year (Favorita: Christmas), "YYYY-MM-DD"
+    # for one day (a known outage of the source). The rows those days do have are kept.
+    closed_dates: tuple[str, ...] = ()
     horizon: int = 90
     metric: str = "smape"  # the metric of record: what the champion gate compares
     description: str = ""
@@ -49,19 +81,63 @@ class DatasetSpec:
             )
         if self.end < self.start:
             raise ValueError(f"dataset {self.name!r}: end {self.end} is before start {self.start}")
+        if not 0 <= self.max_missing_share < 1:
+            raise ValueError(f"dataset {self.name!r}: max_missing_share must be in [0, 1), got "
+                             f"{self.max_missing_share}")
+        for day in self.closed_dates:
+            try:
+                dt.date.fromisoformat(day if len(str(day)) == 10 else f"2000-{day}")
+            except (TypeError, ValueError):
+                raise ValueError(f"dataset {self.name!r}: closed_dates entry {day!r} is not a "
+                                 "day of every year 'MM-DD' or a date 'YYYY-MM-DD'") from None
         names = self.columns
         dupes = {c for c in names if names.count(c) > 1}
         if dupes:
             raise ValueError(f"dataset {self.name!r}: columns named twice: {sorted(dupes)}")
+        unknown_keys = [k for k in self.static_keys if k not in self.keys]
+        if unknown_keys:
+            raise ValueError(f"dataset {self.name!r}: static_keys {unknown_keys} are not among "
+                             f"the keys {list(self.keys)}")
+        coded = {**self.static, **self.known, **self.observed}
+        for col, values in self.categories.items():
+            if coded.get(col) != "str":
+                raise ValueError(f"dataset {self.name!r}: categories given for {col!r}, which "
+                                 "is not a text ('str') static, known or observed column")
+            if not values or len(set(values)) != len(values):
+                raise ValueError(f"dataset {self.name!r}: categories of {col!r} must be "
+                                 f"distinct and non-empty, got {list(values)}")
+        uncoded = [c for c, t in self.static.items() if t == "str" and c not in self.categories]
+        if uncoded:
+            raise ValueError(f"dataset {self.name!r}: text static attributes {uncoded} need "
+                             "their categories (the codes, in a fixed order)")
+        if self.holiday_column is not None and self.holiday_column not in self.known:
+            raise ValueError(f"dataset {self.name!r}: holiday_column {self.holiday_column!r} "
+                             f"must be a known covariate, got known={list(self.known)}")
+        stray = [c for c in (self.model_covariates or ()) if c not in self.known]
+        if stray:
+            raise ValueError(f"dataset {self.name!r}: model_covariates {stray} are not known "
+                             f"covariates {list(self.known)}")
 
     @property
     def columns(self) -> list[str]:
         """The landing file's columns, in their canonical order."""
-        return [self.date_column, *self.keys, self.target, *self.known, *self.observed]
+        return [self.date_column, *self.keys, self.target, *self.known, *self.observed,
+                *self.static]
 
     @property
     def covariates(self) -> dict[str, ColumnType]:
-        return {**self.known, **self.observed}
+        """Every non-key column besides the target: covariates and static attributes."""
+        return {**self.known, **self.observed, **self.static}
+
+    @property
+    def group_keys(self) -> tuple[str, ...]:
+        """The keys static attributes are constant for."""
+        return self.static_keys or self.keys
+
+    @property
+    def trained_covariates(self) -> list[str]:
+        """The known covariates the forecaster trains on."""
+        return list(self.known if self.model_covariates is None else self.model_covariates)
 
     @property
     def step_days(self) -> int:

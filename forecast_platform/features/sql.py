@@ -7,8 +7,19 @@ weeks (so weekday patterns line up). Calendar and known-in-advance covariates ar
 horizon. Every window has a bounded lookback, so computing one day on its own gives the same
 values as a five-year backfill; ``lookback_days`` says how much history a range needs.
 
-Windows are ``RANGE`` frames over the date, not ``ROWS``: a missing day stays missing instead of
-silently shifting every lag by one.
+Windows are frames over the date, not over rows: a missing day stays missing instead of
+silently shifting every lag by one. Daily data computes them as ``ROWS`` frames over a dense
+grid (every series x every day from its first to its last row; days without a row hold a NULL
+target and are dropped again after the windows), which gives exactly the ``RANGE`` frame over
+the date, and lags as ``lag()``. Why: DuckDB evaluates every ``RANGE`` frame by searching its
+bounds row by row, about twice the cost of a ``ROWS`` frame, and evaluates identical window
+expressions once per mention; on the dense grid each distinct window is computed once, as a
+named column (``_w0``, ``_w1``, ...), and the features are plain expressions over those columns.
+Measured on Store Item Demand (913,000 rows, five years): the full feature query and its write
+take 3.3 s instead of 6.9 s on 2 idle cores (5.8 s CPU instead of 13.2). ``frames="range"``
+keeps the direct ``RANGE`` formulation, the reference the tests compare the grid against. Weekly
+data keeps ``RANGE`` frames (a weekly date need not fall on a regular grid, and the data is small).
+The source must hold one row per (series, date), as validated_sales does.
 
 Pooled features read many series at once. Each is built from daily means of the non-null
 targets (over all series, or per value of one key column, e.g. per store), then a window over
@@ -27,6 +38,26 @@ those daily means, joined back on the date (and the key):
 A pooled window is NULL unless at least ``MIN_COVERAGE`` of its periods have data: a partial
 window at the start of the data is a different, biased feature, not the steady-state one, and
 ``norm`` is NULL with it (the forecaster neither trains nor predicts on such rows).
+
+Weekly data (a period is labelled by its last day, as Walmart's Fridays are) differs in three
+ways, none of which touches daily features:
+
+* holidays: the calendar row joined is the week's first day, so ``days_to_holiday`` counts from
+  the start of the week and ``holiday_in_week`` says whether the week holds one. Holidays move
+  between years relative to a 52-week lag (Christmas falls on another weekday, Easter and
+  Thanksgiving on another week): these two features tell the model where this year's holiday
+  falls in the week. A spec's own ``holiday_column`` (Walmart's IsHoliday) becomes
+  ``is_holiday`` (the metric's holiday weights) instead of the calendar flag.
+* ``norm`` is built from the series itself, because weekly departments do not follow a
+  multiplicative store x department model: the mean of two estimates of the target, each
+  leak-free (every value at least ``lag0`` periods back, or a season back):
+  ``snaive_growth`` = last year's same week, smoothed over its neighbours (1/4, 1/2, 1/4), x the
+  series' growth over the last quarter against the same quarter a year earlier (clipped to
+  0.5..2); ``pooled_profile`` = the series' own yearly level x its group's (the last key, e.g.
+  the department, pooled over the other keys) smoothed same-week-last-year index. The first
+  keeps the series' own shape, the second denoises it with the group's shape.
+* static attributes and their categories (also for daily specs that have them) are joined on
+  the spec's ``group_keys`` from ``validated_sales``.
 """
 
 from __future__ import annotations
@@ -40,6 +71,12 @@ from forecast_platform.warehouse.store import quote
 KNOWN_IN_ADVANCE = 10**9  # safe_horizon of calendar and known covariates: any horizon
 MIN_COVERAGE = 0.95  # share of a pooled window's periods that must hold data, else NULL
 POOL_ALL = "_pool_all"  # CTE alias of the all-series pooled windows
+STATIC = "_static"  # CTE alias of the static attributes, one row per group
+STATIC_SOURCE = "validated_sales"  # where static attributes are read (offline and in serving)
+GROWTH_CLIP = (0.5, 2.0)  # bounds of the weekly series growth factor
+DENSE = "_dense"  # CTE alias of the dense series x day grid (daily ROWS frames)
+WINDOWS = "_win"  # CTE alias of the grid with its named window columns
+FRAMES = ("rows", "range")  # how daily windows are computed (see the module docstring)
 
 
 @dataclass(frozen=True)
@@ -62,6 +99,9 @@ class FeaturePlan:
     # their columns next to each source row: what the pooled features refer to.
     ctes: tuple[str, ...] = ()
     joins: tuple[str, ...] = ()
+    # Named per-series window columns (``sql AS _wN``) computed once over the dense daily grid;
+    # empty when the windows are inline ``RANGE`` frames (weekly data, ``frames="range"``).
+    windows: tuple[str, ...] = ()
 
     @property
     def names(self) -> list[str]:
@@ -75,19 +115,43 @@ def _lag0(spec: DatasetSpec, horizon: int) -> int:
     return horizon
 
 
-def plan_features(spec: DatasetSpec, horizon: int | None = None) -> FeaturePlan:
+def plan_features(spec: DatasetSpec, horizon: int | None = None,
+                  frames: str = "rows") -> FeaturePlan:
+    """The plan; ``frames="range"`` is the direct RANGE formulation (same values, slower)."""
+    if frames not in FRAMES:
+        raise ValueError(f"frames must be one of {FRAMES}, not {frames!r}")
     horizon = horizon or spec.horizon
     step = spec.step_days
     lag0 = _lag0(spec, horizon)
     season = spec.season_length
     week = 7 // step if spec.frequency == "D" else 1  # periods per week
     y = "y"
-    by_series = "PARTITION BY series_id ORDER BY ds"
+    dense = spec.frequency == "D" and frames == "rows"
+    windows: dict[str, str] = {}  # window SQL -> its column name, each computed once
 
     def frame(first: int, last: int) -> str:
         """Periods ``first..last`` before the row, as a RANGE frame in days."""
         return f"RANGE BETWEEN INTERVAL {last * step} DAYS PRECEDING " \
                f"AND INTERVAL {first * step} DAYS PRECEDING"
+
+    def over(agg: str, arg: str, first: int, last: int, by_dow: bool = False) -> str:
+        """``agg(arg)`` over the series' periods ``first..last`` before the row.
+
+        With ``by_dow`` only the same weekday counts. On the dense grid (one row per day) the
+        RANGE frame in days is a ROWS frame: ``first..last`` rows back, or, within a weekday,
+        the rows whose distance in days is a multiple of 7 inside ``first..last``.
+        """
+        part = "PARTITION BY series_id, isodow(ds)" if by_dow else "PARTITION BY series_id"
+        if not dense:
+            return f"{agg}({arg}) OVER ({part} ORDER BY ds {frame(first, last)})"
+        if by_dow:
+            first, last = -(-first // 7), last // 7
+        if agg == "max" and first == last:
+            sql = f"lag({arg}, {first}) OVER ({part} ORDER BY ds)"
+        else:
+            sql = (f"{agg}({arg}) OVER ({part} ORDER BY ds "
+                   f"ROWS BETWEEN {last} PRECEDING AND {first} PRECEDING)")
+        return windows.setdefault(sql, f"_w{len(windows)}")
 
     feats: list[Feature] = []
 
@@ -107,47 +171,74 @@ def plan_features(spec: DatasetSpec, horizon: int | None = None) -> FeaturePlan:
         angle = f"2 * pi() * {expr} / {period}"
         add(f"{unit}_sin", f"sin({angle})", KNOWN_IN_ADVANCE, f"cyclical {unit}, sine")
         add(f"{unit}_cos", f"cos({angle})", KNOWN_IN_ADVANCE, f"cyclical {unit}, cosine")
-    add("is_holiday", "coalesce(h.is_holiday, 0)", KNOWN_IN_ADVANCE, "holiday calendar flag")
+    if spec.holiday_column is not None:
+        add("is_holiday", f"coalesce(CAST(src.{quote(spec.holiday_column)} AS INTEGER), 0)",
+            KNOWN_IN_ADVANCE, f"the data's own holiday flag ({spec.holiday_column})")
+    elif spec.frequency == "W":
+        add("is_holiday", "CASE WHEN h.days_to_holiday < 7 THEN 1 ELSE 0 END", KNOWN_IN_ADVANCE,
+            "holiday calendar flag: the week holds a holiday")
+    else:
+        add("is_holiday", "coalesce(h.is_holiday, 0)", KNOWN_IN_ADVANCE, "holiday calendar flag")
     add("days_to_holiday", "coalesce(h.days_to_holiday, 99)", KNOWN_IN_ADVANCE,
         "days until the next holiday (capped at 99): pre-holiday peaks")
     for col in spec.known:
-        add(col, f"src.{quote(col)}", KNOWN_IN_ADVANCE, f"known-in-advance covariate {col}")
+        if col in spec.categories:  # text codes: their 1-based position in the spec's list
+            codes = ", ".join("'" + c.replace("'", "''") + "'" for c in spec.categories[col])
+            add(col, f"nullif(list_position([{codes}], src.{quote(col)}), 0)", KNOWN_IN_ADVANCE,
+                f"known-in-advance covariate {col}, as its position in "
+                f"{list(spec.categories[col])}")
+        else:
+            add(col, f"src.{quote(col)}", KNOWN_IN_ADVANCE, f"known-in-advance covariate {col}")
+    if spec.frequency == "W":
+        add("holiday_in_week", "CASE WHEN h.days_to_holiday < 7 THEN 1 ELSE 0 END",
+            KNOWN_IN_ADVANCE, "the week holds a calendar holiday")
+    for col, typ in spec.static.items():
+        value = f"{STATIC}.{quote(col)}"
+        if col in spec.categories:
+            codes = ", ".join("'" + c.replace("'", "''") + "'" for c in spec.categories[col])
+            value = f"nullif(list_position([{codes}], {value}), 0)"
+            what = f"static attribute {col}, as its position in {list(spec.categories[col])}"
+        else:
+            value = f"CAST({value} AS DOUBLE)" if typ != "bool" else f"CAST({value} AS INTEGER)"
+            what = f"static attribute {col}"
+        add(col, value, KNOWN_IN_ADVANCE, what)
 
     # Lags, all weekday-aligned and at least lag0 periods back.
     lags = sorted({lag0, lag0 + week, season, 2 * season} - {0})
     for lag in (lag for lag in lags if lag >= lag0):
-        add(f"y_lag_{lag}", f"max({y}) OVER (PARTITION BY series_id ORDER BY ds {frame(lag, lag)})",
-            lag, f"target {lag} periods before")
+        add(f"y_lag_{lag}", over("max", y, lag, lag), lag, f"target {lag} periods before")
 
     # Rolling level and spread, windows ending lag0 periods back.
     for window in sorted({week, 4 * week, 13 * week, season}):
         if window < 1:
             continue
-        f = frame(lag0, lag0 + window - 1)
-        add(f"y_mean_{window}", f"avg({y}) OVER ({by_series} {f})", lag0,
+        last = lag0 + window - 1
+        add(f"y_mean_{window}", over("avg", y, lag0, last), lag0,
             f"mean of the {window} periods ending {lag0} back")
         if window > 1:
-            add(f"y_std_{window}", f"stddev_samp({y}) OVER ({by_series} {f})", lag0,
+            add(f"y_std_{window}", over("stddev_samp", y, lag0, last), lag0,
                 f"standard deviation of the {window} periods ending {lag0} back")
 
     if spec.frequency == "D":
         # Same weekday over the last 13 and 52 weeks: the series' own weekly profile.
         for weeks in (13, 52):
-            f = frame(lag0, lag0 + 7 * (weeks - 1))
             add(f"y_dow_mean_{weeks}w",
-                f"avg({y}) OVER (PARTITION BY series_id, isodow(ds) ORDER BY ds {f})", lag0,
+                over("avg", y, lag0, lag0 + 7 * (weeks - 1), by_dow=True), lag0,
                 f"mean of the same weekday over {weeks} weeks ending {lag0} days back")
 
     # Same season last year, and year-over-year growth.
     half = 2 * week
-    add("y_last_year_mean", f"avg({y}) OVER ({by_series} {frame(season - half, season + half)})",
+    add("y_last_year_mean", over("avg", y, season - half, season + half),
         season - half, "mean of the target around the same date last year")
-    add("y_zero_share", f"avg(CASE WHEN {y} = 0 THEN 1.0 ELSE 0.0 END) OVER "
-        f"({by_series} {frame(lag0, lag0 + season - 1)})", lag0,
+    # A row with a NULL target (a future date) counts as not zero; a grid day without a row
+    # does not count at all.
+    zero = (f"CASE WHEN {y} = 0 THEN 1.0 WHEN _present THEN 0.0 END" if dense
+            else f"CASE WHEN {y} = 0 THEN 1.0 ELSE 0.0 END")
+    add("y_zero_share", over("avg", zero, lag0, lag0 + season - 1), lag0,
         "share of zero periods over the last year: intermittent series")
     add("y_growth",
-        f"avg({y}) OVER ({by_series} {frame(lag0, lag0 + season - 1)}) / "
-        f"nullif(avg({y}) OVER ({by_series} {frame(lag0 + season, lag0 + 2 * season - 1)}), 0)",
+        f"{over('avg', y, lag0, lag0 + season - 1)} / "
+        f"nullif({over('avg', y, lag0 + season, lag0 + 2 * season - 1)}, 0)",
         lag0, "year-over-year growth of the yearly mean")
 
     # Pooled (cross-series) features; windows in periods before the target date.
@@ -189,9 +280,8 @@ def plan_features(spec: DatasetSpec, horizon: int | None = None) -> FeaturePlan:
             f"{season} periods ending {lag0} back")
     add("level_all", f"{POOL_ALL}.level_year", w_year[0],
         f"mean of all series over the {season} periods ending {lag0} back")
-    own = (f"CASE WHEN count({y}) OVER ({by_series} {frame(*w_year)}) >= "
-           f"{math.ceil(MIN_COVERAGE * season)} "
-           f"THEN avg({y}) OVER ({by_series} {frame(*w_year)}) END")
+    own = (f"CASE WHEN {over('count', y, *w_year)} >= {math.ceil(MIN_COVERAGE * season)} "
+           f"THEN {over('avg', y, *w_year)} END")
     expected = " * ".join([f"{POOL_ALL}.level_year", *(f"({s})" for s in shares)])
     add("series_dev", f"({own}) / nullif({expected}, 0)", w_year[0],
         f"the series' own mean over the {season} periods ending {lag0} back / what the key "
@@ -204,15 +294,88 @@ def plan_features(spec: DatasetSpec, horizon: int | None = None) -> FeaturePlan:
     add("yoy", yoy, w_recent[0],
         f"all-series growth: mean of the {quarter} periods ending {lag0} back / the same "
         f"periods {season} earlier")
-    product = " * ".join([*(f"({s})" for s in shares), level_ly, f"({yoy})"])
-    add("norm", f"CASE WHEN {product} > 0 THEN {product} END",
-        min(w_year[0], w_last_year[0], w_recent[0]),
-        "expected level of the series: product of the key shares x level_all_yearly x yoy; "
-        "NULL when a part is missing or not positive (the model's target is y / norm)")
+    if spec.frequency == "W":
+        _weekly_norm(spec, lag0, season, quarter, frame, add, ctes, joins)
+    else:
+        product = " * ".join([*(f"({s})" for s in shares), level_ly, f"({yoy})"])
+        add("norm", f"CASE WHEN {product} > 0 THEN {product} END",
+            min(w_year[0], w_last_year[0], w_recent[0]),
+            "expected level of the series: product of the key shares x level_all_yearly x yoy; "
+            "NULL when a part is missing or not positive (the model's target is y / norm)")
+    if spec.static:
+        group = ", ".join(quote(k) for k in spec.group_keys)
+        cols = ", ".join(f"max({quote(c)}) AS {quote(c)}" for c in spec.static)
+        ctes.append(f"{STATIC} AS (SELECT {group}, {cols} FROM {STATIC_SOURCE} GROUP BY {group})")
+        joins.append(f"LEFT JOIN {STATIC} USING ({group})")
 
     longest = max(lag0 + 2 * season, 2 * season + half, w_last_year[1], w_recent_ly[1])
     return FeaturePlan(spec, horizon, tuple(feats), lookback_days=(longest + 1) * step,
-                       ctes=tuple(ctes), joins=tuple(joins))
+                       ctes=tuple(ctes), joins=tuple(joins),
+                       windows=tuple(f"{sql} AS {name}" for sql, name in windows.items()))
+
+
+def _weekly_norm(spec: DatasetSpec, lag0: int, season: int, quarter: int, frame, add,
+                 ctes: list[str], joins: list[str]) -> None:
+    """The weekly ``norm`` and its parts (see the module docstring)."""
+    if lag0 > season - 1:
+        raise ValueError(
+            f"dataset {spec.name!r}: a weekly horizon of {lag0} periods is too long for the "
+            f"weekly recipe, which reads last year's same week and its neighbours: expected at "
+            f"most {season - 1}"
+        )
+    y = "y"
+    by_series = "PARTITION BY series_id ORDER BY ds"
+
+    def lag(periods: int, m: str = y, order: str = by_series) -> str:
+        return f"max({m}) OVER ({order} {frame(periods, periods)})"
+
+    def smoothed(m: str = y, order: str = by_series) -> str:
+        """Last year's same period, 1/4 - 1/2 - 1/4 over its neighbours (gaps take the centre)."""
+        centre = lag(season, m, order)
+        return (f"(0.25 * coalesce({lag(season + 1, m, order)}, {centre}) + 0.5 * {centre} + "
+                f"0.25 * coalesce({lag(season - 1, m, order)}, {centre}))")
+
+    add("y_tri_52", smoothed(), season - 1,
+        f"target {season} periods back, smoothed 1/4-1/2-1/4 over its neighbours")
+    recent = f"avg({y}) OVER ({by_series} {frame(lag0, lag0 + quarter - 1)})"
+    recent_ly = f"avg({y}) OVER ({by_series} {frame(lag0 + season, lag0 + season + quarter - 1)})"
+    lo, hi = GROWTH_CLIP
+    growth = (f"coalesce(least(greatest({recent} / CASE WHEN {recent_ly} > 0 THEN {recent_ly} END,"
+              f" {lo}), {hi}), 1.0)")
+    add("growth_13", growth, lag0,
+        f"the series' mean over the {quarter} periods ending {lag0} back / the same periods a "
+        f"season earlier, clipped to {lo}..{hi} (1 when undefined)")
+    need = math.ceil(season / 2)
+    year = frame(lag0, lag0 + season - 1)
+    level = (f"CASE WHEN count({y}) OVER ({by_series} {year}) >= {need} "
+             f"THEN avg({y}) OVER ({by_series} {year}) END")
+    add("level_52", level, lag0,
+        f"the series' mean over the {season} periods ending {lag0} back (half of them present)")
+
+    # The group's (last key's) smoothed same-week-last-year index, pooled over the other keys.
+    key = quote(spec.keys[-1])
+    alias = "_pool_group"
+    order = "ORDER BY ds"
+    ctes.append(f"""{alias} AS (
+  SELECT {key}, ds,
+    {smoothed("m", f"PARTITION BY {key} {order}")} /
+      nullif(avg(m) OVER (PARTITION BY {key} {order} {year}), 0) AS group_index
+  FROM (SELECT {key}, ds, sum(y) AS m FROM src GROUP BY {key}, ds)
+)""")
+    joins.append(f"LEFT JOIN {alias} USING ({key}, ds)")
+    add("group_index", f"{alias}.group_index", lag0,
+        f"{spec.keys[-1]}'s total {season} periods back (smoothed) / its mean over the "
+        f"{season} periods ending {lag0} back: the group's seasonal shape")
+    snaive = f"({smoothed()}) * ({growth})"
+    pooled = f"({level}) * {alias}.group_index"
+    add("snaive_growth", snaive, lag0, "y_tri_52 x growth_13")
+    add("pooled_profile", pooled, lag0, "level_52 x group_index")
+    blend = f"coalesce(0.5 * ({snaive}) + 0.5 * ({pooled}), {snaive}, {pooled})"
+    add("norm", f"CASE WHEN {blend} > 0 THEN {blend} END", lag0,
+        "expected level of the series: mean of snaive_growth and pooled_profile (either alone "
+        "when the other is missing); NULL when not positive (the model's target is y / norm)")
+    add("snaive_ratio", f"({snaive}) / nullif({blend}, 0)", lag0, "snaive_growth / norm")
+    add("pooled_ratio", f"({pooled}) / nullif({blend}, 0)", lag0, "pooled_profile / norm")
 
 
 def features_select(plan: FeaturePlan, source: str, holidays: str, start_param: str = "?",
@@ -230,12 +393,36 @@ def features_select(plan: FeaturePlan, source: str, holidays: str, start_param: 
     feature_sql = ",\n    ".join(f"{f.sql} AS {quote(f.name)}" for f in plan.features)
     ctes = "".join(f",\n{cte}" for cte in plan.ctes)
     joins = "".join(f"\n  {join}" for join in plan.joins)
+    if spec.frequency == "W":
+        # A weekly period is labelled by its last day: join the calendar row of its first day.
+        shift = spec.step_days - 1
+        holidays = (f"SELECT CAST(ds + INTERVAL {shift} DAYS AS DATE) AS ds, is_holiday, "
+                    f"days_to_holiday FROM ({holidays})")
+    rows, present = "src", ""
+    if plan.windows:
+        # The dense grid: every series x every day from its first to its last row, the source's
+        # rows on it (``_present``), the window columns computed once over it (see the module
+        # docstring); the grid's own days are dropped again before anything reads them.
+        window_sql = ",\n    ".join(plan.windows)
+        ctes = f""",
+{DENSE} AS (
+  SELECT * FROM (
+    SELECT series_id, unnest(generate_series(min(ds), max(ds), INTERVAL 1 DAY))::DATE AS ds
+    FROM src GROUP BY series_id
+  ) LEFT JOIN (SELECT *, true AS _present FROM src) USING (series_id, ds)
+),
+{WINDOWS} AS (
+  SELECT *,
+    {window_sql}
+  FROM {DENSE}
+){ctes}"""
+        rows, present = f"{WINDOWS} AS src", "\n  WHERE src._present"
     return f"""
 WITH src AS MATERIALIZED ({source}){ctes}
 SELECT * FROM (
   SELECT ds, src.series_id, {keys}, src.y,
     {feature_sql}
-  FROM src LEFT JOIN ({holidays}) h USING (ds){joins}
+  FROM {rows} LEFT JOIN ({holidays}) h USING (ds){joins}{present}
 ) WHERE ds BETWEEN {start_param} AND {end_param}
 ORDER BY series_id, ds
 """

@@ -53,7 +53,9 @@ def baseline_forecasts(history: pd.DataFrame, future: pd.DataFrame, season: int,
         out["dow_mean_8w"] = baselines.dow_mean(history, future, weeks=8)
     span = (history["ds"].max() - history["ds"].min()) / step
     if span >= season:
-        out[f"seasonal_naive_{season}"] = baselines.seasonal_naive(history, future, season, step)
+        # Series younger than a season get NaN: those points are left out for every method.
+        out[f"seasonal_naive_{season}"] = baselines.seasonal_naive(history, future, season, step,
+                                                                   short="nan")
     out["moving_average_28"] = baselines.moving_average(history, future, 28 // step_days or 4)
     keys = future[["series_id", "ds"]]
     return {

@@ -52,7 +52,8 @@ def _result(future: pd.DataFrame, y_pred: pd.Series | np.ndarray) -> pd.DataFram
 
 
 def seasonal_naive(
-    history: pd.DataFrame, future: pd.DataFrame, season: int, step: pd.Timedelta
+    history: pd.DataFrame, future: pd.DataFrame, season: int, step: pd.Timedelta,
+    short: str = "raise",
 ) -> pd.DataFrame:
     """The value one season before each target date, repeating the last observed season.
 
@@ -62,7 +63,14 @@ def seasonal_naive(
     origin is ever used. ``season=7`` (weekly) or ``364`` (same weekday last year) for daily
     data, ``52`` for weekly data. A source date missing from the history (a gap) takes the most
     recent observation before it, so a single missing day does not turn into a NaN forecast.
+
+    A series that started less than a season before its origin has no source value:
+    ``short="raise"`` (default) refuses, ``short="nan"`` leaves NaN for those points, for a
+    backtest that scores every method on the points every baseline can forecast (real data has
+    series that start late).
     """
+    if short not in ("raise", "nan"):
+        raise ValueError(f"short must be 'raise' or 'nan', got {short!r}")
     if season < 1:
         raise ValueError(f"season must be >= 1, got {season}")
     step = pd.Timedelta(step)
@@ -101,7 +109,7 @@ def seasonal_naive(
         direction="backward",
     ).sort_values("_row")
     values = matched["y"].to_numpy()
-    if np.isnan(values).any():
+    if np.isnan(values).any() and short == "raise":
         bad = sorted(matched.loc[matched["y"].isna(), "series_id"].unique(), key=str)
         raise ValueError(
             f"history too short for season={season} in series: "

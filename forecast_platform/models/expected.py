@@ -10,19 +10,33 @@ gives the same values.
 from __future__ import annotations
 
 import datetime as dt
+import math
 from collections.abc import Callable
 
 import pandas as pd
 
 from forecast_platform.models.forecaster import Forecaster
 
-MIN_TRAIN_PERIODS = 91  # a refit needs at least this many periods of usable training rows
+# A refit needs about a quarter of usable training rows, whatever the frequency: a span of
+# time (91 days: 91 daily periods, 13 weekly ones), not a count of periods. Counted in periods,
+# weekly data would need 91 weeks (1.75 years) of usable rows before its first origin, which a
+# weekly history of three years, whose rows become usable after a year of lags, does not have.
+MIN_TRAIN_DAYS = 91
+
+
+def min_train_periods(step_days: int) -> int:
+    """Periods of usable rows before the first origin: ``MIN_TRAIN_DAYS`` rounded up to whole
+    periods (91 daily, 13 weekly)."""
+    if step_days < 1:
+        raise ValueError(f"step_days must be a positive number of days, got {step_days}")
+    return math.ceil(MIN_TRAIN_DAYS / step_days)
 
 
 def rolling_origins(first_usable: dt.date, last_day: dt.date, horizon: int, step_days: int
                     ) -> list[dt.date]:
-    """Origins from ``first_usable + MIN_TRAIN_PERIODS``, one horizon apart, up to the last day."""
-    first = first_usable + dt.timedelta(days=MIN_TRAIN_PERIODS * step_days)
+    """Origins from ``first_usable + min_train_periods`` periods, one horizon apart, up to the
+    last day."""
+    first = first_usable + dt.timedelta(days=min_train_periods(step_days) * step_days)
     span = dt.timedelta(days=horizon * step_days)
     origins = []
     origin = first
@@ -48,9 +62,9 @@ def expected_values(frame: pd.DataFrame, make_model: Callable[[], Forecaster], h
                               step_days)
     if not origins:
         raise ValueError(
-            f"too little history: expected values need {MIN_TRAIN_PERIODS} periods of usable "
-            f"rows before the first origin; usable rows start {usable['ds'].min().date()} and "
-            f"the data ends {frame['ds'].max().date()}"
+            f"too little history: expected values need {min_train_periods(step_days)} periods "
+            f"({MIN_TRAIN_DAYS} days) of usable rows before the first origin; usable rows "
+            f"start {usable['ds'].min().date()} and the data ends {frame['ds'].max().date()}"
         )
     parts = []
     for origin in origins:

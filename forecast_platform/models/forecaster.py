@@ -27,10 +27,16 @@ import pandas as pd
 import xgboost as xgb
 
 QUANTILES = (0.1, 0.5, 0.9)
+HOLIDAY_WEIGHT = 5.0  # weight of a holiday period in the weekly recipe's loss (as in WMAE)
 ID_COLUMNS = ("ds", "series_id", "y")
 # The recipe's model features, by name: calendar shape and the pooled growth.
 CALENDAR_FEATURES = ("dow", "month", "dom", "doy")
 GROWTH_FEATURES = ("yoy",)
+# Weekly data (see features/sql.py): the week of year, where this year's holiday falls in the
+# week, the series' recent growth and the two parts of the weekly norm, as shares of it (the
+# model learns how far to trust each, by season and holiday).
+WEEKLY_FEATURES = ("days_to_holiday", "holiday_in_week", "growth_13", "group_index",
+                   "snaive_ratio", "pooled_ratio")
 
 
 # Beyond the recipe: the series' deviation from what its key shares predict. Real series do
@@ -55,6 +61,10 @@ def model_features(names: Sequence[str], frequency: str = "D",
     available = set(names)
     recipe = [n for n in (*CALENDAR_FEATURES, *GROWTH_FEATURES)
               if not (n == "dow" and frequency == "W")]
+    if frequency == "W":
+        # Not the calendar: with a year of training rows (the weekly norm needs a year and a
+        # quarter of history first) it memorises that year's deviations week by week.
+        recipe = list(WEEKLY_FEATURES)
     chosen = [n for n in recipe if n in available]
     chosen += [n for n in extra if n in available and n not in chosen]
     if not chosen:
@@ -116,8 +126,13 @@ class Forecaster:
         y = usable["y"].to_numpy(dtype=float)
         x = usable[self.features].to_numpy(dtype=np.float32)
         p = self.params
+        weekly = self.weekly
         booster_params = {
-            "objective": "reg:squarederror",
+            # The weekly recipe minimises the absolute error in the target's units (WMAE's
+            # loss): |y - f x norm| = norm x |y / norm - f|, hence the weights below. A squared
+            # error on y / norm lets the rows with tiny norms (departments selling a few
+            # dollars a week) dominate the fit.
+            "objective": "reg:absoluteerror" if weekly else "reg:squarederror",
             "tree_method": "hist",
             "learning_rate": p.learning_rate,
             "max_depth": p.max_depth,
@@ -130,7 +145,14 @@ class Forecaster:
             "nthread": p.nthread,
         }
         started, cpu_started = time.perf_counter(), time.process_time()
-        dtrain = xgb.QuantileDMatrix(x, label=(y / scale).astype(np.float32),
+        weight = None
+        if weekly:
+            weight = scale.copy()
+            if "is_holiday" in usable.columns:  # WMAE weighs holiday periods 5
+                holiday = usable["is_holiday"].fillna(0).to_numpy(dtype=float) > 0
+                weight = np.where(holiday, HOLIDAY_WEIGHT * weight, weight)
+            weight = (weight / weight.mean()).astype(np.float32)
+        dtrain = xgb.QuantileDMatrix(x, label=(y / scale).astype(np.float32), weight=weight,
                                      max_bin=p.max_bin, nthread=p.nthread)
         self.booster = xgb.train(booster_params, dtrain, num_boost_round=p.n_estimators)
         # Band: quantiles of the Poisson-scaled in-sample residuals.
@@ -142,6 +164,11 @@ class Forecaster:
         self.train_cpu_seconds = time.process_time() - cpu_started
         self.train_rows = len(usable)
         return self
+
+    @property
+    def weekly(self) -> bool:
+        """Whether this is the weekly recipe (``model_features`` for frequency W chose it)."""
+        return "snaive_ratio" in self.features
 
     # -- prediction -----------------------------------------------------------------------
     def _scale(self, frame: pd.DataFrame) -> np.ndarray:

@@ -21,7 +21,9 @@ def future_source(spec: DatasetSpec, horizon: int, active_days: int = 28) -> str
     keys = ", ".join(quote(k) for k in spec.keys)
     date = quote(spec.date_column)
     known_hist = "".join(f", {quote(c)}" for c in spec.known)
-    known_future = "".join(f", 0 AS {quote(c)}" for c in spec.known)
+    # Text codes (spec.categories) have no "nothing planned" value: NULL, an unknown code.
+    known_future = "".join(
+        f", {'NULL::VARCHAR' if c in spec.categories else '0'} AS {quote(c)}" for c in spec.known)
     step = spec.step_days
     return f"""
         SELECT {date} AS ds, series_id, {keys}, CAST({quote(spec.target)} AS DOUBLE) AS y

@@ -43,6 +43,12 @@ class GateVerdict:
         return f"{head}: " + "; ".join(self.reasons)
 
 
+def same_recipe(a: Forecaster, b: Forecaster) -> bool:
+    """Same parameters, features and horizon: two fits of one recipe on different data."""
+    return a.params == b.params and list(a.features) == list(b.features) \
+        and a.horizon == b.horizon
+
+
 def _metric(name: str, y, pred, is_holiday=None) -> float:
     if name == "wmae":
         return metrics.wmae(y, pred, is_holiday)
@@ -59,10 +65,18 @@ def evaluate(
     champion_train_end: dt.date | None = None,
     champion_recorded: float | None = None,
     challenger_train_end: dt.date | None = None,
+    challenger_model: Forecaster | None = None,
 ) -> GateVerdict:
     """Compare the challenger with every baseline and, if there is one, the champion.
 
     ``features`` are the feature rows of the backtest window (for the champion's forecasts).
+
+    A challenger with the champion's recipe (same parameters, features and horizon) trained on
+    newer data is the champion's retrain: the backtest of that recipe on these origins is the
+    champion's own backtest, so they tie by construction, and the only other comparison (the
+    challenger's backtest fits, trained up to each origin, against a champion trained later)
+    would favour the older model exactly when the data has moved. It is promoted when it beats
+    every baseline; the recipe comparison below is for a changed recipe.
     """
     overall = backtest.overall(MODEL)
     verdict = GateVerdict(True, metric, margin, round(overall[metric], 4))
@@ -84,6 +98,18 @@ def evaluate(
         return verdict
 
     verdict.champion_version = champion_version
+    if (champion is not None and challenger_model is not None
+            and same_recipe(champion, challenger_model) and champion_train_end is not None
+            and challenger_train_end is not None and challenger_train_end > champion_train_end):
+        verdict.champion = verdict.challenger
+        verdict.compared_on = (f"the champion's own recipe on the same backtest (a retrain: "
+                               f"same parameters and features, data to {challenger_train_end} "
+                               f"instead of {champion_train_end})")
+        verdict.reasons.append(
+            f"retrains champion v{champion_version}'s recipe on newer data (to "
+            f"{challenger_train_end}, the champion to {champion_train_end}): replaces it if it "
+            "beats every baseline")
+        return verdict
     preds = backtest.predictions
     unseen = preds[preds["ds"] > pd.Timestamp(champion_train_end)] if champion_train_end \
         else preds.iloc[0:0]

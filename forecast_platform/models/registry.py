@@ -105,8 +105,10 @@ def get(con: duckdb.DuckDBPyConnection, model_name: str, version: int | None = N
         where += " AND status = ?"
         params.append(status)
     cur = con.execute(f"SELECT * FROM {TABLE} WHERE {where} ORDER BY version DESC LIMIT 1", params)
-    row = cur.fetchone()
-    return _record(row, [d[0] for d in cur.description]) if row else None
+    # fetchall, not fetchone: DuckDB 2.0 keeps a half-read result open, and the connection's
+    # next register() then fails with "unfinished result".
+    rows = cur.fetchall()
+    return _record(rows[0], [d[0] for d in cur.description]) if rows else None
 
 
 def champion(con: duckdb.DuckDBPyConnection, model_name: str) -> ModelRecord | None:

@@ -70,6 +70,15 @@ def file_headers(con: duckdb.DuckDBPyConnection, start: dt.date, end: dt.date) -
     )
 
 
+def _open(spec: DatasetSpec, column: str) -> str:
+    """SQL condition: the date in ``column`` is not one of the spec's closed calendar days."""
+    yearly = [d for d in spec.closed_dates if len(d) == 5]
+    once = [d for d in spec.closed_dates if len(d) == 10]
+    parts = [f"strftime({column}, '{fmt}') NOT IN ({', '.join(repr(d) for d in days)})"
+             for fmt, days in (("%m-%d", yearly), ("%Y-%m-%d", once)) if days]
+    return " AND ".join(parts) or "true"
+
+
 def valid_rows_contract(
     con: duckdb.DuckDBPyConnection, spec: DatasetSpec, start: dt.date, end: dt.date
 ) -> Outcome:
@@ -96,14 +105,23 @@ def valid_rows_contract(
 
 def completeness(
     con: duckdb.DuckDBPyConnection, spec: DatasetSpec, start: dt.date, end: dt.date,
-    expect_window: int = 28, max_missing_share: float = 0.05,
+    expect_window: int = 28, max_missing_share: float | None = None,
 ) -> Outcome:
     """Series seen in the previous ``expect_window`` periods but absent on a date of the range.
 
     A few missing series-days (a quarantined row) are reported but pass; a date missing more than
     ``max_missing_share`` of its expected series (a partial or empty file) fails. Computed from
     the gaps between a series' consecutive rows, so the cost follows the gaps, not series x dates.
+    The spec's ``closed_dates`` (days the business is closed every year) are never missing.
+    The tolerance is the spec's (``spec.max_missing_share``) unless given: how many series
+    normally skip a period is a property of the data (Walmart's departments come and go week to
+    week; a daily feed of stores x items has every row every day).
     """
+    if max_missing_share is None:
+        max_missing_share = spec.max_missing_share
+    if not 0 <= max_missing_share < 1:
+        raise ValueError(f"dataset {spec.name!r}: max_missing_share must be in [0, 1), got "
+                         f"{max_missing_share}")
     date = quote(spec.date_column)
     step = spec.step_days
     sql = f"""
@@ -121,7 +139,8 @@ def completeness(
             FROM s
         ), missing AS (
             SELECT missing_date, count(*) AS missing_series, min(series_id) AS example_series
-            FROM gaps WHERE missing_date BETWEEN ? AND ? GROUP BY 1
+            FROM gaps WHERE missing_date BETWEEN ? AND ? AND {_open(spec, "missing_date")}
+            GROUP BY 1
         ), present AS (
             SELECT {date} AS missing_date, count(*) AS present_series FROM validated_sales
             WHERE {date} IN (SELECT missing_date FROM missing) GROUP BY 1
@@ -153,7 +172,11 @@ def volume(
     con: duckdb.DuckDBPyConnection, spec: DatasetSpec, start: dt.date, end: dt.date,
     window: int = 28, low: float = 0.5, high: float = 1.5,
 ) -> Outcome:
-    """Rows per date against the trailing mean of the previous ``window`` periods."""
+    """Rows per date against the trailing mean of the previous ``window`` periods.
+
+    The spec's ``closed_dates`` are left out: a closed day has (almost) no rows by design, and
+    must neither fail nor drag the trailing mean down.
+    """
     date = quote(spec.date_column)
     step = spec.step_days
     sql = f"""
@@ -165,7 +188,7 @@ def volume(
             WHERE {date} BETWEEN ?::DATE - INTERVAL {window * step} DAYS AND ? GROUP BY 1
         ), filled AS (
             SELECT spine.d, coalesce(daily.n, 0) AS n, daily.n IS NOT NULL AS seen
-            FROM spine LEFT JOIN daily USING (d)
+            FROM spine LEFT JOIN daily USING (d) WHERE {_open(spec, "spine.d")}
         ), trail AS (
             SELECT d, n, avg(n) FILTER (seen) OVER (ORDER BY d ROWS BETWEEN {window} PRECEDING
                                                     AND 1 PRECEDING) AS expected

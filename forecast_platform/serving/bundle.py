@@ -8,7 +8,10 @@ behind a backfill), so the bundle carries a small, self-sufficient snapshot:
     history.parquet    validated_sales of every series over the feature lookback before the
                        origin (plus one horizon of recent dates, for explaining and scoring them)
     holidays.parquet   holiday_calendar over the same window and the horizon after the origin
-    anomaly/           the anomaly detector's slot: ``model.bin`` + ``info.json`` when one exists
+    anomaly/           the anomaly detector's slot: ``model.bin`` + ``info.json`` when one exists,
+                       and ``context.parquet``: per series, the actuals and the expected
+                       P10/P50/P90 the ``sales_anomalies`` asset reads (``expected_with_actuals``)
+                       over the detector's context window before every scorable date
 
 With those, ``online`` runs the very SQL of the ``forecasts`` asset (``future_source`` +
 ``features_select``) over an in-memory DuckDB, so online features are the offline features.
@@ -50,6 +53,7 @@ HOLIDAYS_FILE = "holidays.parquet"
 ANOMALY_DIR = "anomaly"
 ANOMALY_MODEL_FILE = "model.bin"
 ANOMALY_INFO_FILE = "info.json"
+ANOMALY_CONTEXT_FILE = "context.parquet"
 
 
 def bundle_name(env: dict[str, str] | None = None) -> str:
@@ -167,9 +171,16 @@ def _anomaly_champion(con: duckdb.DuckDBPyConnection, spec: DatasetSpec
 
 def snapshot_frames(con: duckdb.DuckDBPyConnection, spec: DatasetSpec, windows: Windows
                     ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """validated_sales and holiday_calendar rows the service needs, in their warehouse shape."""
+    """validated_sales and holiday_calendar rows the service needs, in their warehouse shape.
+
+    The static attributes (store type, size) are packed with the rows: the feature SQL reads
+    them from ``validated_sales``, which in serving is this snapshot. The calendar starts one
+    period early: a weekly period is labelled by its last day and joins the calendar row of
+    its first day (``features_select``), ``step_days - 1`` days before the label.
+    """
     date = quote(spec.date_column)
-    columns = [spec.date_column, "series_id", *spec.keys, spec.target, *spec.known]
+    columns = [spec.date_column, "series_id", *spec.keys, spec.target, *spec.known,
+               *(c for c in spec.static if c not in spec.known)]
     history = con.execute(
         f"SELECT {', '.join(quote(c) for c in columns)} FROM {VALIDATED} "
         f"WHERE {date} BETWEEN ? AND ? ORDER BY series_id, {date}",
@@ -177,9 +188,56 @@ def snapshot_frames(con: duckdb.DuckDBPyConnection, spec: DatasetSpec, windows: 
     ).df()
     holidays = con.execute(
         f"SELECT ds, is_holiday, days_to_holiday FROM {CALENDAR} WHERE ds BETWEEN ? AND ? "
-        "ORDER BY ds", [windows.history_start, windows.future_end],
+        "ORDER BY ds", [windows.history_start - dt.timedelta(days=spec.step_days - 1),
+                        windows.future_end],
     ).df()
     return history, holidays
+
+
+def anomaly_context(con: duckdb.DuckDBPyConnection, spec: DatasetSpec, windows: Windows
+                    ) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """What online anomaly scoring needs besides the detector: the asset's own inputs.
+
+    ``sales_anomalies`` scores day D from ``expected_with_actuals(D - context_days, D)`` (the
+    actuals with the latest out-of-sample expectation made before each day) with each day's
+    common factor (``with_day_factors``). The same query and factors are packed here for every
+    scorable day's context, so the service computes the very features
+    the asset computes, without the warehouse. Scorable days: the recent observed dates
+    (``recent_start .. origin``, as ``explain``) and the first date after the origin, whose
+    expectation is the champion's forecast from the origin (what ``forecasts`` holds and the
+    asset reads for it). Later dates are not scorable: their context would lack the actuals of
+    the days between the origin and them, which the asset would have.
+
+    The query and the window length are imported from the asset module (at build time only:
+    it needs Dagster, the service does not), so they cannot drift apart.
+    """
+    from forecast_platform.assets.anomalies import (
+        CONTEXT_PERIODS,
+        EXPECTED,
+        context_days,
+        expected_with_actuals,
+    )
+    from forecast_platform.models.anomaly import INPUT_COLUMNS, with_day_factors
+
+    if not table_exists(con, EXPECTED):
+        raise ValueError(f"an anomaly detector champion exists but {EXPECTED} does not: "
+                         f"materialize {EXPECTED} (and anomaly_model) before the serving bundle")
+    first = windows.recent_start
+    last = windows.origin + dt.timedelta(days=spec.step_days)
+    days = context_days(spec)  # CONTEXT_PERIODS periods of the data, in days
+    frame = expected_with_actuals(con, spec, first - dt.timedelta(days=days), windows.origin)
+    # Each day's common factor comes from that day's cross-section alone, so the factors
+    # packed here are the ones the asset computes for those days whatever its scored range.
+    frame = with_day_factors(frame[list(INPUT_COLUMNS)]).assign(
+        ds=lambda f: pd.to_datetime(f["ds"]), series_id=lambda f: f["series_id"].astype(str)
+    ).sort_values(["series_id", "ds"], ignore_index=True)
+    info = {"context_days": days, "context_periods": CONTEXT_PERIODS,
+            "step_days": spec.step_days, "score_dates": [first.isoformat(), last.isoformat()],
+            "context_rows": len(frame),
+            "expected": (f"{EXPECTED} / forecasts (latest origin before the day) up to "
+                         f"{windows.origin}; the champion's forecast from {windows.origin} for "
+                         f"{last}")}
+    return frame, info
 
 
 def build_bundle(con: duckdb.DuckDBPyConnection, spec: DatasetSpec, model_name: str, *,
@@ -225,12 +283,14 @@ def build_bundle(con: duckdb.DuckDBPyConnection, spec: DatasetSpec, model_name: 
     }
     anomaly_info: dict[str, Any] = {"present": False, "reason": (
         "no anomaly detector champion was available when the bundle was built")}
+    context: pd.DataFrame | None = None
     if anomaly is not None:
+        context, context_info = anomaly_context(con, spec, windows)
         anomaly_info = {"present": True, "name": anomaly.model_name, "version": anomaly.version,
                         "train_start": anomaly.train_start.isoformat(),
                         "train_end": anomaly.train_end.isoformat(), "metrics": anomaly.metrics,
                         "params": anomaly.params, "features": anomaly.features,
-                        "mlflow_run_id": anomaly.mlflow_run_id}
+                        "mlflow_run_id": anomaly.mlflow_run_id, **context_info}
     manifest = {
         "format": BUNDLE_FORMAT,
         "created_at": created.isoformat(),
@@ -264,6 +324,8 @@ def build_bundle(con: duckdb.DuckDBPyConnection, spec: DatasetSpec, model_name: 
         (slot / ANOMALY_INFO_FILE).write_text(json.dumps(anomaly_info, indent=2, default=str))
         if anomaly is not None:
             (slot / ANOMALY_MODEL_FILE).write_bytes(anomaly.model_bytes)
+        if context is not None:
+            context.to_parquet(slot / ANOMALY_CONTEXT_FILE, index=False)
         (root / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2, default=str))
         tag = str(ref.tag)
     return tag
@@ -285,6 +347,8 @@ class Bundle:
     history: pd.DataFrame
     holidays: pd.DataFrame
     anomaly_bytes: bytes | None
+    # Per-series actuals and expected values for anomaly scoring (None: an older bundle).
+    anomaly_context: pd.DataFrame | None = None
 
     @property
     def model_version(self) -> int:
@@ -334,10 +398,12 @@ def load_bundle(tag_or_path: str | Path, store: ModelStore | None = None,
                          "computes: rebuild the bundle (materialize serving_bundle)")
     w = {k: dt.date.fromisoformat(v) for k, v in manifest["windows"].items()}
     anomaly_file = root / ANOMALY_DIR / ANOMALY_MODEL_FILE
+    context_file = root / ANOMALY_DIR / ANOMALY_CONTEXT_FILE
     return Bundle(
         tag=tag, path=root, manifest=manifest, spec=spec, plan=plan, windows=Windows(**w),
         forecaster=Forecaster.from_bytes((root / FORECASTER_FILE).read_bytes()),
         history=pd.read_parquet(root / HISTORY_FILE),
         holidays=pd.read_parquet(root / HOLIDAYS_FILE),
         anomaly_bytes=anomaly_file.read_bytes() if anomaly_file.is_file() else None,
+        anomaly_context=pd.read_parquet(context_file) if context_file.is_file() else None,
     )

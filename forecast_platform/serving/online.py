@@ -13,12 +13,17 @@ reads, which ``OnlineModel`` verifies at load; a scenario then only overwrites t
 the precomputed rows. When that does not hold, or when asked (``exact=True``), the scenario goes
 into the SQL source instead and the whole query runs again; a test shows both agree.
 
+Anomaly scores (``score_anomaly``) run the ``sales_anomalies`` asset's own core
+(``context_features`` -> ``AnomalyDetector.score`` -> ``classify``, see ``serving.anomaly``) on
+the context the bundle packed from the asset's own query: the same inputs give the asset's row.
+
 Errors are ``ServingError``s carrying an HTTP status, the offending field and what was expected,
 so the service can answer bad input with a precise 4xx and never a 500.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import math
 import threading
@@ -32,7 +37,16 @@ import pandas as pd
 
 from forecast_platform.features.offline import CALENDAR, HOLIDAYS_SOURCE, VALIDATED
 from forecast_platform.features.sql import features_select
+from forecast_platform.models.anomaly import AnomalyDetector
 from forecast_platform.models.future import future_params, future_source
+from forecast_platform.serving.anomaly import (
+    AnomalyContext,
+    Expected,
+    NotScorable,
+    check_detector,
+    expected_from_row,
+    score_day,
+)
 from forecast_platform.serving.bundle import Bundle
 from forecast_platform.warehouse.store import quote
 
@@ -196,6 +210,28 @@ class OnlineModel:
         self.p10 = preds["p10"].to_numpy()
         self.p50 = preds["p50"].to_numpy()
         self.p90 = preds["p90"].to_numpy()
+        self.detector, self.anomaly_context, self.anomaly_missing = self._load_anomaly(bundle)
+
+    @staticmethod
+    def _load_anomaly(bundle: Bundle
+                      ) -> tuple[AnomalyDetector | None, AnomalyContext | None, str | None]:
+        """The detector and its context, or why anomaly scoring is not available."""
+        if bundle.anomaly_bytes is None:
+            return None, None, (f"bundle {bundle.tag} holds no anomaly detector. Materialize "
+                                "anomaly_model, then serving_bundle, then reload.")
+        info = bundle.manifest.get("anomaly", {})
+        if bundle.anomaly_context is None or "score_dates" not in info:
+            return None, None, (f"bundle {bundle.tag} holds an anomaly detector but not the "
+                                "context it scores with (built by an older version): "
+                                "re-materialize serving_bundle, then reload.")
+        detector = AnomalyDetector.from_bytes(bundle.anomaly_bytes)
+        problem = check_detector(detector)
+        if problem is not None:
+            return None, None, problem
+        first, last = (dt.date.fromisoformat(d) for d in info["score_dates"])
+        context = AnomalyContext(bundle.anomaly_context, info["context_days"], first, last,
+                                 step_days=bundle.spec.step_days)
+        return detector, context, None
 
     # -- features ---------------------------------------------------------------------------
     def compute_features(self, start: dt.date, end: dt.date,
@@ -450,27 +486,95 @@ class OnlineModel:
             "actual": _number(frame.at[0, "y"]),
         }
 
-    def score_anomaly(self, series: Mapping[str, Any], date: Any, actual: Any
-                      ) -> dict[str, Any]:
-        """Score one observed value; needs the bundle's anomaly detector."""
-        resolved = self.resolve(series)
-        pos = self.date_position(date, "date")
+    def score_date(self, value: Any, field: str = "date") -> dt.date:
+        """A scorable date: the packed context's days, or a 422 saying which dates are."""
+        ctx = self.anomaly_context
+        if ctx is None:  # no scoring: still validate the date against the served ones
+            return self.dates[self.date_position(value, field)]
+        day = parse_date(value, field)
+        expected = (f"a date from {ctx.first} to {ctx.last} (the recent observed dates and the "
+                    "first date after the data's last)")
+        if not ctx.first <= day <= ctx.last:
+            later = (" A later date needs the actuals of the days before it, which this bundle "
+                     "does not hold: score it after the next bundle.") if day > ctx.last else ""
+            raise InvalidInput(f"{field}: {day} cannot be scored; this bundle scores "
+                               f"{ctx.first} .. {ctx.last}.{later}", field, expected)
+        if (day - ctx.first).days % self.spec.step_days:
+            raise InvalidInput(f"{field}: {day} is not a period start of this data", field,
+                               f"a date {self.spec.step_days} days apart from {ctx.first}")
+        return day
+
+    def check_actual(self, actual: Any) -> float:
+        """The observed value as a float, or a 422 naming ``actual``."""
         negative_ok = self.spec.allow_negative_target
         if isinstance(actual, bool) or not isinstance(actual, (int, float)) \
                 or not math.isfinite(actual) or (actual < 0 and not negative_ok):
             raise InvalidInput(f"actual: {actual!r} is not a valid {self.spec.target}", "actual",
-                               "a finite number" + ("" if self.spec.allow_negative_target
-                                                    else " >= 0"))
-        if self.bundle.anomaly_bytes is None:
-            raise NotAvailable(
-                f"anomaly scoring is not available: bundle {self.bundle.tag} holds no anomaly "
-                "detector. Materialize anomaly_model, then serving_bundle, then reload.",
-                "score_anomaly", "a bundle built with an anomaly detector champion")
-        # The slot is filled but the detector's online scoring lands with the anomaly issue.
-        raise NotAvailable(
-            f"bundle {self.bundle.tag} holds an anomaly detector for series "
-            f"{resolved.series_id} on {self.dates[pos]}, but this service version cannot score "
-            "with it yet", "score_anomaly", "a service version that knows the detector")
+                               "a finite number" + ("" if negative_ok else " >= 0"))
+        return float(actual)
+
+    def expected_for(self, resolved: Resolved, day: dt.date, actual: float
+                     ) -> tuple[pd.DataFrame, Expected]:
+        """The context rows before ``day`` and the expectation for it, as the asset has them.
+
+        Up to the origin: the packed out-of-sample expectation (``expected_sales`` or an earlier
+        forecast, the latest made before the day) and the day's factor from its packed
+        cross-section with ``actual`` in. The day after the origin: the champion's forecast
+        from the origin, which is what the ``forecasts`` asset stores and ``sales_anomalies``
+        reads for it, with the day factor assumed 1 (the other series' sales are unknown).
+        """
+        ctx = self.anomaly_context
+        history, at_day = ctx.rows(resolved.series_id, day)
+        if day <= self.windows.origin:
+            expected = expected_from_row(at_day, "out_of_sample")
+            if expected is not None:
+                expected = dataclasses.replace(
+                    expected, day_factor=ctx.day_factor(resolved.series_id, day, actual),
+                    day_factor_source="measured on the day's sales of all series")
+        else:
+            idx = self.grid[resolved.position, self.first_future]
+            expected = None if idx < 0 else expected_from_row(
+                pd.Series({"p10": self.p10[idx], "p50": self.p50[idx], "p90": self.p90[idx]}),
+                f"forecast from {self.windows.origin}")
+            if expected is not None:
+                expected = dataclasses.replace(
+                    expected, day_factor_source=(
+                        "assumed 1: the other series' sales of the day are not in this bundle; "
+                        "the daily sales_anomalies run scales by the whole day's factor"))
+        if expected is None:
+            raise InvalidInput(
+                f"date: series {resolved.keys} has no expected value on {day} (no out-of-sample "
+                "forecast for that day), so the sales_anomalies asset does not score it either",
+                "date", "a date the series has an expected value for")
+        return history, expected
+
+    def score_anomaly(self, series: Mapping[str, Any], date: Any, actual: Any
+                      ) -> dict[str, Any]:
+        """Score one observed value exactly as the ``sales_anomalies`` asset scores its day.
+
+        Score, flag, type and one-line reason (types only for flagged values, as the asset),
+        the expected value with its P10/P90 interval, and the versions that produced them.
+        """
+        resolved = self.resolve(series)
+        day = self.score_date(date)
+        value = self.check_actual(actual)
+        if self.detector is None:
+            raise NotAvailable(f"anomaly scoring is not available: {self.anomaly_missing}",
+                               "score_anomaly", "a bundle built with an anomaly detector champion")
+        history, expected = self.expected_for(resolved, day, value)
+        try:
+            scored = score_day(self.detector, history, resolved.series_id, day, value, expected,
+                               step_days=self.spec.step_days)
+        except NotScorable as exc:
+            hint = "a finite number of a plausible size" if exc.field == "actual" \
+                else "a date with enough history before it"
+            raise InvalidInput(f"{exc.field}: series {resolved.keys} cannot be scored on {day}: "
+                               f"{exc}", exc.field, hint) from None
+        anomaly = self.bundle.manifest["anomaly"]
+        return {"series": resolved.keys, "series_id": resolved.series_id,
+                "date": day.isoformat(), "actual": value, **scored,
+                "detector_version": int(anomaly["version"]),
+                "forecaster_version": self.bundle.model_version}
 
     def info(self) -> dict[str, Any]:
         m = self.bundle.manifest
@@ -487,7 +591,9 @@ class OnlineModel:
             "forecaster": {k: m["model"][k] for k in (
                 "name", "version", "train_start", "train_end", "metrics", "mlflow_run_id",
                 "mlflow_model_version", "features")},
-            "anomaly": m["anomaly"],
+            "anomaly": {**m["anomaly"], "available": self.detector is not None,
+                        **({"unavailable_reason": self.anomaly_missing}
+                           if self.detector is None else {})},
         }
 
 

@@ -1,0 +1,306 @@
+"""A user's own CSV as a dataset, by configuration: inspect it, propose a spec, keep it as YAML.
+
+``forecast-platform init-dataset`` maps the columns of one CSV (date, keys, target, known and
+observed covariates) onto a ``DatasetSpec``. Everything is checked before anything is written:
+a column that does not exist, a date column that does not parse, keys that are not unique per
+date, a frequency that is neither daily nor weekly. The proposal states what was inferred
+(column types, frequency, span, gaps) so the person can read it before running the graph.
+
+The spec is a YAML file under ``Settings.datasets_dir``; ``registry.get_spec`` finds it by name,
+and its lander (``land_csv``) splits the CSV into landing files. The CSV itself is never copied:
+the spec records its path (a ``--source-dir`` holding a file of the same name wins, so a moved
+folder can be pointed at).
+
+Gaps are reported, not filled: a period without a row is "no data" (closed, not stocked), never
+zero sales. Dates on which no series has a row at all become the spec's ``closed_dates`` (the
+blocking completeness and volume checks would otherwise stop the whole history on them), and
+the completeness tolerance is proposed from the worst remaining date.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+from forecast_platform.datasets.landing import write_landing_files
+from forecast_platform.datasets.spec import ColumnType, DatasetSpec
+
+# Date formats tried in order; the first that parses every value is the file's.
+DATE_FORMATS = ("%Y-%m-%d", "%Y/%m/%d", "%d/%m/%Y", "%m/%d/%Y", "%d.%m.%Y", "%Y%m%d",
+                "%Y-%m-%d %H:%M:%S")
+DEFAULT_HORIZON = {"D": 28, "W": 13}
+MAX_CATEGORIES = 50  # a text covariate with more distinct values is not a code list
+SPEC_VERSION = 1
+
+
+class MappingError(ValueError):
+    """The column mapping does not fit the file: nothing was written."""
+
+
+@dataclass
+class Proposal:
+    """What ``inspect_csv`` found: the spec's fields and the facts behind them."""
+
+    spec: dict
+    notes: list[str] = field(default_factory=list)
+
+    def text(self) -> str:
+        s = self.spec
+        lines = [f"dataset {s['name']!r} from {s['csv']}",
+                 f"  frequency {s['frequency']} ({'daily' if s['frequency'] == 'D' else 'weekly'})"
+                 f", {s['start']} .. {s['end']}, horizon {s['horizon']} periods",
+                 f"  date {s['date_column']!r} (format {s['date_format']}), keys "
+                 + ", ".join(f"{k} ({t})" for k, t in s["key_types"].items())
+                 + f", target {s['target']!r}"]
+        for kind in ("known", "observed"):
+            if s[kind]:
+                lines.append(f"  {kind}: " + ", ".join(f"{c} ({t})" for c, t in s[kind].items()))
+        lines += [f"  - {n}" for n in self.notes]
+        return "\n".join(lines)
+
+
+def _columns(frame: pd.DataFrame, names: list[str], role: str) -> None:
+    missing = [c for c in names if c not in frame.columns]
+    if missing:
+        raise MappingError(f"{role} column {missing[0]!r} does not exist in the CSV; its columns "
+                           f"are {list(frame.columns)}")
+
+
+def parse_dates(values: pd.Series, column: str) -> tuple[pd.Series, str]:
+    """The dates and the one format that parses all of them, or an error quoting a bad value."""
+    text = values.str.strip()
+    empty = text.eq("") | text.isna()
+    if empty.any():
+        line = int(empty.to_numpy().nonzero()[0][0]) + 2  # header is line 1
+        raise MappingError(f"date column {column!r} is empty on line {line}")
+    best = None  # (parsed count, format, first value it fails on, its line)
+    for fmt in DATE_FORMATS:
+        parsed = pd.to_datetime(text, format=fmt, errors="coerce")
+        if parsed.notna().all():
+            return parsed.dt.normalize(), fmt
+        if best is None or parsed.notna().sum() > best[0]:
+            # The format most values follow names the value a person should look at.
+            i = int(parsed.isna().to_numpy().nonzero()[0][0])
+            best = (int(parsed.notna().sum()), fmt, text.iloc[i], i + 2)
+    hint = f" (the other values follow {best[1]})" if best[0] else ""
+    raise MappingError(
+        f"date column {column!r} does not parse: value {best[2]!r} on line {best[3]} is not a "
+        f"date{hint}; formats tried: {list(DATE_FORMATS)}")
+
+
+def infer_type(values: pd.Series) -> ColumnType:
+    """int, float or str: the narrowest type every non-empty value parses as."""
+    present = values[values.str.strip().ne("") & values.notna()].str.strip()
+    if present.empty:
+        return "float"
+    number = pd.to_numeric(present, errors="coerce")
+    if number.notna().all():
+        return "int" if (number == number.round()).all() and \
+            not present.str.contains(r"[.eE]").any() else "float"
+    return "str"
+
+
+def guess_frequency(dates: pd.Series, column: str) -> str:
+    days = pd.Series(sorted(dates.unique()))
+    if len(days) < 2:
+        raise MappingError(f"date column {column!r} holds a single date: no frequency to follow")
+    gaps = days.diff().dropna().dt.days
+    step = int(gaps.min())
+    if step == 7 and (gaps % 7 == 0).all():
+        return "W"
+    if step == 1:
+        return "D"
+    raise MappingError(
+        f"date column {column!r}: consecutive dates are {step} days apart at least (e.g. "
+        f"{days.iloc[int(gaps.to_numpy().argmin())].date()} to the next): expected daily (1) or "
+        "weekly (7, always on the same weekday) data")
+
+
+def inspect_csv(csv: Path, name: str, date: str, keys: list[str], target: str,
+                freq: str | None = None, known: list[str] = (), observed: list[str] = (),
+                horizon: int | None = None) -> Proposal:
+    """Check the mapping against the file and propose a spec (nothing is written here)."""
+    csv = Path(csv).expanduser().resolve()
+    if not csv.is_file():
+        raise MappingError(f"--csv {csv} does not exist")
+    if not name.isidentifier():
+        raise MappingError(f"--name {name!r} must be a plain identifier (letters, digits, _)")
+    frame = pd.read_csv(csv, dtype=str, keep_default_na=False)
+    _columns(frame, [date], "date")
+    _columns(frame, keys, "key")
+    _columns(frame, [target], "target")
+    _columns(frame, list(known), "known covariate")
+    _columns(frame, list(observed), "observed covariate")
+    roles = [date, *keys, target, *known, *observed]
+    twice = sorted({c for c in roles if roles.count(c) > 1})
+    if twice:
+        raise MappingError(f"column {twice[0]!r} is mapped twice (date, keys, target, known and "
+                           "observed must be distinct)")
+    if freq is not None and freq not in ("D", "W"):
+        raise MappingError(f"--freq {freq!r}: expected D (daily) or W (weekly)")
+    if frame.empty:
+        raise MappingError(f"{csv} has a header but no rows")
+
+    dates, fmt = parse_dates(frame[date], date)
+    dup = frame.assign(_d=dates).duplicated(["_d", *keys], keep=False)
+    if dup.any():
+        i = int(dup.to_numpy().nonzero()[0][0])
+        where = ", ".join(f"{k}={frame[k].iloc[i]!r}" for k in keys)
+        raise MappingError(
+            f"keys {keys} are not unique per date: {int(dup.sum())} rows share a (date, keys) "
+            f"pair, e.g. {date}={frame[date].iloc[i]!r}, {where} (line {i + 2} and others)")
+    guessed = guess_frequency(dates, date)
+    if freq is not None and freq != guessed:
+        raise MappingError(f"--freq {freq} does not match the dates of {date!r}, which look "
+                           f"{'weekly' if guessed == 'W' else 'daily'} ({guessed})")
+    frequency = freq or guessed
+
+    notes: list[str] = []
+    target_values = pd.to_numeric(frame[target].str.strip(), errors="coerce")
+    bad = target_values.isna() & frame[target].str.strip().ne("")
+    if bad.mean() > 0.5:
+        i = int(bad.to_numpy().nonzero()[0][0])
+        raise MappingError(f"target column {target!r} is not numeric: e.g. "
+                           f"{frame[target].iloc[i]!r} on line {i + 2}")
+    if bad.any():
+        notes.append(f"{int(bad.sum())} target values are not numbers: those rows will be "
+                     "quarantined (sales_rejects)")
+    negative = bool((target_values < 0).any())
+    if negative:
+        notes.append(f"{int((target_values < 0).sum())} negative targets (returns?): accepted "
+                     "(allow_negative_target)")
+
+    key_types = {k: ("int" if infer_type(frame[k]) == "int" else "str") for k in keys}
+    types = {c: infer_type(frame[c]) for c in [*known, *observed]}
+    categories = {}
+    for c, t in types.items():
+        if t != "str":
+            continue
+        codes = sorted(v for v in frame[c].str.strip().unique() if v)
+        if len(codes) > MAX_CATEGORIES:
+            raise MappingError(f"covariate {c!r} holds text with {len(codes)} distinct values "
+                               f"(e.g. {codes[0]!r}): expected numbers or at most "
+                               f"{MAX_CATEGORIES} codes")
+        categories[c] = codes
+        notes.append(f"{c}: text codes {codes} encoded as categories 1..{len(codes)}")
+
+    # Gaps: periods a series misses between its first and last row; whole periods with no row.
+    step = 7 if frequency == "W" else 1
+    series = frame[keys].astype(str).agg("|".join, axis=1)
+    spans = pd.DataFrame({"s": series, "d": dates}).groupby("s")["d"].agg(["min", "max", "count"])
+    expected = ((spans["max"] - spans["min"]).dt.days // step + 1)
+    missing = int((expected - spans["count"]).sum())
+    all_periods = pd.date_range(dates.min(), dates.max(), freq=f"{step}D")
+    empty = sorted(set(all_periods) - set(dates))
+    closed = [d.date().isoformat() for d in empty]
+    per_date = pd.Series(dates).value_counts()
+    active = pd.Series({d: int(((spans["min"] <= d) & (spans["max"] >= d)).sum())
+                        for d in per_date.index})
+    share = (1 - per_date / active).clip(lower=0)
+    worst = float(share.max()) if len(share) else 0.0
+    tolerance = max(0.05, math.ceil(worst * 20) / 20)
+    notes.append(f"{len(spans)} series, {len(frame)} rows; {missing} series-periods missing "
+                 "between a series' first and last row (missing = no data, never zero)")
+    if closed:
+        notes.append(f"{len(closed)} periods have no row at all ({', '.join(closed[:5])}"
+                     f"{' ...' if len(closed) > 5 else ''}): recorded as closed_dates")
+    if tolerance > 0.05:
+        notes.append(f"up to {worst:.0%} of the active series miss a period: completeness "
+                     f"tolerance max_missing_share {tolerance:.2f}")
+    if tolerance >= 1:
+        raise MappingError(f"some periods miss {worst:.0%} of the active series: the keys "
+                           f"{keys} do not describe series that report every period")
+
+    spec = {
+        "version": SPEC_VERSION,
+        "name": name, "csv": str(csv), "date_format": fmt,
+        "description": f"user CSV {csv.name}",
+        "frequency": frequency, "date_column": date, "keys": list(keys),
+        "key_types": key_types, "target": target,
+        "known": {c: types[c] for c in known}, "observed": {c: types[c] for c in observed},
+        "categories": categories, "allow_negative_target": negative,
+        "max_missing_share": tolerance, "closed_dates": closed,
+        "start": dates.min().date().isoformat(), "end": dates.max().date().isoformat(),
+        "horizon": int(horizon or DEFAULT_HORIZON[frequency]),
+    }
+    to_spec(spec)  # the spec's own rules (e.g. a weekly horizon the recipe can serve)
+    return Proposal(spec, notes)
+
+
+def to_spec(data: dict) -> DatasetSpec:
+    """A ``DatasetSpec`` from the YAML's mapping, with the CSV lander bound to its file."""
+    try:
+        return DatasetSpec(
+            name=data["name"], description=data.get("description", ""),
+            frequency=data["frequency"], date_column=data["date_column"],
+            keys=tuple(data["keys"]), key_types=dict(data.get("key_types", {})),
+            target=data["target"], known=dict(data.get("known", {})),
+            observed=dict(data.get("observed", {})),
+            categories={c: tuple(v) for c, v in data.get("categories", {}).items()},
+            allow_negative_target=bool(data.get("allow_negative_target", False)),
+            max_missing_share=float(data.get("max_missing_share", 0.05)),
+            closed_dates=tuple(data.get("closed_dates", ())),
+            start=dt.date.fromisoformat(str(data["start"])),
+            end=dt.date.fromisoformat(str(data["end"])),
+            horizon=int(data["horizon"]), metric=data.get("metric", "smape"),
+            lander=functools.partial(land_csv, csv=data["csv"],
+                                     date_format=data.get("date_format", "%Y-%m-%d")),
+        )
+    except KeyError as err:
+        raise ValueError(f"dataset spec {data.get('name', '?')!r} lacks the field {err.args[0]!r}"
+                         ) from None
+
+
+def write_spec(proposal: Proposal, datasets_dir: Path, overwrite: bool = False) -> Path:
+    path = Path(datasets_dir) / f"{proposal.spec['name']}.yaml"
+    if path.exists() and not overwrite:
+        raise MappingError(f"{path} exists: pass --force to replace it")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".yaml.tmp")
+    tmp.write_text("# written by forecast-platform init-dataset; edit freely\n"
+                   + yaml.safe_dump(proposal.spec, sort_keys=False))
+    tmp.replace(path)
+    return path
+
+
+def load_spec(path: Path) -> DatasetSpec:
+    data = yaml.safe_load(Path(path).read_text())
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} is not a dataset spec (a YAML mapping)")
+    return to_spec(data)
+
+
+def land_csv(spec: DatasetSpec, landing_dir: Path, source_dir: Path | None = None, *,
+             csv: str, date_format: str, **_: object) -> list[Path]:
+    """Split the user's CSV into landing files, one per period, values kept as text.
+
+    Validation (pandera) then types the values and quarantines what does not parse, as for
+    every other dataset. A ``source_dir`` holding a file of the CSV's name wins over the path
+    recorded in the spec.
+    """
+    path = Path(csv)
+    if source_dir is not None and (Path(source_dir) / path.name).is_file():
+        path = Path(source_dir) / path.name
+    if not path.is_file():
+        raise FileNotFoundError(f"dataset {spec.name!r}: {path} does not exist (the CSV the "
+                                "spec was made from; pass --source-dir to point at its folder)")
+    frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    missing = [c for c in spec.columns if c not in frame.columns]
+    if missing:
+        raise ValueError(f"dataset {spec.name!r}: {path} lacks the columns {missing}")
+    dates, _ = parse_dates(frame[spec.date_column], spec.date_column) if date_format is None \
+        else (pd.to_datetime(frame[spec.date_column].str.strip(), format=date_format,
+                             errors="coerce"), date_format)
+    if dates.isna().any():
+        i = int(dates.isna().to_numpy().nonzero()[0][0])
+        raise ValueError(f"dataset {spec.name!r}: {spec.date_column}="
+                         f"{frame[spec.date_column].iloc[i]!r} on line {i + 2} of {path} is not "
+                         f"a date in the spec's format {date_format}")
+    out = frame[spec.columns].assign(**{spec.date_column: dates.dt.strftime("%Y-%m-%d")})
+    return write_landing_files(out, landing_dir, spec.date_column)
