@@ -160,7 +160,7 @@ def summarize(settings: Settings, results: list, seconds: float) -> str:
     with duckdb.connect(str(settings.warehouse_path), read_only=True) as con:
         for table in SUMMARY_TABLES:
             n = con.execute(f"SELECT count(*) FROM {table}").fetchone()[0] \
-                if table_exists(con, table) else "missing"
+                if table_exists(con, table) else "none yet"
             lines.append(f"  {table:<18} {n:>12}")
     events = [e for r in results for e in r.all_events]
     checks = [e.event_specific_data for e in events

@@ -371,7 +371,9 @@ def test_score_anomaly_is_a_what_if_on_a_past_day(client, online):
     """A recent observed day scored with another actual: a big spike there is flagged as a
     spike against the same expectation; the real actual is not."""
     day = str(END - dt.timedelta(days=3))
-    real = online.anomaly_context.frame.query("series_id == '1|2' and ds == @day")["y"].item()
+    frame = online.anomaly_context.frame
+    real = frame.loc[(frame["series_id"] == "1|2") & (frame["ds"] == pd.Timestamp(day)),
+                     "y"].item()
     normal = client.post("/score_anomaly", json={"series": S12, "date": day, "actual": real})
     spike = client.post("/score_anomaly", json={"series": S12, "date": day, "actual": 2000})
     assert normal.status_code == spike.status_code == 200
