@@ -8,7 +8,6 @@ import datetime as dt
 import json
 
 import dagster as dg
-import duckdb
 import mlflow
 import pandas as pd
 
@@ -20,29 +19,25 @@ from forecast_platform.features.offline import FEATURES
 from forecast_platform.models import registry
 from forecast_platform.models.anomaly import (
     AnomalyDetector,
+    anomaly_model_name,
     classify,
     context_features,
     with_day_factors,
 )
-from forecast_platform.models.expected import expected_values
+from forecast_platform.models.expected import (
+    EXPECTED,
+    context_days,
+    expected_values,
+    expected_with_actuals,
+)
 from forecast_platform.models.forecaster import Forecaster
 from forecast_platform.partitions import date_range, partitions_for
 from forecast_platform.quality.checks import Outcome
 from forecast_platform.resources import PlatformResource
-from forecast_platform.warehouse.store import (
-    connect,
-    quote,
-    registered,
-    replace_range,
-    table_exists,
-)
+from forecast_platform.warehouse.store import connect, registered, replace_range, table_exists
 
 OWNERS = ["team:forecasting"]
-EXPECTED = "expected_sales"
 ANOMALIES = "sales_anomalies"
-# The history read before a scored period: context_features' reference window (182 periods)
-# plus its run context (28), in the data's periods (weeks for weekly data), as its windows are.
-CONTEXT_PERIODS = 210
 MAX_DAILY_RATE = 0.05  # above this share of series flagged on one day: a data problem
 # A day whose series ALL sit this far from expectation (day factor outside the band) is a
 # closure, an outage or a forecaster miss: absorbed by the day factor, reported by the check.
@@ -60,43 +55,11 @@ class AnomalyConfig(dg.Config):
     detector: str = "ecod"
 
 
-def anomaly_model_name(spec: DatasetSpec) -> str:
-    return f"{spec.name}_anomaly"
-
-
-def context_days(spec: DatasetSpec) -> int:
-    """``CONTEXT_PERIODS`` in days: how far before a scored date ``expected_with_actuals`` reads
-    (210 days for daily data, 1,470 for weekly). The serving bundle packs the same window."""
-    return CONTEXT_PERIODS * spec.step_days
-
-
 def score_context(frame: pd.DataFrame, spec: DatasetSpec, start: dt.date):
     """``context_features`` of ``frame`` (with the day factors) from ``start`` on, in the spec's
     periods: the one call the detector's fit, the scoring asset and the serving parity share."""
     return context_features(with_day_factors(frame), start=pd.Timestamp(start),
                             step_days=spec.step_days)
-
-
-def expected_with_actuals(con: duckdb.DuckDBPyConnection, spec: DatasetSpec, start: dt.date,
-                          end: dt.date) -> pd.DataFrame:
-    """``series_id, ds, y, p10, p50, p90`` for start..end: one forecast per day, the latest
-    origin before it, from the rolling refits or the champion's forward forecasts."""
-    sources = [f"SELECT series_id, ds, origin, p10, p50, p90 FROM {EXPECTED}"]
-    if table_exists(con, FORECASTS):
-        sources.append(f"SELECT series_id, ds, origin, p10, p50, p90 FROM {FORECASTS}")
-    date = quote(spec.date_column)
-    return con.execute(f"""
-        WITH e AS (
-            SELECT * FROM ({" UNION ALL ".join(sources)})
-            WHERE ds BETWEEN ? AND ? AND origin < ds
-            QUALIFY row_number() OVER (PARTITION BY series_id, ds ORDER BY origin DESC) = 1
-        )
-        SELECT v.series_id, v.{date} AS ds, CAST(v.{quote(spec.target)} AS DOUBLE) AS y,
-               e.p10, e.p50, e.p90
-        FROM validated_sales v LEFT JOIN e ON e.series_id = v.series_id AND e.ds = v.{date}
-        WHERE v.{date} BETWEEN ? AND ?
-        ORDER BY 1, 2
-    """, [start, end, start, end]).df()
 
 
 def label_scores(scored: pd.DataFrame, labels: pd.DataFrame) -> dict[str, float]:
@@ -206,7 +169,7 @@ def build_anomaly_assets(spec: DatasetSpec) -> list:
             fit_start = max(first, last - dt.timedelta(
                 days=(config.fit_periods - 1) * spec.step_days))
             frame = expected_with_actuals(
-                con, spec, fit_start - dt.timedelta(days=context_days(spec)), last)
+                con, spec, fit_start - dt.timedelta(days=context_days(spec)), last, FORECASTS)
             expected_version = con.execute(
                 f"SELECT max(forecaster_version) FROM {EXPECTED}").fetchone()[0]
         features = score_context(frame, spec, fit_start)
@@ -282,7 +245,7 @@ def build_anomaly_assets(spec: DatasetSpec) -> list:
                                  "anomaly_model first")
             forecaster = registry.champion(con, forecaster_name)
             frame = expected_with_actuals(con, spec, start - dt.timedelta(days=context_days(spec)),
-                                          end)
+                                          end, FORECASTS)
         detector = AnomalyDetector.from_bytes(record.model_bytes)
         features = score_context(frame, spec, start)
         rows = features.rows

@@ -61,6 +61,13 @@ DAY_FACTOR_MIN_P50 = 5.0  # series expected to sell less are too noisy to measur
 DAY_FACTOR_BOUNDS = (0.01, 100.0)  # only keeps the scaled expectation positive and finite
 
 
+def anomaly_model_name(spec) -> str:
+    """The model_registry name of a dataset's detector (``<dataset>_anomaly``): the
+    anomaly_model asset registers under it, the serving bundle packs its champion."""
+    return f"{spec.name}_anomaly"
+
+
+
 # ---------------------------------------------------------------------------- features
 
 

@@ -13,9 +13,18 @@ import datetime as dt
 import math
 from collections.abc import Callable
 
+import duckdb
 import pandas as pd
 
+from forecast_platform.datasets.spec import DatasetSpec
+from forecast_platform.features.offline import VALIDATED
 from forecast_platform.models.forecaster import Forecaster
+from forecast_platform.warehouse.store import quote, table_exists
+
+EXPECTED = "expected_sales"
+# The history read before a scored period: context_features' reference window (182 periods)
+# plus its run context (28), in the data's periods (weeks for weekly data), as its windows are.
+CONTEXT_PERIODS = 210
 
 # A refit needs about a quarter of usable training rows, whatever the frequency: a span of
 # time (91 days: 91 daily periods, 13 weekly ones), not a count of periods. Counted in periods,
@@ -81,3 +90,36 @@ def expected_values(frame: pd.DataFrame, make_model: Callable[[], Forecaster], h
         ], axis=1))
     out = pd.concat(parts, ignore_index=True).dropna(subset=["p50"])
     return out, origins
+
+
+def context_days(spec: DatasetSpec) -> int:
+    """``CONTEXT_PERIODS`` in days: how far before a scored date ``expected_with_actuals`` reads
+    (210 days for daily data, 1,470 for weekly). The serving bundle packs the same window."""
+    return CONTEXT_PERIODS * spec.step_days
+
+
+def expected_with_actuals(con: duckdb.DuckDBPyConnection, spec: DatasetSpec, start: dt.date,
+                          end: dt.date, forecasts: str = "forecasts") -> pd.DataFrame:
+    """``series_id, ds, y, p10, p50, p90`` for start..end: one forecast per day, the latest
+    origin before it, from the rolling refits or the champion's forward forecasts.
+
+    ``forecasts``: the forward forecasts' table (``assets.forecasting.FORECASTS``, Dagster
+    wiring this core module does not import). The sales_anomalies asset and the serving
+    bundle both read through here, so their expected values cannot drift apart.
+    """
+    sources = [f"SELECT series_id, ds, origin, p10, p50, p90 FROM {EXPECTED}"]
+    if table_exists(con, forecasts):
+        sources.append(f"SELECT series_id, ds, origin, p10, p50, p90 FROM {forecasts}")
+    date = quote(spec.date_column)
+    return con.execute(f"""
+        WITH e AS (
+            SELECT * FROM ({" UNION ALL ".join(sources)})
+            WHERE ds BETWEEN ? AND ? AND origin < ds
+            QUALIFY row_number() OVER (PARTITION BY series_id, ds ORDER BY origin DESC) = 1
+        )
+        SELECT v.series_id, v.{date} AS ds, CAST(v.{quote(spec.target)} AS DOUBLE) AS y,
+               e.p10, e.p50, e.p90
+        FROM {VALIDATED} v LEFT JOIN e ON e.series_id = v.series_id AND e.ds = v.{date}
+        WHERE v.{date} BETWEEN ? AND ?
+        ORDER BY 1, 2
+    """, [start, end, start, end]).df()

@@ -37,6 +37,13 @@ from forecast_platform.datasets.spec import DatasetSpec
 from forecast_platform.features.offline import CALENDAR, VALIDATED
 from forecast_platform.features.sql import FeaturePlan, plan_features
 from forecast_platform.models import registry
+from forecast_platform.models.anomaly import INPUT_COLUMNS, anomaly_model_name, with_day_factors
+from forecast_platform.models.expected import (
+    CONTEXT_PERIODS,
+    EXPECTED,
+    context_days,
+    expected_with_actuals,
+)
 from forecast_platform.models.forecaster import Forecaster
 from forecast_platform.warehouse.store import quote, table_exists
 
@@ -149,26 +156,6 @@ class Windows:
 
 # -- building -----------------------------------------------------------------------------------
 
-def anomaly_model_name(spec: DatasetSpec) -> str:
-    """The model_registry name the anomaly detector's champion is looked up under (the
-    forecaster's convention, ``<dataset>_forecaster``, for the detector)."""
-    return f"{spec.name}_anomaly"
-
-
-def _anomaly_champion(con: duckdb.DuckDBPyConnection, spec: DatasetSpec
-                      ) -> registry.ModelRecord | None:
-    """The anomaly detector's champion, when the anomaly models exist and one was promoted.
-
-    The slot is optional: a bundle without it serves forecasts and answers ``score_anomaly``
-    with a clear "not available".
-    """
-    try:
-        from forecast_platform.models import anomaly  # noqa: F401  (built by another issue)
-    except ImportError:
-        return None
-    return registry.champion(con, anomaly_model_name(spec))
-
-
 def snapshot_frames(con: duckdb.DuckDBPyConnection, spec: DatasetSpec, windows: Windows
                     ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """validated_sales and holiday_calendar rows the service needs, in their warehouse shape.
@@ -208,17 +195,9 @@ def anomaly_context(con: duckdb.DuckDBPyConnection, spec: DatasetSpec, windows: 
     asset reads for it). Later dates are not scorable: their context would lack the actuals of
     the days between the origin and them, which the asset would have.
 
-    The query and the window length are imported from the asset module (at build time only:
-    it needs Dagster, the service does not), so they cannot drift apart.
+    The query and the window length are the asset's own (``models.expected``), so they cannot
+    drift apart.
     """
-    from forecast_platform.assets.anomalies import (
-        CONTEXT_PERIODS,
-        EXPECTED,
-        context_days,
-        expected_with_actuals,
-    )
-    from forecast_platform.models.anomaly import INPUT_COLUMNS, with_day_factors
-
     if not table_exists(con, EXPECTED):
         raise ValueError(f"an anomaly detector champion exists but {EXPECTED} does not: "
                          f"materialize {EXPECTED} (and anomaly_model) before the serving bundle")
@@ -266,7 +245,9 @@ def build_bundle(con: duckdb.DuckDBPyConnection, spec: DatasetSpec, model_name: 
     if holidays.empty or pd.Timestamp(holidays["ds"].max()) < pd.Timestamp(windows.future_end):
         raise ValueError(f"{CALENDAR} ends before {windows.future_end}, the last forecast date: "
                          "re-materialize holiday_calendar")
-    anomaly = _anomaly_champion(con, spec)
+    # Optional: a bundle without a detector serves forecasts and answers score_anomaly with
+    # a clear "not available".
+    anomaly = registry.champion(con, anomaly_model_name(spec))
     created = dt.datetime.now(dt.UTC).replace(microsecond=0)
     model = {
         "name": model_name,
