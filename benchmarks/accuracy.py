@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -36,12 +35,11 @@ from pathlib import Path
 import duckdb
 import numpy as np
 import pandas as pd
-from results import ROOT, append_section, machine  # noqa: E402
+from results import ROOT, append_section, default_source_dir, machine  # noqa: E402
 
 from forecast_platform.datasets.registry import favorita_select, get_spec, walmart_select
 from forecast_platform.datasets.spec import DatasetSpec
-from forecast_platform.features.calendar import calendar_frame
-from forecast_platform.features.offline import CALENDAR, HOLIDAYS_SOURCE, history_source
+from forecast_platform.features.offline import HOLIDAYS_SOURCE, history_features_sql, write_calendar
 from forecast_platform.features.sql import features_select, plan_features
 from forecast_platform.models import metrics
 from forecast_platform.models.backtest import baseline_forecasts
@@ -51,6 +49,7 @@ from forecast_platform.models.forecaster import (
     default_model_features,
 )
 from forecast_platform.models.future import future_params, future_source
+from forecast_platform.quality.validation import SQL_TYPES
 from forecast_platform.warehouse.store import quote
 
 CSV_NAME = {"store_item": "train.csv.gz"}
@@ -73,12 +72,11 @@ def source_sql(spec: DatasetSpec, data_dir: Path) -> str:
 
 def load_warehouse(spec: DatasetSpec, data_dir: Path) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB with ``validated_sales`` and ``holiday_calendar`` from the source."""
-    sql_type = {"int": "BIGINT", "float": "DOUBLE", "str": "VARCHAR", "bool": "BOOLEAN"}
     typed = [f"CAST({quote(spec.date_column)} AS DATE) AS {quote(spec.date_column)}"]
-    typed += [f"CAST({quote(k)} AS {sql_type[spec.key_type(k)]}) AS {quote(k)}"
+    typed += [f"CAST({quote(k)} AS {SQL_TYPES[spec.key_type(k)]}) AS {quote(k)}"
               for k in spec.keys]
     typed.append(f"CAST({quote(spec.target)} AS DOUBLE) AS {quote(spec.target)}")
-    typed += [f"CAST({quote(c)} AS {sql_type[t]}) AS {quote(c)}"
+    typed += [f"CAST({quote(c)} AS {SQL_TYPES[t]}) AS {quote(c)}"
               for c, t in spec.covariates.items()]
     keys = ", ".join(f"CAST({quote(k)} AS VARCHAR)" for k in spec.keys)
     con = duckdb.connect()
@@ -90,11 +88,7 @@ def load_warehouse(spec: DatasetSpec, data_dir: Path) -> duckdb.DuckDBPyConnecti
     first, last = con.execute(
         f"SELECT min({quote(spec.date_column)}), max({quote(spec.date_column)}) "
         "FROM validated_sales").fetchall()[0]
-    calendar = calendar_frame(first, last)  # runs a year past the data
-    con.register("_calendar", calendar)
-    con.execute(f"CREATE TABLE {CALENDAR} AS SELECT CAST(ds AS DATE) AS ds, is_holiday, holiday, "
-                "days_to_holiday FROM _calendar")
-    con.unregister("_calendar")
+    write_calendar(con, first, last)  # runs a year past the data
     return con
 
 
@@ -117,8 +111,7 @@ def model_predictions(con: duckdb.DuckDBPyConnection, spec: DatasetSpec, origin:
     plan = plan_features(spec, horizon)
     step = spec.step_days
     started = time.perf_counter()
-    select = features_select(plan, history_source(spec), HOLIDAYS_SOURCE)
-    train = con.execute(select, [first_day, origin, first_day, origin]).df()
+    train = con.execute(history_features_sql(plan), [first_day, origin, first_day, origin]).df()
     first = origin + dt.timedelta(days=lags_from * step)
     last = origin + dt.timedelta(days=horizon * step)
     history_start = origin - dt.timedelta(days=plan.lookback_days)
@@ -228,8 +221,7 @@ def report(args, spec: DatasetSpec, r: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dataset", default="store_item")
-    parser.add_argument("--data-dir", default=os.environ.get("FORECAST_SOURCE_DIR")
-                        or str(ROOT.parent / "shared" / "data" / "store_item_demand"),
+    parser.add_argument("--data-dir", default=default_source_dir("store_item_demand"),
                         help="folder holding the dataset's CSV (train.csv.gz)")
     parser.add_argument("--origin", type=dt.date.fromisoformat,
                         help="last training day (default: store_item 2017-10-02, walmart "

@@ -37,7 +37,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import os
 import pickle
 import sys
 import time
@@ -49,7 +48,7 @@ from sklearn.metrics import average_precision_score
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from accuracy import load_warehouse  # noqa: E402
-from results import append_section, machine  # noqa: E402
+from results import append_section, default_source_dir, machine  # noqa: E402
 
 from forecast_platform.datasets.registry import get_spec  # noqa: E402
 from forecast_platform.features.offline import HOLIDAYS_SOURCE, history_source  # noqa: E402
@@ -354,8 +353,7 @@ def report(args, r: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dataset", default="store_item")
-    parser.add_argument("--data-dir", default=os.environ.get("FORECAST_SOURCE_DIR")
-                        or str(ROOT.parent / "shared" / "data" / "store_item_demand"))
+    parser.add_argument("--data-dir", default=default_source_dir("store_item_demand"))
     parser.add_argument("--eval-start", type=dt.date.fromisoformat, default=dt.date(2017, 7, 1))
     parser.add_argument("--eval-end", type=dt.date.fromisoformat, default=dt.date(2017, 12, 31))
     parser.add_argument("--fit-start", type=dt.date.fromisoformat, default=dt.date(2017, 1, 1))

@@ -50,9 +50,8 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-from results import ROOT, append_section, machine  # noqa: E402
+from results import ROOT, append_section, default_source_dir, machine  # noqa: E402
 
-DEFAULT_SOURCE = ROOT.parent / "shared" / "data" / "store_item_demand"
 RANGE_START = "dagster/asset_partition_range_start"
 RANGE_END = "dagster/asset_partition_range_end"
 
@@ -399,8 +398,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--partitions", type=int, help="only the last N days (quick run)")
     parser.add_argument("--no-append", action="store_true", help="do not write docs/benchmarks.md")
-    parser.add_argument("--source-dir", default=os.environ.get("FORECAST_SOURCE_DIR")
-                        or str(DEFAULT_SOURCE), help="folder holding train.csv.gz")
+    parser.add_argument("--source-dir", default=default_source_dir("store_item_demand"),
+                        help="folder holding train.csv.gz")
     parser.add_argument("--floor-variants", action="store_true",
                         help="also run the floor with each event-log storage variant")
     parser.add_argument("--variant-partitions", default="365",

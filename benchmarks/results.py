@@ -15,6 +15,11 @@ with which command it was measured; rerun the command to compare.
 """
 
 
+def default_source_dir(name: str) -> str:
+    """A benchmark's default source folder: ``FORECAST_SOURCE_DIR``, else ../shared/data/<name>."""
+    return os.environ.get("FORECAST_SOURCE_DIR") or str(ROOT.parent / "shared" / "data" / name)
+
+
 def machine() -> str:
     cpu = "unknown CPU"
     try:

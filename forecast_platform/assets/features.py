@@ -6,14 +6,18 @@ import dagster as dg
 
 from forecast_platform.assets.metadata import TYPE_NAMES, table_metadata
 from forecast_platform.datasets.spec import DatasetSpec
-from forecast_platform.features.calendar import calendar_frame
-from forecast_platform.features.offline import CALENDAR, FEATURES, compute_features
+from forecast_platform.features.offline import (
+    CALENDAR,
+    FEATURES,
+    compute_features,
+    write_calendar,
+)
 from forecast_platform.features.sql import KNOWN_IN_ADVANCE, FeaturePlan, plan_features
 from forecast_platform.models.forecaster import ForecasterParams
 from forecast_platform.partitions import date_range, partitions_for
 from forecast_platform.quality.validation import SQL_TYPES
 from forecast_platform.resources import PlatformResource
-from forecast_platform.warehouse.store import connect, quote, registered
+from forecast_platform.warehouse.store import connect, quote
 
 OWNERS = ["team:forecasting"]
 
@@ -47,11 +51,8 @@ def build_feature_assets(spec: DatasetSpec) -> list:
         pool="duckdb",
     )
     def holiday_calendar(platform: PlatformResource) -> dg.MaterializeResult:
-        frame = calendar_frame(spec.start, spec.end)
-        with connect(platform.warehouse_path) as con, registered(con, "_calendar", frame):
-            con.execute(f"CREATE OR REPLACE TABLE {CALENDAR} AS "
-                        "SELECT CAST(ds AS DATE) AS ds, is_holiday, holiday, days_to_holiday "
-                        "FROM _calendar")
+        with connect(platform.warehouse_path) as con:
+            frame = write_calendar(con, spec.start, spec.end)
         return dg.MaterializeResult(metadata={
             "dagster/row_count": len(frame),
             "holidays": int(frame["is_holiday"].sum()),
@@ -84,7 +85,6 @@ def build_feature_assets(spec: DatasetSpec) -> list:
         with connect(platform.warehouse_path) as con:
             rows = compute_features(con, plan, start, end)
             metadata = table_metadata(con, FEATURES, "ds", start, end, rows)
-            del metadata["dagster/column_schema"]  # declared on the asset (see above)
             # Rows the forecaster can learn from: those with a usable level (its scale feature).
             level = quote(ForecasterParams.scale_feature)
             usable = con.execute(

@@ -69,7 +69,6 @@ def build_ingest_assets(spec: DatasetSpec) -> list:
         with connect(platform.warehouse_path) as con:
             facts = ingest_files(con, spec, files, start, end, dt.datetime.now())
             metadata = table_metadata(con, RAW_TABLE, PARTITION_COLUMN, start, end, facts["rows"])
-            del metadata[SCHEMA]  # declared on the asset
             header_outcome = checks.file_headers(con, start, end)
             fresh = checks.freshness(con, list(landed))
         missing = (end - start).days // spec.step_days + 1 - len(files)

@@ -92,7 +92,7 @@ def build_serving_assets(spec: DatasetSpec) -> list:
         files = [p for p in (log_file(directory, d) for d in days) if p.is_file()]
         with connect(platform.warehouse_path) as con:
             rows = replace_range(con, LOG_TABLE, "log_date", start, end, log_select(files))
-            metadata = table_metadata(con, LOG_TABLE, "log_date", start, end, rows)
+            metadata = table_metadata(con, LOG_TABLE, "log_date", start, end, rows, schema=True)
             requests, by_endpoint = con.execute(
                 f"SELECT count(DISTINCT request_id), "
                 f"string_agg(DISTINCT endpoint, ', ' ORDER BY endpoint) FROM {LOG_TABLE} "

@@ -124,8 +124,6 @@ def build_validate_assets(spec: DatasetSpec) -> list:
                 f"WHERE {quote(spec.date_column)} BETWEEN ? AND ?", [start, end]).fetchone()[0]
             validated_meta = table_metadata(con, VALIDATED, spec.date_column, start, end, n_valid)
             rejects_meta = table_metadata(con, REJECTS, "partition_date", start, end, n_rejects)
-            for meta in (validated_meta, rejects_meta):
-                del meta[SCHEMA]  # declared on the assets
             blocking = {
                 "valid_rows_contract": checks.valid_rows_contract(con, spec, start, end),
                 "completeness": checks.completeness(con, spec, start, end),

@@ -85,14 +85,7 @@ def land_store_item(
     spec: DatasetSpec, landing_dir: Path, source_dir: Path | None = None, **_: object
 ) -> list[Path]:
     """Split Kaggle's ``train.csv.gz`` into daily landing files (the file is never copied)."""
-    if source_dir is None:
-        raise ValueError(
-            "dataset 'store_item' needs FORECAST_SOURCE_DIR: the folder holding train.csv.gz "
-            "(in development: ../shared/data/store_item_demand)"
-        )
-    path = source_dir / "train.csv.gz"
-    if not path.is_file():
-        raise FileNotFoundError(f"dataset 'store_item': {path} does not exist")
+    path = _source_file(spec, source_dir, "train.csv.gz", "../shared/data/store_item_demand")
     frame = duckdb.sql(f"SELECT * FROM read_csv('{path}', all_varchar = true)").df()
     return write_landing_files(frame, landing_dir, spec.date_column)
 

@@ -71,7 +71,13 @@ def load_sales(con: duckdb.DuckDBPyConnection, spec: DatasetSpec, sales: pd.Data
     )
     with registered(con, "_sales", frame):
         con.execute(f"CREATE OR REPLACE TABLE {VALIDATED} AS SELECT * FROM _sales")
-    first, last = calendar or (spec.start, spec.end)
-    with registered(con, "_calendar", calendar_frame(first, last)):
+    write_calendar(con, *(calendar or (spec.start, spec.end)))
+
+
+def write_calendar(con: duckdb.DuckDBPyConnection, first: dt.date, last: dt.date) -> pd.DataFrame:
+    """(Re)create holiday_calendar from ``calendar_frame(first, last)``; returns the frame."""
+    frame = calendar_frame(first, last)
+    with registered(con, "_calendar", frame):
         con.execute(f"CREATE OR REPLACE TABLE {CALENDAR} AS SELECT CAST(ds AS DATE) AS ds, "
                     "* EXCLUDE (ds) FROM _calendar")
+    return frame

@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 
 from forecast_platform.datasets.spec import DatasetSpec
+from forecast_platform.features.offline import VALIDATED, history_source
 from forecast_platform.warehouse.store import quote
 
 
@@ -20,19 +21,16 @@ def future_source(spec: DatasetSpec, horizon: int, active_days: int = 28) -> str
     """
     keys = ", ".join(quote(k) for k in spec.keys)
     date = quote(spec.date_column)
-    known_hist = "".join(f", {quote(c)}" for c in spec.known)
     # Text codes (spec.categories) have no "nothing planned" value: NULL, an unknown code.
     known_future = "".join(
         f", {'NULL::VARCHAR' if c in spec.categories else '0'} AS {quote(c)}" for c in spec.known)
     step = spec.step_days
     return f"""
-        SELECT {date} AS ds, series_id, {keys}, CAST({quote(spec.target)} AS DOUBLE) AS y
-               {known_hist}
-        FROM validated_sales WHERE {date} BETWEEN ? AND ?
+        {history_source(spec)}
         UNION ALL
         SELECT f.ds, a.series_id, {", ".join(f"a.{quote(k)}" for k in spec.keys)},
                NULL::DOUBLE AS y {known_future}
-        FROM (SELECT DISTINCT series_id, {keys} FROM validated_sales
+        FROM (SELECT DISTINCT series_id, {keys} FROM {VALIDATED}
               WHERE {date} BETWEEN ?::DATE - INTERVAL {active_days * step} DAYS AND ?) a
         CROSS JOIN (SELECT unnest(generate_series(?::DATE + INTERVAL {step} DAYS,
                                                   ?::DATE + INTERVAL {horizon * step} DAYS,

@@ -118,8 +118,8 @@ def completeness(
     week; a daily feed of stores x items has every row every day).
     """
     if max_missing_share is None:
-        max_missing_share = spec.max_missing_share
-    if not 0 <= max_missing_share < 1:
+        max_missing_share = spec.max_missing_share  # checked by the spec
+    elif not 0 <= max_missing_share < 1:
         raise ValueError(f"dataset {spec.name!r}: max_missing_share must be in [0, 1), got "
                          f"{max_missing_share}")
     date = quote(spec.date_column)
