@@ -115,6 +115,7 @@ def wait_for(what: str, predicate, timeout: float, t0: float, marks: dict) -> fl
 def loop(settings, last: dt.date, args: argparse.Namespace) -> dict:
     import dagster as dg
 
+    from forecast_platform.assets.metadata import metadata_values
     from forecast_platform.datasets.registry import get_spec, land_synthetic
 
     env = _env(settings.data_dir)
@@ -151,20 +152,19 @@ def loop(settings, last: dt.date, args: argparse.Namespace) -> dict:
                      lambda: materialized("drift_report", wall0), timeout, t0, marks)
             report = instance.fetch_materializations(dg.AssetKey("drift_report"),
                                                      limit=1).records[0]
-            meta = {k: getattr(v, "value", v)
-                    for k, v in report.asset_materialization.metadata.items()}
+            meta = metadata_values(report.asset_materialization)
             print(f"  drift report: retrain={meta['retrain']} ({meta['retrain_reason']})")
             wait_for("retrain run requested by drift_sensor",
                      lambda: bool(runs("train_job")), timeout, t0, marks)
             wait_for(DONE,
                      lambda: materialized("forecaster", wall0), timeout, t0, marks)
             model = instance.fetch_materializations(dg.AssetKey("forecaster"), limit=1).records[0]
-            model_meta = {k: getattr(v, "value", v)
-                          for k, v in model.asset_materialization.metadata.items()}
+            model_meta = metadata_values(model.asset_materialization)
             train_run = runs("train_job")[0].dagster_run
+            tags = {k: v for k, v in train_run.tags.items()
+                    if not k.startswith(("dagster", ".dagster"))}
             print(f"  forecaster v{model_meta['model_version']} ({model_meta['status']}), "
-                  f"trigger={model_meta['trigger']}, run tags: "
-                  f"{ {k: v for k, v in train_run.tags.items() if not k.startswith('dagster')} }")
+                  f"trigger={model_meta['trigger']}, run tags: {tags}")
             instance.run_launcher.terminate(train_run.run_id)
             deadline = time.time() + 120
             while not instance.get_run_by_id(train_run.run_id).is_finished:

@@ -9,7 +9,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from forecast_platform.assets.metadata import run_metadata
@@ -58,40 +58,28 @@ def land(settings: Settings, start: dt.date | None, stores: int, items: int,
 
 
 def run_range(settings: Settings, job_name: str, start: dt.date | None = None,
-              end: dt.date | None = None):
-    """Materialize a job (over a date range, for partitioned jobs) as one run on the persistent
-    instance."""
+              end: dt.date | None = None, *, partition: dt.date | None = None,
+              tags: Mapping[str, str] | None = None):
+    """Materialize a job as one run on the persistent instance: over ``start..end`` or one
+    ``partition`` for partitioned jobs (e.g. one drift report), with ``tags`` (default
+    ``trigger=cli``)."""
     import dagster as dg
 
     from forecast_platform.definitions import build_definitions
     from forecast_platform.sensors import RANGE_END, RANGE_START
 
-    defs = build_definitions(settings)
-    job = defs.resolve_job_def(job_name)
-    tags = {"trigger": "cli"}
+    job = build_definitions(settings).resolve_job_def(job_name)
+    run_tags = dict(tags or {"trigger": "cli"})
     if start is not None and end is not None:
-        tags.update({RANGE_START: start.isoformat(), RANGE_END: end.isoformat()})
+        run_tags.update({RANGE_START: start.isoformat(), RANGE_END: end.isoformat()})
     with dg.DagsterInstance.get() as instance:
         return job.execute_in_process(
             instance=instance,
-            tags=tags,
+            tags=run_tags,
+            partition_key=partition.isoformat() if partition else None,
             run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
             raise_on_error=False,
         )
-
-
-def run_partition(settings: Settings, job_name: str, day: dt.date):
-    """One partition of a partitioned job, as its own run (e.g. one drift report)."""
-    import dagster as dg
-
-    from forecast_platform.definitions import build_definitions
-
-    job = build_definitions(settings).resolve_job_def(job_name)
-    with dg.DagsterInstance.get() as instance:
-        return job.execute_in_process(
-            instance=instance, partition_key=day.isoformat(), tags={"trigger": "cli"},
-            run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
-            raise_on_error=False)
 
 
 def forecaster_summary(result) -> list[str]:
@@ -219,7 +207,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         results.append(run_range(settings, ANOMALY_JOB, *scored))
     if results[1:] and results[1].success:
         print(f"Drift report and forecast performance for {last} ...")
-        results.append(run_partition(settings, MONITOR_JOB, last))
+        results.append(run_range(settings, MONITOR_JOB, partition=last))
     print(summarize(settings, results, time.perf_counter() - started))
     return 0 if all(r.success for r in results) else 1
 
@@ -243,9 +231,11 @@ def cmd_simulate_drift(args: argparse.Namespace) -> int:
     import dagster as dg
     import duckdb
 
+    from forecast_platform.assets.forecasting import model_name
     from forecast_platform.datasets.registry import land_synthetic
     from forecast_platform.definitions import build_definitions
     from forecast_platform.jobs import INGEST_JOB, MONITOR_JOB, TRAIN_JOB
+    from forecast_platform.models import registry
 
     settings = _configure(args)
     spec = get_spec(settings.dataset)
@@ -271,53 +261,46 @@ def cmd_simulate_drift(args: argparse.Namespace) -> int:
     print(f"2. Ingested them: run {ingest.run_id[:8]} {'ok' if ingest.success else 'FAILED'}")
     if not ingest.success:
         return 1
+    monitor = run_range(settings, MONITOR_JOB, partition=end, tags={"trigger": "landing"})
+    drift = run_metadata(monitor, "drift_report")
+    perf = run_metadata(monitor, "forecast_performance") or {}
+    if not monitor.success:
+        print("3. monitor_job FAILED; see the Dagster UI for the step's error")
+        return 1
+    print(f"3. Drift report for {end} against champion v{drift['model_version']}: "
+          f"{drift['drifted_count']}/{drift['n_columns']} columns drifted "
+          f"({drift['drifted_columns']}); retrain: {drift['retrain']} - "
+          f"{drift['retrain_reason']}\n   report: {drift['report']}")
+    if perf.get("points"):
+        print(f"   Forecast performance: {perf['metric']} over the last days "
+              f"{perf['rolling_error']} vs {perf['expected_error']} in the backtest "
+              f"({perf['ratio']}x); degraded: {perf['degraded']}")
     defs = build_definitions(settings)
     with dg.DagsterInstance.get() as instance:
-        monitor = defs.resolve_job_def(MONITOR_JOB).execute_in_process(
-            instance=instance, partition_key=end.isoformat(), tags={"trigger": "landing"},
-            run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
-            raise_on_error=False)
-        drift = run_metadata(monitor, "drift_report")
-        perf = run_metadata(monitor, "forecast_performance") or {}
-        if not monitor.success:
-            print("3. monitor_job FAILED; see the Dagster UI for the step's error")
-            return 1
-        print(f"3. Drift report for {end} against champion v{drift['model_version']}: "
-              f"{drift['drifted_count']}/{drift['n_columns']} columns drifted "
-              f"({drift['drifted_columns']}); retrain: {drift['retrain']} - "
-              f"{drift['retrain_reason']}\n   report: {drift['report']}")
-        if perf.get("points"):
-            print(f"   Forecast performance: {perf['metric']} over the last days "
-                  f"{perf['rolling_error']} vs {perf['expected_error']} in the backtest "
-                  f"({perf['ratio']}x); degraded: {perf['degraded']}")
-        sensor = defs.resolve_sensor_def("drift_sensor")
-        context = dg.build_sensor_context(instance=instance, definitions=defs,
-                                          resources={"platform": defs.resources["platform"]})
-        result = sensor(context)
-        requests = list(getattr(result, "run_requests", None) or [])
-        if not requests:
-            reason = getattr(getattr(result, "skip_reason", None), "skip_message", result)
-            print(f"4. drift_sensor requested nothing: {reason}")
-            return 0
-        tags = requests[0].tags
-        print(f"4. drift_sensor requested {TRAIN_JOB} with tags {dict(tags)}")
-        retrain = defs.resolve_job_def(TRAIN_JOB).execute_in_process(
-            instance=instance, tags=tags, raise_on_error=False,
-            run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}})
+        result = defs.resolve_sensor_def("drift_sensor")(dg.build_sensor_context(
+            instance=instance, definitions=defs,
+            resources={"platform": defs.resources["platform"]}))
+    requests = list(getattr(result, "run_requests", None) or [])
+    if not requests:
+        reason = getattr(getattr(result, "skip_reason", None), "skip_message", result)
+        print(f"4. drift_sensor requested nothing: {reason}")
+        return 0
+    tags = requests[0].tags
+    print(f"4. drift_sensor requested {TRAIN_JOB} with tags {dict(tags)}")
+    retrain = run_range(settings, TRAIN_JOB, tags=tags)
     model = run_metadata(retrain, "forecaster") or {}
     seconds = time.perf_counter() - started
     print(f"5. Retrain run {retrain.run_id[:8]}: forecaster v{model.get('model_version')} is the "
           f"{model.get('status')} ({seconds:.0f} s after landing)")
     with duckdb.connect(str(settings.warehouse_path), read_only=True) as con:
-        rows = con.execute("SELECT version, status, trigger, train_end, gate FROM "
-                           "model_registry WHERE model_name = ? ORDER BY version",
-                           [f"{spec.name}_forecaster"]).fetchall()
-    for version, status, trigger, train_end, gate in rows:
+        versions = registry.history(con, model_name(spec))
+    for version, status, trigger, train_end, gate in versions[
+            ["version", "status", "trigger", "train_end", "gate"]].itertuples(index=False):
         reasons = "; ".join(json.loads(gate).get("reasons", [])) if gate else ""
-        print(f"   v{version:<3} {status:<10} trigger={trigger or '-':<8} trained to {train_end}"
-              f"  {reasons}")
+        print(f"   v{version:<3} {status:<10} trigger={trigger or '-':<8} "
+              f"trained to {train_end:%Y-%m-%d}  {reasons}")
     if model.get("status") == "champion":
-        again = run_partition(settings, MONITOR_JOB, end)
+        again = run_range(settings, MONITOR_JOB, partition=end)
         drift = run_metadata(again, "drift_report") or {}
         print(f"6. The same day's drift report against the new champion "
               f"v{drift.get('model_version')}: retrain {drift.get('retrain')} "

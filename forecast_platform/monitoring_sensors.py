@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 import dagster as dg
 
+from forecast_platform.assets.metadata import metadata_values
 from forecast_platform.jobs import ALERTS_JOB, INGEST_JOB, MONITOR_JOB, TRAIN_JOB
 from forecast_platform.monitoring.alerts import Alert, post_webhook
 from forecast_platform.monitoring.spool import spool_alert
@@ -46,13 +47,6 @@ class Trigger:
     asset: str
     flag: str  # the metadata entry that asks for a retrain
     evidence: Callable[[dict], dict[str, str]]  # metadata -> run tags
-
-
-def _meta(record: dg.EventLogRecord) -> dict:
-    materialization = record.asset_materialization
-    if materialization is None:
-        return {}
-    return {k: getattr(v, "value", v) for k, v in materialization.metadata.items()}
 
 
 def _cursor(raw: str | None) -> dict:
@@ -79,7 +73,7 @@ def evaluate_trigger(context: dg.SensorEvaluationContext, trigger: Trigger,
     # The newest day's report speaks for the data now: an older day that asked for a retrain is
     # superseded by a newer one that does not (e.g. one made against the retrained champion).
     newest = max(records, key=lambda r: (r.partition_key or "", r.storage_id))
-    meta = _meta(newest)
+    meta = metadata_values(newest.asset_materialization)
     if meta.get(trigger.flag) is not True:
         return dg.SensorResult(skip_reason=dg.SkipReason(
             f"{len(records)} new {trigger.asset} materialization(s); the newest, "

@@ -200,6 +200,19 @@ def test_degradation_needs_a_full_window_and_judges_each_model_version():
     assert performance_degradation(forecast_points().iloc[:0], 10.0, 2.0, 7).empty
 
 
+def test_each_model_version_is_held_to_its_own_backtest():
+    expected = metrics.smape([100.0], [110.0])
+    both_bad = pd.concat([forecast_points(40, bad_from=20, version=1),
+                          forecast_points(40, bad_from=20, version=2)])
+    # Version 2 promised an error as large as the bad days': it is not degraded, version 1 is.
+    out = performance_degradation(both_bad, {1: expected, 2: 100.0}, 1.5, window=7)
+    assert out.loc[out["model_version"] == 1, "degraded"].any()
+    assert not out.loc[out["model_version"] == 2, "degraded"].any()
+    assert set(out.loc[out["model_version"] == 2, "threshold"]) == {150.0}
+    with pytest.raises(ValueError, match=r"no expected_error for model versions \[2\]"):
+        performance_degradation(both_bad, {1: expected}, 1.5, window=7)
+
+
 # ----------------------------------------------------------------------------------- alerts
 
 

@@ -129,11 +129,13 @@ def build_forecasting_assets(spec: DatasetSpec) -> list:
             "One global XGBoost model over every series (P10/P50/P90), backtested from rolling "
             "origins against seasonal-naive, moving-average and weekday-mean baselines on the "
             "same points, tracked in MLflow, stored as a versioned row of model_registry. The "
-            "blocking champion_gate promotes it only if it beats the champion and every baseline."
+            "blocking champion_gate promotes it only if it beats every baseline and the champion "
+            "(a retrain of the champion's own recipe on newer data needs only the baselines)."
         ),
         check_specs=[dg.AssetCheckSpec(
             "champion_gate", asset="forecaster", blocking=True,
-            description="The new model beats the champion and every baseline on the same backtest.",
+            description="The new model beats every baseline and the champion on the same "
+                        "backtest (a retrain of the champion's recipe: the baselines).",
         )],
     )
     def forecaster(context: dg.AssetExecutionContext, config: ForecasterConfig):

@@ -101,8 +101,8 @@ def drift_windows(con: duckdb.DuckDBPyConnection, day: dt.date, champion: regist
     return current, reference, recent
 
 
-def forecast_errors(con: duckdb.DuckDBPyConnection, spec: DatasetSpec, first: dt.date,
-                    last: dt.date) -> pd.DataFrame:
+def forecast_errors(con: duckdb.DuckDBPyConnection, first: dt.date, last: dt.date
+                    ) -> pd.DataFrame:
     """Actuals next to the forecast that was in force for each day: the newest origin before it.
 
     A day forecast from several origins is judged by the latest forecast made before it, the
@@ -244,22 +244,20 @@ def build_monitoring_assets(spec: DatasetSpec) -> list:
         first, last = date_range(context)
         metric = spec.metric if spec.metric in POINT_METRICS else "mae"
         with connect(platform.warehouse_path) as con:
-            errors = forecast_errors(con, spec, first - dt.timedelta(
-                days=config.window_days - 1), last)
-            versions = sorted(int(v) for v in errors["model_version"].unique())
-            expected = {}
-            for v in versions:
-                row = registry.get(con, name, version=v)
-                value = (row.metrics.get(MODEL, {}) if row else {}).get(metric)
-                if value is None or not value > 0:
-                    raise ValueError(f"model {name} v{v} has no backtest {metric} in "
-                                     "model_registry to judge its forecasts against")
-                expected[v] = float(value)
-            parts = [performance_degradation(
-                errors[errors["model_version"] == v], expected[v], config.factor,
+            errors = forecast_errors(con, first - dt.timedelta(days=config.window_days - 1),
+                                     last)
+            # Each version is held to its own backtest (registry rows without the model bytes).
+            promised = {int(v): json.loads(m).get(MODEL, {}).get(metric) for v, m in
+                        registry.history(con, name)[["version", "metrics"]].itertuples(
+                            index=False)}
+            unjudged = sorted(int(v) for v in errors["model_version"].unique()
+                              if promised.get(int(v)) is None)
+            if unjudged:
+                raise ValueError(f"model {name} versions {unjudged} have no backtest {metric} in "
+                                 "model_registry to judge their forecasts against")
+            table = performance_degradation(
+                errors, {v: e for v, e in promised.items() if e is not None}, config.factor,
                 config.window_days, metric=metric, min_days=config.min_days)
-                for v in versions]
-            table = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
             if not table.empty:
                 table = table[table["ds"].between(pd.Timestamp(first), pd.Timestamp(last))]
                 table = table.assign(ds=table["ds"].dt.date, metric=metric)

@@ -26,7 +26,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -381,7 +381,7 @@ def _point_terms(y: np.ndarray, f: np.ndarray, metric: str) -> np.ndarray:
 
 def performance_degradation(
     errors: pd.DataFrame,
-    expected_error: float,
+    expected_error: float | Mapping[Any, float],
     factor: float,
     window: int,
     *,
@@ -393,8 +393,10 @@ def performance_degradation(
     ``errors``: forecast points with actuals: ``ds``, ``y`` (actual), ``p50`` (the forecast),
     and optionally ``model_version`` (each version is judged on its own forecasts: a retrained
     model does not inherit the old one's bad weeks). ``expected_error`` is the backtest's
-    ``metric`` for the served model. A day is ``degraded`` when the error over the ``window``
-    calendar days ending on it exceeds ``expected_error * factor`` and at least ``min_days``
+    ``metric`` for the served model, or one per model version (each version is held to its own
+    backtest's promise; every version in ``errors`` must have one). A day is ``degraded`` when
+    the error over the ``window`` calendar days ending on it exceeds ``expected_error * factor``
+    and at least ``min_days``
     (default ``window``) of those days have points: a single bad day is noise, not degradation.
 
     The rolling error pools the window's points (sum of per-point terms / their count), so it
@@ -406,7 +408,10 @@ def performance_degradation(
         raise ValueError(f"metric must be one of {_METRICS}, got {metric!r}")
     if window < 1:
         raise ValueError(f"window must be at least 1 day, got {window}")
-    if factor <= 0 or not np.isfinite(expected_error) or expected_error <= 0:
+    promised = dict(expected_error) if isinstance(expected_error, Mapping) else None
+    bad = [v for v in (promised.values() if promised is not None else [expected_error])
+           if not np.isfinite(v) or v <= 0]
+    if factor <= 0 or bad:
         raise ValueError(f"need factor > 0 and expected_error > 0, got {factor}, {expected_error}")
     min_days = window if min_days is None else min_days
     missing = {"ds", "y", "p50"} - set(errors.columns)
@@ -438,7 +443,15 @@ def performance_degradation(
         mean = total / count
         return np.sqrt(mean) if metric == "rmse" else mean
 
-    threshold = expected_error * factor
+    if promised is None:
+        expected = pd.Series(float(expected_error), index=daily.index)
+    else:
+        if not by_version:
+            raise ValueError("expected_error per model version needs a model_version column")
+        missing_versions = sorted(set(daily["model_version"]) - set(promised))
+        if missing_versions:
+            raise ValueError(f"no expected_error for model versions {missing_versions}")
+        expected = daily["model_version"].map(promised).astype(float)
     result = pd.DataFrame({
         "ds": daily["ds"],
         **{k: daily[k] for k in keys},
@@ -446,10 +459,10 @@ def performance_degradation(
         "error": finish(daily["sum"], daily["count"]),
         "rolling_error": finish(daily["roll_sum"], daily["roll_count"]),
         "rolling_days": daily["rolling_days"],
-        "expected_error": float(expected_error),
-        "threshold": float(threshold),
+        "expected_error": expected,
+        "threshold": expected * factor,
     })
-    result["ratio"] = result["rolling_error"] / expected_error
-    result["degraded"] = (result["rolling_error"] > threshold) & (
+    result["ratio"] = result["rolling_error"] / result["expected_error"]
+    result["degraded"] = (result["rolling_error"] > result["threshold"]) & (
         result["rolling_days"] >= min_days)
     return result.sort_values(["ds", *keys], ignore_index=True)[out_columns]

@@ -20,7 +20,8 @@ from typing import Any
 
 import duckdb
 
-from forecast_platform.monitoring.alerts import Alert, record_alert
+from forecast_platform.monitoring.alerts import ALERTS_TABLE, Alert, record_alert
+from forecast_platform.warehouse.store import table_exists
 
 SPOOL = "spool.jsonl"
 
@@ -53,6 +54,8 @@ def drain_spool(con: duckdb.DuckDBPyConnection, directory: Path) -> list[Alert]:
     if live.exists():
         live.rename(directory / f"draining-{uuid.uuid4().hex}.jsonl")
     recorded: list[Alert] = []
+    known = {row[0] for row in con.execute(f"SELECT alert_id FROM {ALERTS_TABLE}").fetchall()} \
+        if table_exists(con, ALERTS_TABLE) else set()
     for path in sorted(directory.glob("draining-*.jsonl")):
         lines = path.read_text(encoding="utf-8").splitlines()
         for number, line in enumerate(lines, start=1):
@@ -63,12 +66,9 @@ def drain_spool(con: duckdb.DuckDBPyConnection, directory: Path) -> list[Alert]:
                 alert = alert_from_dict(data)
             except (ValueError, KeyError, TypeError) as err:
                 raise ValueError(f"{path} line {number} is not a spooled alert: {err}") from err
-            seen = con.execute(
-                "SELECT count(*) FROM information_schema.tables WHERE table_name = 'alerts'"
-            ).fetchone()[0] and con.execute(
-                "SELECT count(*) FROM alerts WHERE alert_id = ?", [alert.alert_id]).fetchone()[0]
-            if not seen:
+            if alert.alert_id not in known:
                 record_alert(con, alert, data.get("webhook_delivered"))
+                known.add(alert.alert_id)
                 recorded.append(alert)
         path.unlink()
     return recorded
