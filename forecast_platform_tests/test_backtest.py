@@ -14,7 +14,7 @@ from forecast_platform.datasets.registry import get_spec
 from forecast_platform.datasets.synthetic import SyntheticConfig, generate_sales
 from forecast_platform.features import offline
 from forecast_platform.features.sql import plan_features
-from forecast_platform.models.backtest import MODEL, origins_for, run_backtest
+from forecast_platform.models.backtest import CHAMPION, MODEL, origins_for, run_backtest
 from forecast_platform.models.forecaster import Forecaster, ForecasterParams, default_model_features
 from forecast_platform.models.gate import evaluate
 
@@ -113,6 +113,35 @@ def test_a_retrain_of_the_champions_recipe_on_newer_data_replaces_it(clean_and_t
                        champion_train_end=END, challenger_train_end=END,
                        challenger_model=retrain)
     assert not verdict.passed
+
+
+def test_a_changed_recipe_meets_the_champions_recipe_refit_at_the_same_origins():
+    """The gate's fair comparison: both recipes trained up to each origin, scored on the same
+    points; the better one wins whichever of the two is the champion."""
+    frame = feature_frame()
+    origins = origins_for(END, PLAN.horizon, 1, count=2, spacing=28)
+
+    def weak() -> Forecaster:  # two shallow trees: far from converged
+        model = small_model()
+        model.params = dataclasses.replace(model.params, n_estimators=2, max_depth=1)
+        return model
+
+    for challenger, champion, wins in ((small_model, weak, True), (weak, small_model, False)):
+        result = run_backtest(frame, challenger, origins, PLAN.horizon, 1, 364,
+                              rivals={CHAMPION: champion})
+        assert CHAMPION in result.methods
+        scored = result.predictions
+        assert scored[["p50", CHAMPION]].notna().all().all()
+        verdict = evaluate(result, "smape", 0.0, features=frame, champion=champion(),
+                           champion_version=1, champion_train_end=END,
+                           challenger_train_end=END, challenger_model=challenger())
+        assert CHAMPION not in verdict.baselines
+        assert verdict.compared_on == (
+            f"champion v1's recipe refit at the same 2 origins, on the same {len(scored)} points")
+        assert verdict.champion == round(result.overall(CHAMPION)["smape"], 4)
+        assert (verdict.challenger < verdict.champion) is wins
+        assert any(r.startswith("beats champion v1" if wins else "does not beat champion v1")
+                   for r in verdict.reasons), verdict.reasons
 
 
 def test_too_little_history_is_refused_clearly():

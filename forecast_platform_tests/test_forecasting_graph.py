@@ -118,3 +118,22 @@ def test_expected_values_are_out_of_sample_and_anomalies_are_explained(trained):
     assert {"flagged", "by_type", "top_anomalies", "vs_labels_precision"} <= set(meta)
     checks = check_results(scored)
     assert checks["sales_anomalies.detector_matches_forecaster"].passed
+
+
+def test_a_changed_recipe_meets_the_champions_recipe_refit_at_the_same_origins(trained):
+    """A recipe edited in the Launchpad (shallower, fewer trees) is not compared with the stored
+    champion, trained later than its backtest fits, but with the champion's recipe refit at the
+    same origins on the same rows; it loses and the champion stays."""
+    settings, *_ = trained
+    config = {"ops": {"forecaster": {"config": {"max_depth": 2, "n_estimators": 30}}}}
+    changed = run_job(settings, None, None, job="train_job", run_config=config)
+    gate = check_results(changed)["forecaster.champion_gate"]
+    assert not gate.passed
+    assert gate.metadata["compared_on"].value.startswith(
+        "champion v1's recipe refit at the same 3 origins, on the same ")
+    assert "does not beat champion v1" in gate.description
+    registry = query(settings, "SELECT version, status, params, metrics FROM model_registry "
+                               "WHERE model_name = 'synthetic_forecaster' ORDER BY version")
+    assert list(registry["status"]) == ["champion", "rejected", "rejected"]
+    assert '"max_depth": 2' in registry.loc[2, "params"]
+    assert "champion_recipe" in registry.loc[2, "metrics"]

@@ -2,6 +2,7 @@
 
 import datetime as dt
 import json
+from collections.abc import Callable
 
 import dagster as dg
 import duckdb
@@ -14,14 +15,20 @@ from forecast_platform.datasets.spec import DatasetSpec
 from forecast_platform.features.offline import FEATURES, HOLIDAYS_SOURCE
 from forecast_platform.features.sql import features_select, plan_features
 from forecast_platform.models import registry
-from forecast_platform.models.backtest import MODEL, origins_for, relative_gain, run_backtest
+from forecast_platform.models.backtest import (
+    CHAMPION,
+    MODEL,
+    origins_for,
+    relative_gain,
+    run_backtest,
+)
 from forecast_platform.models.forecaster import (
     Forecaster,
     ForecasterParams,
     default_model_features,
 )
 from forecast_platform.models.future import future_params, future_source
-from forecast_platform.models.gate import evaluate
+from forecast_platform.models.gate import evaluate, same_recipe
 from forecast_platform.models.report import importance_figure, plt, render
 from forecast_platform.resources import PlatformResource
 from forecast_platform.warehouse.store import connect, registered, replace_range
@@ -112,6 +119,24 @@ def load_champion(champion_row: registry.ModelRecord | None, log) -> Forecaster 
         return None
 
 
+def champion_rival(champion: Forecaster | None, challenger: Forecaster, frame: pd.DataFrame
+                   ) -> dict[str, Callable[[], Forecaster]]:
+    """The champion's recipe as a backtest rival, when the challenger's recipe differs from it
+    and the training frame still has every feature it reads (see models/gate.py).
+
+    A refit, not the stored champion: scored on the same points with the same training rows
+    per origin, the two recipes compete on equal terms. A retrain of the same recipe needs no
+    rival (it would tie by construction); a champion whose features are no longer computed is
+    compared on the points it has not seen instead.
+    """
+    if champion is None or same_recipe(champion, challenger) \
+            or champion.horizon != challenger.horizon \
+            or not set(champion.features) <= set(frame.columns):
+        return {}
+    params, features, horizon = champion.params, list(champion.features), champion.horizon
+    return {CHAMPION: lambda: Forecaster(params, features, horizon)}
+
+
 def build_forecasting_assets(spec: DatasetSpec) -> list:
     plan = plan_features(spec)
     name = model_name(spec)
@@ -135,7 +160,9 @@ def build_forecasting_assets(spec: DatasetSpec) -> list:
         check_specs=[dg.AssetCheckSpec(
             "champion_gate", asset="forecaster", blocking=True,
             description="The new model beats every baseline and the champion on the same "
-                        "backtest (a retrain of the champion's recipe: the baselines).",
+                        "backtest: a changed recipe against the champion's recipe refit at the "
+                        "same origins; a retrain of the champion's recipe on newer data against "
+                        "the baselines.",
         )],
     )
     def forecaster(context: dg.AssetExecutionContext, config: ForecasterConfig):
@@ -153,8 +180,13 @@ def build_forecasting_assets(spec: DatasetSpec) -> list:
         def make_model() -> Forecaster:
             return Forecaster(params, features, plan.horizon)
 
+        champion_model = load_champion(champion_row, context.log)
+        rivals = champion_rival(champion_model, make_model(), frame)
+        if rivals:
+            context.log.info(f"the recipe differs from champion v{champion_row.version}'s: "
+                             "its recipe is refit at the same backtest origins for the gate")
         backtest = run_backtest(frame, make_model, origins, plan.horizon, spec.step_days,
-                                spec.season_length)
+                                spec.season_length, rivals=rivals)
         model = make_model().fit(frame)
         overall = backtest.overall(MODEL)
         metric = spec.metric
@@ -196,7 +228,6 @@ def build_forecasting_assets(spec: DatasetSpec) -> list:
                 mlflow_model_version=mlflow_version, dagster_run_id=context.run_id,
                 trigger=trigger,
             )
-            champion_model = load_champion(champion_row, context.log)
             verdict = evaluate(
                 backtest, metric, config.gate_margin, features=frame, champion=champion_model,
                 champion_version=champion_row.version if champion_row else None,

@@ -9,7 +9,7 @@ to ``ds - lag0 <= o``) and forecasts ``(o, o + horizon]``; the baselines see the
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,6 +19,9 @@ from forecast_platform.models import baselines, metrics
 from forecast_platform.models.forecaster import Forecaster
 
 MODEL = "model"
+# The champion's recipe refit at the backtest's origins (a rival, not a baseline): what a
+# challenger with a changed recipe must beat on the same points (see models/gate.py).
+CHAMPION = "champion_recipe"
 
 
 @dataclass(frozen=True)
@@ -89,9 +92,14 @@ def run_backtest(
     horizon: int,
     step_days: int,
     season: int,
+    rivals: Mapping[str, Callable[[], Forecaster]] | None = None,
 ) -> BacktestResult:
     """``frame``: the feature rows (ds, series_id, y, is_holiday, features...) of the whole
-    training window."""
+    training window.
+
+    ``rivals``: other recipes (e.g. ``CHAMPION``), each refit at every origin on the same rows
+    as the model; their P50 becomes a method of that name, scored on the same points.
+    """
     frame = frame.assign(ds=pd.to_datetime(frame["ds"]))
     history = frame[["series_id", "ds", "y"]].dropna()
     parts, seconds = [], 0.0
@@ -108,6 +116,10 @@ def run_backtest(
         model = make_model().fit(train)
         seconds += model.train_seconds
         preds = model.predict(test)
+        for name, make_rival in (rivals or {}).items():
+            rival = make_rival().fit(train)
+            seconds += rival.train_seconds
+            preds[name] = rival.predict(test)["p50"]
         hist = history[history["ds"] <= o]
         unseen = sorted(set(test["series_id"]) - set(hist["series_id"]))
         if unseen:  # series that start after the origin cannot be scored at that origin
@@ -121,7 +133,9 @@ def run_backtest(
         parts.append(part)
     predictions = pd.concat(parts, ignore_index=True)
     base_names = [c for c in predictions.columns
-                  if c not in {"ds", "series_id", "y", "is_holiday", "origin", "p10", "p50", "p90"}]
+                  if c not in {"ds", "series_id", "y", "is_holiday", "origin", "p10", "p50", "p90",
+                               *(rivals or {})}]
+    base_names += list(rivals or {})
     # Score every method on exactly the same points: those where every baseline has a value.
     complete = predictions[base_names + ["p50"]].notna().all(axis=1)
     predictions = predictions[complete].reset_index(drop=True)

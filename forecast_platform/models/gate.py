@@ -1,11 +1,18 @@
 """The champion gate: a challenger is promoted only if it beats the champion and every baseline
 on the same backtest points.
 
-"Same points" against the champion means points neither model trained on: the challenger's
-backtest forecasts (made from models refit at each origin) on the dates after the champion's
-training end, which the stored champion forecasts out of sample too. When the champion was
-trained on the same data as the challenger, its recorded backtest covers the very same points,
-and that is compared instead.
+"Same points" against the champion depends on what changed:
+
+* a changed recipe (parameters, features) whose features are still computed: the champion's
+  recipe is refit at the challenger's backtest origins on the same rows (``CHAMPION`` in the
+  backtest), so both are scored on the same points, each trained up to the same origin. This is
+  the fair comparison, and the one the forecaster asset runs whenever it can;
+* otherwise (the champion's features are gone, or no model is passed): the challenger's
+  backtest forecasts on the dates after the champion's training end, which the stored champion
+  forecasts out of sample too. That favours the champion, which was trained later than the
+  challenger's backtest fits; when the champion was trained on the same data, its recorded
+  backtest covers the very same points and is compared instead;
+* a retrain of the champion's own recipe on newer data: see ``evaluate``.
 """
 
 from __future__ import annotations
@@ -16,7 +23,7 @@ from dataclasses import asdict, dataclass, field
 import pandas as pd
 
 from forecast_platform.models import metrics
-from forecast_platform.models.backtest import MODEL, BacktestResult
+from forecast_platform.models.backtest import CHAMPION, MODEL, BacktestResult
 from forecast_platform.models.forecaster import Forecaster
 
 METRICS = {"smape": metrics.smape, "mae": metrics.mae, "rmse": metrics.rmse}
@@ -81,7 +88,7 @@ def evaluate(
     overall = backtest.overall(MODEL)
     verdict = GateVerdict(True, metric, margin, round(overall[metric], 4))
     for method in backtest.methods:
-        if method == MODEL:
+        if method in (MODEL, CHAMPION):
             continue
         base = backtest.overall(method)[metric]
         verdict.baselines[method] = round(base, 4)
@@ -111,6 +118,12 @@ def evaluate(
             "beats every baseline")
         return verdict
     preds = backtest.predictions
+    if CHAMPION in backtest.methods:
+        challenger, champion_score = overall[metric], backtest.overall(CHAMPION)[metric]
+        points = int(backtest.metrics.loc[backtest.metrics["origin"] == "all", "points"].iloc[0])
+        verdict.compared_on = (f"champion v{champion_version}'s recipe refit at the same "
+                               f"{len(backtest.origins)} origins, on the same {points} points")
+        return _against_champion(verdict, challenger, champion_score)
     unseen = preds[preds["ds"] > pd.Timestamp(champion_train_end)] if champion_train_end \
         else preds.iloc[0:0]
     if champion is not None and features is not None and not unseen.empty:
@@ -135,6 +148,13 @@ def evaluate(
         verdict.passed = False
         verdict.reasons.append("no backtest points the champion has not seen: cannot compare")
         return verdict
+    return _against_champion(verdict, challenger, champion_score)
+
+
+def _against_champion(verdict: GateVerdict, challenger: float, champion_score: float
+                      ) -> GateVerdict:
+    metric, margin, champion_version = verdict.metric, verdict.margin, verdict.champion_version
+    verdict.challenger = round(challenger, 4)
     verdict.champion = round(champion_score, 4)
     if challenger < champion_score * (1 - margin):
         verdict.reasons.append(
