@@ -363,7 +363,7 @@ def cmd_init_dataset(args: argparse.Namespace) -> int:
     try:
         proposal = inspect_csv(Path(args.csv), args.name, args.date, names(args.keys),
                                args.target, args.freq, names(args.known), names(args.observed),
-                               args.horizon)
+                               args.horizon, names(args.static), args.holiday, args.metric)
         path = write_spec(proposal, settings.datasets_dir, overwrite=args.force)
     except (MappingError, ValueError) as err:
         raise SystemExit(f"error: {err}") from None
@@ -418,6 +418,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--freq", choices=("D", "W"), help="D or W (default: guessed from the dates)")
     p.add_argument("--known", help="covariates known in advance (promotions), comma-separated")
     p.add_argument("--observed", help="covariates only observed (weather), comma-separated")
+    p.add_argument("--static", help="attributes constant per series or per key (a store's type "
+                                    "and size), comma-separated")
+    p.add_argument("--holiday", help="a 0/1 column flagging holiday periods (known in advance; "
+                                     "makes WMAE the default metric)")
+    p.add_argument("--metric", choices=("smape", "mae", "rmse", "wmae"),
+                   help="the metric of record the gate compares (default smape, wmae with "
+                        "--holiday)")
     p.add_argument("--horizon", type=int, help="periods to forecast (default 28 daily, 13 "
                                                "weekly)")
     p.add_argument("--force", action="store_true", help="replace an existing spec of that name")

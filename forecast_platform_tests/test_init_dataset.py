@@ -46,13 +46,16 @@ def weekly_csv(path: Path) -> Path:
                     "units": int(rng.poisson(mean)), "on_promo": promo,
                     "price_band": "ab"[int(rng.random() < 0.3)],
                     "temp_c": round(10 + 10 * np.sin(2 * np.pi * w / 52.18), 1),
+                    "holiday": int(day.month == 12 and 18 <= day.day <= 24),
+                    "region_type": ("metro", "rural")[r],
                 })
     pd.DataFrame(rows).to_csv(path, index=False)
     return path
 
 
 ARGS = ["--name", "shop", "--date", "week_ending", "--keys", "region,sku",
-        "--target", "units", "--known", "on_promo,price_band", "--observed", "temp_c"]
+        "--target", "units", "--known", "on_promo,price_band", "--observed", "temp_c",
+        "--static", "region_type", "--holiday", "holiday"]
 
 
 def test_proposal_infers_types_frequency_and_gaps(tmp_path):
@@ -80,6 +83,12 @@ def test_proposal_infers_types_frequency_and_gaps(tmp_path):
     ("duplicate", [], "not unique per date"),
     (None, ["--keys", "region"], "not unique per date"),  # sku is a key too
     (None, ["--freq", "D"], "look weekly"),
+    ("static_varies", [], "static column 'region_type' is not constant per series: "
+                          "{'region': 'north', 'sku': '101'} has the values ['metro', 'rural']"),
+    (None, ["--holiday", "on_promo", "--known", "price_band"], None),  # 0/1: accepted
+    (None, ["--holiday", "temp_c", "--observed", "on_promo"],
+     "holiday column 'temp_c' must hold 0 or 1, got '10.0' on line 2"),
+    (None, ["--metric", "wmae", "--holiday", ""], "--metric wmae weighs holiday periods"),
 ])
 def test_mapping_errors_are_reported_before_anything_is_written(tmp_path, capsys, change,
                                                                  args, message):
@@ -89,13 +98,20 @@ def test_mapping_errors_are_reported_before_anything_is_written(tmp_path, capsys
         frame.loc[7, "week_ending"] = "31/02/2015"
     if change == "duplicate":
         frame = pd.concat([frame, frame.iloc[[5]]])
+    if change == "static_varies":
+        frame.loc[3, "region_type"] = "rural"  # north|101 changes type one week
     frame.to_csv(csv, index=False)
     data_dir = tmp_path / "data"
     given = dict(zip(ARGS[::2], ARGS[1::2], strict=True))
     given.update(dict(zip(args[::2], args[1::2], strict=True)))
     argv = ["init-dataset", "--csv", str(csv), "--data-dir", str(data_dir)]
     for flag, value in given.items():
-        argv += [flag, value]
+        if value:
+            argv += [flag, value]
+    if message is None:  # a control: the same call with a valid mapping writes the spec
+        assert main(argv) == 0
+        assert (data_dir / "datasets" / "shop.yaml").is_file()
+        return
     with pytest.raises(SystemExit) as err:
         main(argv)
     assert message in str(err.value)
@@ -143,8 +159,11 @@ def test_init_dataset_writes_a_spec_get_spec_finds(graph):
     assert data["keys"] == ["region", "sku"] and data["frequency"] == "W"
     assert spec.frequency == "W" and spec.keys == ("region", "sku")
     assert spec.columns == ["week_ending", "region", "sku", "units", "on_promo", "price_band",
-                            "temp_c"]
-    assert spec.categories == {"price_band": ("a", "b")}
+                            "holiday", "temp_c", "region_type"]
+    assert spec.categories == {"price_band": ("a", "b"), "region_type": ("metro", "rural")}
+    # The static attribute is constant per region, the holiday flag makes WMAE the metric.
+    assert spec.static == {"region_type": "str"} and spec.static_keys == ("region",)
+    assert spec.holiday_column == "holiday" and spec.metric == "wmae"
 
 
 def test_the_graph_runs_on_the_users_csv_to_forecasts(graph):
@@ -160,9 +179,18 @@ def test_the_graph_runs_on_the_users_csv_to_forecasts(graph):
                                  "(SELECT count(*) FROM validated_sales)").fetchone()
         fc = con.execute("SELECT * FROM forecasts").df()
         band = con.execute("SELECT DISTINCT price_band FROM sales_features").df()
+        types = con.execute("SELECT DISTINCT region, region_type FROM sales_features "
+                            "ORDER BY region").fetchall()
+        holidays = con.execute("SELECT DISTINCT ds, is_holiday FROM sales_features "
+                               "WHERE is_holiday = 1").df()
     assert raw == valid == 6 * WEEKS - 30 - 1
     last = FIRST_WEEK + dt.timedelta(weeks=WEEKS - 1)
     assert fc["ds"].min() == pd.Timestamp(last + dt.timedelta(weeks=1))
     assert fc["ds"].nunique() == 13 and fc["series_id"].nunique() == 6
     assert (pd.to_datetime(fc["ds"]).dt.dayofweek == 6).all()  # Sundays, as the data
     assert set(band["price_band"]) == {1, 2}  # the text codes, as categories
+    assert types == [("north", 1), ("south", 2)]  # the static attribute, joined per region
+    # The data's own holiday flag is the features' is_holiday (WMAE's weights): Dec 18-24 weeks.
+    assert holidays["is_holiday"].tolist() == [1] * len(holidays)
+    assert set(holidays["ds"].dt.month) == {12} and holidays["ds"].dt.day.min() >= 18
+    assert check_results(train)["forecaster.champion_gate"].metadata["metric"].value == "wmae"

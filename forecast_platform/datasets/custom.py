@@ -1,9 +1,11 @@
 """A user's own CSV as a dataset, by configuration: inspect it, propose a spec, keep it as YAML.
 
 ``forecast-platform init-dataset`` maps the columns of one CSV (date, keys, target, known and
-observed covariates) onto a ``DatasetSpec``. Everything is checked before anything is written:
-a column that does not exist, a date column that does not parse, keys that are not unique per
-date, a frequency that is neither daily nor weekly. The proposal states what was inferred
+observed covariates, static attributes, a holiday flag) onto a ``DatasetSpec``. Everything is
+checked before anything is written: a column that does not exist, a date column that does not
+parse, keys that are not unique per date, a frequency that is neither daily nor weekly, a static
+attribute that changes within a series, a holiday flag that is not 0/1. The proposal states what
+was inferred
 (column types, frequency, span, gaps) so the person can read it before running the graph.
 
 The spec is a YAML file under ``Settings.datasets_dir``; ``registry.get_spec`` finds it by name,
@@ -29,7 +31,7 @@ import pandas as pd
 import yaml
 
 from forecast_platform.datasets.landing import write_landing_files
-from forecast_platform.datasets.spec import ColumnType, DatasetSpec
+from forecast_platform.datasets.spec import METRICS, ColumnType, DatasetSpec
 
 # Date formats tried in order; the first that parses every value is the file's.
 DATE_FORMATS = ("%Y-%m-%d", "%Y/%m/%d", "%d/%m/%Y", "%m/%d/%Y", "%d.%m.%Y", "%Y%m%d",
@@ -58,9 +60,14 @@ class Proposal:
                  f"  date {s['date_column']!r} (format {s['date_format']}), keys "
                  + ", ".join(f"{k} ({t})" for k, t in s["key_types"].items())
                  + f", target {s['target']!r}"]
-        for kind in ("known", "observed"):
-            if s[kind]:
+        for kind in ("known", "observed", "static"):
+            if s.get(kind):
                 lines.append(f"  {kind}: " + ", ".join(f"{c} ({t})" for c, t in s[kind].items()))
+        if s.get("static"):
+            lines.append(f"  static attributes constant per {', '.join(s['static_keys'])}")
+        if s.get("holiday_column"):
+            lines.append(f"  holiday flag {s['holiday_column']!r}; metric of record "
+                         f"{s['metric']}")
         lines += [f"  - {n}" for n in self.notes]
         return "\n".join(lines)
 
@@ -122,10 +129,54 @@ def guess_frequency(dates: pd.Series, column: str) -> str:
         "weekly (7, always on the same weekday) data")
 
 
+def static_keys_for(frame: pd.DataFrame, keys: list[str], static: list[str]) -> list[str]:
+    """The fewest keys every static attribute is constant for: one key (in the given order,
+    e.g. the store of store x dept) if one suffices, else all of them (per series).
+
+    Why the smallest group: the feature SQL reads one value per group, so a store's size also
+    reaches a department the store opens later. Values that change within a series are not
+    static: the error names the column, the series and two of its values.
+    """
+    def constant(by: list[str]) -> bool:
+        return bool((frame.groupby(by)[static].nunique(dropna=False) <= 1).all().all())
+
+    for key in keys:
+        if constant([key]):
+            return [key]
+    varying = frame.groupby(keys)[static].nunique(dropna=False)
+    for column in static:
+        bad = varying[varying[column] > 1]
+        if not bad.empty:
+            series = bad.index[0] if len(keys) > 1 else (bad.index[0],)
+            where = dict(zip(keys, series, strict=True))
+            mask = (frame[keys] == pd.Series(where)).all(axis=1)
+            values = sorted(frame.loc[mask, column].unique())[:2]
+            raise MappingError(
+                f"static column {column!r} is not constant per series: {where} has the values "
+                f"{values}; expected one value per series (map values that change over time "
+                "with --known or --observed)")
+    return list(keys)
+
+
+def holiday_flag(frame: pd.DataFrame, column: str) -> None:
+    """A holiday column must be a 0/1 flag: WMAE weighs the rows where it is 1."""
+    values = frame[column].str.strip()
+    bad = ~values.isin(["0", "1"])
+    if bad.any():
+        i = int(bad.to_numpy().nonzero()[0][0])
+        raise MappingError(f"holiday column {column!r} must hold 0 or 1, got {values.iloc[i]!r} "
+                           f"on line {i + 2}")
+
+
 def inspect_csv(csv: Path, name: str, date: str, keys: list[str], target: str,
                 freq: str | None = None, known: list[str] = (), observed: list[str] = (),
-                horizon: int | None = None) -> Proposal:
-    """Check the mapping against the file and propose a spec (nothing is written here)."""
+                horizon: int | None = None, static: list[str] = (), holiday: str | None = None,
+                metric: str | None = None) -> Proposal:
+    """Check the mapping against the file and propose a spec (nothing is written here).
+
+    ``holiday``: a 0/1 column flagging holiday periods; it becomes a known covariate and the
+    spec's ``holiday_column``, and the metric of record defaults to WMAE (holidays weigh 5).
+    """
     csv = Path(csv).expanduser().resolve()
     if not csv.is_file():
         raise MappingError(f"--csv {csv} does not exist")
@@ -137,11 +188,24 @@ def inspect_csv(csv: Path, name: str, date: str, keys: list[str], target: str,
     _columns(frame, [target], "target")
     _columns(frame, list(known), "known covariate")
     _columns(frame, list(observed), "observed covariate")
-    roles = [date, *keys, target, *known, *observed]
+    _columns(frame, list(static), "static")
+    known = list(known)
+    if holiday is not None:
+        _columns(frame, [holiday], "holiday")
+        holiday_flag(frame, holiday)
+        if holiday not in known:
+            known.append(holiday)
+    roles = [date, *keys, target, *known, *observed, *static]
     twice = sorted({c for c in roles if roles.count(c) > 1})
     if twice:
-        raise MappingError(f"column {twice[0]!r} is mapped twice (date, keys, target, known and "
-                           "observed must be distinct)")
+        raise MappingError(f"column {twice[0]!r} is mapped twice (date, keys, target, known, "
+                           "observed and static must be distinct)")
+    metric = metric or ("wmae" if holiday is not None else "smape")
+    if metric not in METRICS:
+        raise MappingError(f"--metric {metric!r}: expected one of {list(METRICS)}")
+    if metric == "wmae" and holiday is None:
+        raise MappingError("--metric wmae weighs holiday periods: name the 0/1 holiday column "
+                           "with --holiday")
     if freq is not None and freq not in ("D", "W"):
         raise MappingError(f"--freq {freq!r}: expected D (daily) or W (weekly)")
     if frame.empty:
@@ -177,7 +241,11 @@ def inspect_csv(csv: Path, name: str, date: str, keys: list[str], target: str,
                      "(allow_negative_target)")
 
     key_types = {k: ("int" if infer_type(frame[k]) == "int" else "str") for k in keys}
-    types = {c: infer_type(frame[c]) for c in [*known, *observed]}
+    types = {c: infer_type(frame[c]) for c in [*known, *observed, *static]}
+    static_keys = static_keys_for(frame, keys, list(static)) if static else []
+    if static:
+        notes.append(f"static {list(static)}: one value per {', '.join(static_keys)}, joined in "
+                     "the features (future rows get them too)")
     categories = {}
     for c, t in types.items():
         if t != "str":
@@ -224,6 +292,8 @@ def inspect_csv(csv: Path, name: str, date: str, keys: list[str], target: str,
         "frequency": frequency, "date_column": date, "keys": list(keys),
         "key_types": key_types, "target": target,
         "known": {c: types[c] for c in known}, "observed": {c: types[c] for c in observed},
+        "static": {c: types[c] for c in static}, "static_keys": static_keys,
+        "holiday_column": holiday, "metric": metric,
         "categories": categories, "allow_negative_target": negative,
         "max_missing_share": tolerance, "closed_dates": closed,
         "start": dates.min().date().isoformat(), "end": dates.max().date().isoformat(),
@@ -242,6 +312,9 @@ def to_spec(data: dict) -> DatasetSpec:
             keys=tuple(data["keys"]), key_types=dict(data.get("key_types", {})),
             target=data["target"], known=dict(data.get("known", {})),
             observed=dict(data.get("observed", {})),
+            static=dict(data.get("static", {}) or {}),
+            static_keys=tuple(data.get("static_keys", ()) or ()),
+            holiday_column=data.get("holiday_column"),
             categories={c: tuple(v) for c, v in data.get("categories", {}).items()},
             allow_negative_target=bool(data.get("allow_negative_target", False)),
             max_missing_share=float(data.get("max_missing_share", 0.05)),

@@ -27,6 +27,8 @@ from pathlib import Path
 from typing import Literal
 
 Frequency = Literal["D", "W"]
+# Metrics of record the backtest computes and the champion gate can compare (models/metrics.py).
+METRICS = ("smape", "mae", "rmse", "wmae")
 ColumnType = Literal["int", "float", "str", "bool"]
 
 # A lander writes the dataset's landing files (one CSV per partition date) and returns them.
@@ -79,6 +81,12 @@ class DatasetSpec:
                 f"dataset {self.name!r}: frequency {self.frequency!r} is not supported, "
                 "expected 'D' (daily) or 'W' (weekly)"
             )
+        if self.metric not in METRICS:
+            raise ValueError(f"dataset {self.name!r}: metric {self.metric!r} is not one of "
+                             f"{list(METRICS)}")
+        if self.metric == "wmae" and self.holiday_column is None:
+            raise ValueError(f"dataset {self.name!r}: metric 'wmae' weighs holiday periods, so "
+                             "it needs a holiday_column (a known 0/1 covariate)")
         if self.end < self.start:
             raise ValueError(f"dataset {self.name!r}: end {self.end} is before start {self.start}")
         if not 0 <= self.max_missing_share < 1:
