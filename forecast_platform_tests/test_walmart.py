@@ -124,6 +124,45 @@ def test_statics_holidays_and_the_weekly_norm(warehouse):
 
 
 @needs_data
+def test_weekly_growth_is_one_when_undefined_and_pooled_over_store_and_department(warehouse):
+    """Growth needs lag0 + a season + its window of history: before that it is 1 ("unknown"),
+    not the clip's lower bound 0.5 (DuckDB's greatest skips NULLs). Where defined, the pooled
+    growth is the log blend of the series', its department's and its store's, by hand."""
+    from forecast_platform.features.sql import (
+        GROWTH_CLIP,
+        POOLED_GROWTH_WEIGHTS,
+        POOLED_GROWTH_WINDOWS,
+    )
+
+    plan = plan_features(SPEC)
+    lag0, season = plan.horizon, SPEC.season_length
+    early = features(warehouse, plan, dt.date(2011, 3, 4), dt.date(2011, 3, 4))
+    assert (early["growth_13"] == 1.0).all() and (early["growth_pooled"] == 1.0).all()
+
+    day = pd.Timestamp("2012-10-26")
+    sales = warehouse.execute("SELECT Store, Dept, Date AS ds, Weekly_Sales AS y "
+                              "FROM validated_sales").df()
+    sales["ds"] = pd.to_datetime(sales["ds"])
+
+    def ratio(rows: pd.DataFrame, n: int) -> float:
+        end = day - pd.Timedelta(weeks=lag0)
+        recent = rows[(rows["ds"] > end - pd.Timedelta(weeks=n)) & (rows["ds"] <= end)]["y"]
+        ly_end = end - pd.Timedelta(weeks=season)
+        before = rows[(rows["ds"] > ly_end - pd.Timedelta(weeks=n)) & (rows["ds"] <= ly_end)]["y"]
+        return float(np.clip(recent.sum() / before.sum(), *GROWTH_CLIP))
+
+    row = features(warehouse, plan, day.date(), day.date()).loc[("3|1", day)]
+    logs = []
+    for n in POOLED_GROWTH_WINDOWS:
+        parts = {"own": ratio(sales[(sales["Store"] == 3) & (sales["Dept"] == 1)], n),
+                 "last_key": ratio(sales[sales["Dept"] == 1], n),
+                 "first_key": ratio(sales[sales["Store"] == 3], n)}
+        logs.append(sum(POOLED_GROWTH_WEIGHTS[k] * np.log(v) for k, v in parts.items()))
+    assert row["growth_pooled"] == pytest.approx(np.exp(np.mean(logs)), rel=1e-9)
+    assert row["snaive_growth"] == pytest.approx(row["y_tri_52"] * row["growth_pooled"])
+
+
+@needs_data
 def test_future_rows_get_statics_from_their_store(warehouse):
     plan = plan_features(SPEC)
     origin = dt.date(2012, 10, 26)
