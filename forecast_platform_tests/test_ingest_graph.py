@@ -100,13 +100,73 @@ def test_declared_column_schemas_match_the_tables_and_stay_out_of_each_partition
         names = [c[0] for c in con.execute("DESCRIBE sales_features").fetchall()]
     declared = specs["sales_features"].metadata["dagster/column_schema"]
     assert [c.name for c in declared.columns] == names
+    for table in ("raw_sales", "validated_sales", "sales_rejects", "sales_features"):
+        assert specs[table].metadata["dagster/table_name"] == f"warehouse.main.{table}"
     for event in first_run.all_events:
         if event.event_type_value == "ASSET_MATERIALIZATION":
             metadata = event.event_specific_data.materialization.metadata
             assert "dagster/column_schema" not in metadata
-            assert "dagster/row_count" in metadata or \
-                event.event_specific_data.materialization.asset_key.to_user_string() == \
-                "holiday_calendar"
+            assert "dagster/table_name" not in metadata
+
+
+def partition_metadata(result, asset: str) -> dict[str, dict]:
+    """Each partition's materialization metadata (plain values) in a run, by partition key."""
+    from forecast_platform.assets.metadata import metadata_values
+
+    out = {}
+    for event in result.all_events:
+        if event.event_type_value == "ASSET_MATERIALIZATION":
+            m = event.event_specific_data.materialization
+            if m.asset_key.to_user_string() == asset:
+                out[m.partition] = metadata_values(m)
+    return out
+
+
+WAREHOUSE_ASSETS = {"raw_sales": "partition_date", "validated_sales": "date",
+                    "sales_rejects": "partition_date", "sales_features": "ds"}
+
+
+def test_a_long_range_carries_lean_honest_metadata_on_every_partition(landed, first_run):
+    """Over DETAIL_MAX_PARTITIONS partitions, every partition keeps the scalar figures, with the
+    run's row total labelled as such (not as the partition's row count) and no preview."""
+    from forecast_platform.assets.metadata import DETAIL_MAX_PARTITIONS
+
+    assert DAYS > DETAIL_MAX_PARTITIONS
+    for asset, date_column in WAREHOUSE_ASSETS.items():
+        per_partition = partition_metadata(first_run, asset)
+        assert len(per_partition) == DAYS, asset
+        written = query(landed, f"SELECT count(*) FROM {asset} "
+                                f"WHERE {date_column} BETWEEN '{START}' AND '{END}'")[0][0]
+        for meta in per_partition.values():
+            assert meta["rows_written_by_run"] == written, asset
+            assert meta["partition_range"] == f"{START} .. {END}"
+            assert meta["table_rows_total"] >= written
+            assert not {"dagster/row_count", "preview", "top_reasons", "table_date_range"} \
+                & set(meta), asset
+    rejects = next(iter(partition_metadata(first_run, "sales_rejects").values()))
+    assert rejects["rejected_target"] == 3 and rejects["rejected_duplicates"] == 1
+    assert next(iter(partition_metadata(first_run, "validated_sales").values()))["series"] == 200
+
+
+@pytest.mark.parametrize("days", [1, 3])
+def test_short_ranges_show_previews_and_each_partitions_own_row_count(landed, first_run, days):
+    """The daily run (one partition) and short catch-up ranges keep the bulky items and give each
+    partition its exact dagster/row_count."""
+    start = END - dt.timedelta(days=days - 1)
+    result = run_job(landed, start, END)
+    assert result.success
+    for asset, date_column in WAREHOUSE_ASSETS.items():
+        per_partition = partition_metadata(result, asset)
+        assert len(per_partition) == days, asset
+        counts = dict(query(landed, f"SELECT strftime({date_column}, '%Y-%m-%d'), count(*) "
+                                    f"FROM {asset} WHERE {date_column} BETWEEN '{start}' AND "
+                                    f"'{END}' GROUP BY 1"))
+        for key, meta in per_partition.items():
+            assert meta["dagster/row_count"] == counts.get(key, 0), (asset, key)
+            assert meta["partition_range"] == f"{start} .. {END}"
+            assert "preview" in meta and "table_date_range" in meta, asset
+    assert "top_reasons" in next(iter(partition_metadata(result, "sales_rejects").values()))
+    assert "_source_file" in next(iter(partition_metadata(result, "raw_sales").values()))["preview"]
 
 
 def test_rematerializing_replaces_rather_than_duplicates(landed, first_run):

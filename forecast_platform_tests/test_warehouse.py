@@ -50,3 +50,21 @@ def test_failed_insert_rolls_back_the_delete(tmp_path):
     with pytest.raises(duckdb.Error):
         replace_range(con, "t", "d", D1, D1, "SELECT DATE '2024-01-01' AS d, 'x' AS i, 2 AS v")
     assert con.execute("SELECT count(*) FROM t").fetchone()[0] == 3
+
+
+def test_a_refused_first_write_leaves_no_table(tmp_path):
+    con = duckdb.connect(str(tmp_path / "w.duckdb"))
+    with pytest.raises(ValueError, match="1 rows for t have d outside"):
+        replace_range(con, "t", "d", D1, D1, "SELECT DATE '2024-01-02' AS d, 1 AS i")
+    assert con.execute("SELECT count(*) FROM information_schema.tables "
+                       "WHERE table_name = 't'").fetchone()[0] == 0
+
+
+def test_rows_with_a_null_date_are_refused(tmp_path):
+    con = duckdb.connect(str(tmp_path / "w.duckdb"))
+    rows(con, D1, 3, 1)
+    with pytest.raises(ValueError, match="2 rows for t have d outside"):
+        replace_range(con, "t", "d", D1, D1,
+                      "SELECT CASE WHEN i < 2 THEN NULL ELSE DATE '2024-01-01' END AS d, i, 5 AS v "
+                      "FROM range(4) t(i)")
+    assert con.execute("SELECT count(*), max(v) FROM t").fetchone() == (3, 1)

@@ -4,7 +4,13 @@
 
 import dagster as dg
 
-from forecast_platform.assets.metadata import TYPE_NAMES, table_metadata
+from forecast_platform.assets.metadata import (
+    TYPE_NAMES,
+    add_partition_row_counts,
+    partition_count,
+    qualified_name,
+    table_metadata,
+)
 from forecast_platform.datasets.spec import DatasetSpec
 from forecast_platform.features.offline import (
     CALENDAR,
@@ -74,17 +80,22 @@ def build_feature_assets(spec: DatasetSpec) -> list:
         partitions_def=partitions,
         backfill_policy=dg.BackfillPolicy.single_run(),
         pool="duckdb",
-        # The column schema is static: declared once here rather than in every partition's
-        # materialization, where a single-run backfill would store (and Dagster serialize) it
-        # once per partition -- ~2.5 ms a partition for these ~40 columns, measured.
+        # The column schema and table name are static: declared once here rather than in every
+        # partition's materialization, where a single-run backfill would store (and Dagster
+        # serialize) them once per partition -- ~2.5 ms a partition for these ~40 columns.
         metadata={"horizon": plan.horizon, "lookback_days": plan.lookback_days,
-                  "dagster/column_schema": feature_schema(plan)},
+                  "dagster/column_schema": feature_schema(plan),
+                  "dagster/table_name": qualified_name(FEATURES)},
     )
     def sales_features(context: dg.AssetExecutionContext, platform: PlatformResource):
         start, end = date_range(context)
         with connect(platform.warehouse_path) as con:
             rows = compute_features(con, plan, start, end)
-            metadata = table_metadata(con, FEATURES, "ds", start, end, rows)
+            metadata = table_metadata(con, FEATURES, "ds", start, end, rows,
+                                      partitions=partition_count(start, end, spec.step_days),
+                                      table_name=False)
+            add_partition_row_counts(context, con, FEATURES, FEATURES, "ds", start, end,
+                                     spec.step_days)
             # Rows the forecaster can learn from: those with a usable level (its scale feature).
             level = quote(ForecasterParams.scale_feature)
             usable = con.execute(

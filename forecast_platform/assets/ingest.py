@@ -5,7 +5,14 @@ import datetime as dt
 
 import dagster as dg
 
-from forecast_platform.assets.metadata import TYPE_NAMES, check_result, table_metadata
+from forecast_platform.assets.metadata import (
+    TYPE_NAMES,
+    add_partition_row_counts,
+    check_result,
+    partition_count,
+    qualified_name,
+    table_metadata,
+)
 from forecast_platform.datasets.landing import landed_files
 from forecast_platform.datasets.spec import DatasetSpec
 from forecast_platform.partitions import date_range, partitions_for
@@ -16,6 +23,7 @@ from forecast_platform.warehouse.store import connect
 
 OWNERS = ["team:data-platform"]
 SCHEMA = "dagster/column_schema"
+TABLE_NAME = "dagster/table_name"
 
 
 def declared_schema(columns: list[tuple[str, str]]) -> dg.TableSchema:
@@ -54,7 +62,7 @@ def build_ingest_assets(spec: DatasetSpec) -> list:
         partitions_def=partitions,
         backfill_policy=dg.BackfillPolicy.single_run(),
         pool="duckdb",
-        metadata={SCHEMA: raw_schema(spec)},
+        metadata={SCHEMA: raw_schema(spec), TABLE_NAME: qualified_name(RAW_TABLE)},
         check_specs=[
             dg.AssetCheckSpec("columns_match_spec", asset=RAW_TABLE,
                               description="Each file has exactly the spec's columns."),
@@ -66,12 +74,16 @@ def build_ingest_assets(spec: DatasetSpec) -> list:
         start, end = date_range(context)
         landed = landed_files(platform.landing_dir)
         files = {day: path for day, path in landed.items() if start <= day <= end}
+        partitions = partition_count(start, end, spec.step_days)
         with connect(platform.warehouse_path) as con:
             facts = ingest_files(con, spec, files, start, end, dt.datetime.now())
-            metadata = table_metadata(con, RAW_TABLE, PARTITION_COLUMN, start, end, facts["rows"])
+            metadata = table_metadata(con, RAW_TABLE, PARTITION_COLUMN, start, end, facts["rows"],
+                                      partitions=partitions, table_name=False)
+            add_partition_row_counts(context, con, RAW_TABLE, RAW_TABLE, PARTITION_COLUMN, start,
+                                     end, spec.step_days)
             header_outcome = checks.file_headers(con, start, end)
             fresh = checks.freshness(con, list(landed))
-        missing = (end - start).days // spec.step_days + 1 - len(files)
+        missing = partitions - len(files)
         yield dg.MaterializeResult(
             metadata={**metadata, "files": len(files), "partitions_without_file": missing}
         )

@@ -11,8 +11,16 @@ import datetime as dt
 import dagster as dg
 import duckdb
 
-from forecast_platform.assets.ingest import SCHEMA, declared_schema
-from forecast_platform.assets.metadata import check_result, preview, table_metadata
+from forecast_platform.assets.ingest import SCHEMA, TABLE_NAME, declared_schema
+from forecast_platform.assets.metadata import (
+    add_partition_row_counts,
+    check_result,
+    detailed,
+    partition_count,
+    preview,
+    qualified_name,
+    table_metadata,
+)
 from forecast_platform.datasets.spec import DatasetSpec
 from forecast_platform.partitions import date_range, partitions_for
 from forecast_platform.quality import checks
@@ -97,14 +105,14 @@ def build_validate_assets(spec: DatasetSpec) -> list:
             dg.AssetSpec(
                 VALIDATED, deps=[RAW_TABLE], group_name="ingestion", kinds={"duckdb", "pandera"},
                 owners=OWNERS, partitions_def=partitions,
-                metadata={SCHEMA: validated_schema(spec)},
+                metadata={SCHEMA: validated_schema(spec), TABLE_NAME: qualified_name(VALIDATED)},
                 description="Raw rows that pass the dataset's pandera schema, typed, with a "
                             "series_id. The only sales table features and models read.",
             ),
             dg.AssetSpec(
                 REJECTS, deps=[RAW_TABLE], group_name="ingestion", kinds={"duckdb", "pandera"},
                 owners=OWNERS, partitions_def=partitions,
-                metadata={SCHEMA: rejects_schema(spec)},
+                metadata={SCHEMA: rejects_schema(spec), TABLE_NAME: qualified_name(REJECTS)},
                 description="Quarantine: raw rows that failed validation, with their original "
                             "values, the rule families they broke and a readable reason.",
             ),
@@ -115,6 +123,7 @@ def build_validate_assets(spec: DatasetSpec) -> list:
     )
     def validate_sales(context: dg.AssetExecutionContext, platform: PlatformResource):
         start, end = date_range(context)
+        partitions = partition_count(start, end, spec.step_days)
         with connect(platform.warehouse_path) as con:
             split = validate_range(con, spec, RAW_TABLE, start, end)
             n_valid = write_validated(con, spec, split, start, end)
@@ -122,8 +131,14 @@ def build_validate_assets(spec: DatasetSpec) -> list:
             series = con.execute(
                 f"SELECT count(DISTINCT series_id) FROM {VALIDATED} "
                 f"WHERE {quote(spec.date_column)} BETWEEN ? AND ?", [start, end]).fetchone()[0]
-            validated_meta = table_metadata(con, VALIDATED, spec.date_column, start, end, n_valid)
-            rejects_meta = table_metadata(con, REJECTS, "partition_date", start, end, n_rejects)
+            validated_meta = table_metadata(con, VALIDATED, spec.date_column, start, end, n_valid,
+                                            partitions=partitions, table_name=False)
+            rejects_meta = table_metadata(con, REJECTS, "partition_date", start, end, n_rejects,
+                                          partitions=partitions, table_name=False)
+            add_partition_row_counts(context, con, VALIDATED, VALIDATED, spec.date_column, start,
+                                     end, spec.step_days)
+            add_partition_row_counts(context, con, REJECTS, REJECTS, "partition_date", start, end,
+                                     spec.step_days)
             blocking = {
                 "valid_rows_contract": checks.valid_rows_contract(con, spec, start, end),
                 "completeness": checks.completeness(con, spec, start, end),
@@ -140,12 +155,15 @@ def build_validate_assets(spec: DatasetSpec) -> list:
             asset_key=VALIDATED,
             metadata={**validated_meta, "rejected_rows": n_rejects, "series": int(series)},
         )
-        reasons = rejected["reason"].value_counts().head(10).rename_axis("reason").reset_index()
-        yield dg.MaterializeResult(
-            asset_key=REJECTS,
-            metadata={**rejects_meta, **{f"rejected_{k}": int(v) for k, v in by_rule.items()},
-                      "top_reasons": preview(reasons, rows=10)},
-        )
+        rejects_extra: dict[str, dg.RawMetadataValue] = {
+            f"rejected_{k}": int(v) for k, v in by_rule.items()
+        }
+        if detailed(partitions):
+            # A long backfill's reasons are in the quarantine checks' examples (one result per
+            # run) and in sales_rejects itself, rather than copied onto every partition.
+            reasons = rejected["reason"].value_counts().head(10).rename_axis("reason")
+            rejects_extra["top_reasons"] = preview(reasons.reset_index(), rows=10)
+        yield dg.MaterializeResult(asset_key=REJECTS, metadata={**rejects_meta, **rejects_extra})
         for name, outcome in blocking.items():
             yield check_result(VALIDATED, name, outcome)
         for name, outcome in quarantine.items():

@@ -182,17 +182,31 @@ def validate_range(
 
     Parsed rows stay in DuckDB; pandas only sees the typed columns (numbers and dates, cheap) and
     the original text of the rows that fail.
+
+    Each row's id ``_rid`` is computed, not numbered: ``(partition day << 32) + source line``.
+    raw_sales holds one landing file per partition (``ingest_files`` takes one file per day and
+    replaces the partition), so the id is unique and orders rows by partition (= file), then
+    line, the order in which "the earlier duplicate is kept". A ``row_number() OVER (ORDER BY
+    _source_file, _source_line)`` gave the same order but sorted every row of the range by its
+    file path: ~0.6 s of a five-year backfill's 2 s here. The ids are checked to be unique.
     """
     source = f"(SELECT * FROM {quote(raw_table)} WHERE partition_date BETWEEN ? AND ?)"
     con.execute(
-        "CREATE OR REPLACE TEMP TABLE _parsed AS SELECT row_number() OVER "
-        f"(ORDER BY _source_file, _source_line) AS _rid, * FROM ({parsed_select(spec, source)})",
+        "CREATE OR REPLACE TEMP TABLE _parsed AS SELECT "
+        "(date_diff('day', DATE '1970-01-01', partition_date)::BIGINT << 32) + _source_line "
+        f"AS _rid, * FROM ({parsed_select(spec, source)})",
         [start, end],
     )
     typed_cols = ", ".join(quote(c) for c in [spec.date_column, *column_types(spec)])
     typed = con.execute(
         f"SELECT _rid, {typed_cols}, partition_date FROM _parsed ORDER BY _rid"
     ).df()
+    rids = typed["_rid"].to_numpy()
+    if len(rids) > 1 and not (rids[1:] > rids[:-1]).all():
+        raise ValueError(
+            f"{raw_table} has two rows with the same partition and source line in "
+            f"{start}..{end}: more than one landing file per partition, which ingest never writes"
+        )
     failures = find_failures(spec, typed)
     failing = pd.DataFrame({"_rid": failures["_rid"].unique()})
     raw_cols = ", ".join(quote("raw:" + c) for c in spec.columns)

@@ -56,7 +56,7 @@ def ingest_files(
     """
     expected = spec.columns
     notes: dict[str, str] = {}
-    readable: list[tuple[Path, list[str]]] = []
+    readable: list[tuple[dt.date, Path, list[str]]] = []
     for day, path in sorted(files.items()):
         if partition_of(path) != day:
             raise ValueError(f"landing file {path.name} does not belong to partition {day}")
@@ -66,14 +66,25 @@ def ingest_files(
         header, note = header_note(path, expected)
         if note:
             notes[str(path)] = note
-        readable.append((path, header))
+        readable.append((day, path, header))
 
     # One read per distinct header, with the columns given: no per-file sniffing, and a file
     # with another column order or extra columns is read by name, not by position.
+    # Line numbers: rows are numbered in read order (files in the given order, each file's rows
+    # in order; DuckDB keeps insertion order without ORDER BY), and a row's line is its number
+    # minus its file's first. ``row_number() OVER (PARTITION BY filename)`` looked equivalent
+    # but numbers rows in the order its (unstable) partition sort leaves them: a few files in
+    # every thousand got shuffled line numbers.
     groups: dict[tuple[str, ...], list[str]] = {}
-    for path, header in readable:
+    for _, path, header in readable:
         groups.setdefault(tuple(header), []).append(str(path))
-    file_notes = pd.DataFrame({"file": list(notes), "note": list(notes.values())}, dtype="string")
+    # Every file's partition and header note, joined to its rows by file name: one lookup per
+    # row instead of a regexp over every row's file path (~0.25 s for five years of days).
+    file_info = pd.DataFrame({
+        "file": pd.array([str(path) for _, path, _ in readable], dtype="string"),
+        PARTITION_COLUMN: pd.to_datetime([day for day, _, _ in readable]),
+        "note": pd.array([notes.get(str(path)) for _, path, _ in readable], dtype="string"),
+    })
     selects, params = [], []
     for header, paths in groups.items():
         columns = "{" + ", ".join(f"'{_sql_text(c)}': 'VARCHAR'" for c in header) + "}"
@@ -93,20 +104,22 @@ def ingest_files(
         )
     union = " UNION ALL ".join(selects)
     select = f"""
-        WITH rows AS (
-            SELECT *, row_number() OVER (PARTITION BY filename) AS _line FROM ({union})
+        WITH numbered AS (
+            SELECT *, row_number() OVER () AS _n FROM ({union})
+        ), rows AS (
+            SELECT * EXCLUDE (_n), _n - min(_n) OVER (PARTITION BY filename) + 1 AS _line
+            FROM numbered
         )
         SELECT
-            CAST(regexp_extract(filename, 'sales_(\\d{{4}}-\\d{{2}}-\\d{{2}})\\.csv$', 1)
-                 AS DATE) AS {PARTITION_COLUMN},
+            f.{PARTITION_COLUMN}::DATE AS {PARTITION_COLUMN},
             {", ".join(quote(c) for c in expected)},
             filename AS _source_file,
             _line + 1 AS _source_line,
             ?::TIMESTAMP AS _ingested_at,
-            n.note AS _schema_note
-        FROM rows LEFT JOIN _file_notes n ON n.file = rows.filename
+            f.note AS _schema_note
+        FROM rows LEFT JOIN _files f ON f.file = rows.filename
     """
     params.append(ingested_at)
-    with registered(con, "_file_notes", file_notes):
+    with registered(con, "_files", file_info):
         rows = replace_range(con, RAW_TABLE, PARTITION_COLUMN, start, end, select, params)
     return {"rows": rows, "files": len(files), "file_notes": notes}

@@ -62,39 +62,41 @@ def replace_range(
 
     The table is created from the query's schema on first write. Returns the rows inserted.
     Rows of the query outside the range are refused: they would survive the next replace.
+
+    The query's rows go straight into the table (no staging copy: for a five-year backfill that
+    copy was a second write of every row). Refusing rows outside the range then works by
+    counting: after the DELETE, the table holds no row of the range, so any row the INSERT adds
+    outside it (or with a null date) raises the table's count of such rows; the transaction is
+    rolled back and nothing changes.
     """
     params = params or []
-    # Stage and create outside the transaction: DuckDB 2.0.0 answers some aggregates wrongly
-    # (count(DISTINCT ...) = 0) on a table created and filled in one transaction. Only the
-    # DELETE + INSERT need to be atomic, and they are.
-    con.execute(f"CREATE OR REPLACE TEMP TABLE _staged AS {select_sql}", params)
+    date = quote(date_column)
+    created = not table_exists(con, table)
+    if created:
+        # Created outside the transaction: DuckDB 2.0.0 answers some aggregates wrongly
+        # (count(DISTINCT ...) = 0) on a table created and filled in one transaction.
+        con.execute(f"CREATE TABLE {quote(table)} AS SELECT * FROM ({select_sql}) LIMIT 0", params)
+    outside_sql = (f"SELECT count(*) FROM {quote(table)} "
+                   f"WHERE {date} NOT BETWEEN ? AND ? OR {date} IS NULL")
+    con.execute("BEGIN TRANSACTION")
     try:
-        outside = con.execute(
-            f"SELECT count(*) FROM _staged WHERE {quote(date_column)} NOT BETWEEN ? AND ? "
-            f"OR {quote(date_column)} IS NULL",
-            [start, end],
+        con.execute(f"DELETE FROM {quote(table)} WHERE {date} BETWEEN ? AND ?", [start, end])
+        before = con.execute(outside_sql, [start, end]).fetchone()[0]
+        inserted = con.execute(
+            f"INSERT INTO {quote(table)} BY NAME SELECT * FROM ({select_sql})", params
         ).fetchone()[0]
+        outside = con.execute(outside_sql, [start, end]).fetchone()[0] - before
         if outside:
             raise ValueError(
                 f"{outside} rows for {table} have {date_column} outside {start}..{end} or null; "
                 "a partition write may only touch its own partitions"
             )
-        if not table_exists(con, table):
-            con.execute(f"CREATE TABLE {quote(table)} AS SELECT * FROM _staged LIMIT 0")
-        con.execute("BEGIN TRANSACTION")
-        try:
-            con.execute(
-                f"DELETE FROM {quote(table)} WHERE {quote(date_column)} BETWEEN ? AND ?",
-                [start, end],
-            )
-            con.execute(f"INSERT INTO {quote(table)} BY NAME SELECT * FROM _staged")
-            con.execute("COMMIT")
-        except Exception:
-            con.execute("ROLLBACK")
-            raise
-        inserted = con.execute("SELECT count(*) FROM _staged").fetchone()[0]
-    finally:
-        con.execute("DROP TABLE IF EXISTS _staged")
+        con.execute("COMMIT")
+    except Exception:
+        con.execute("ROLLBACK")
+        if created:  # a refused first write leaves no table behind, as if it never ran
+            con.execute(f"DROP TABLE IF EXISTS {quote(table)}")
+        raise
     return int(inserted)
 
 
