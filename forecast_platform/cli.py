@@ -17,6 +17,7 @@ from forecast_platform.datasets.landing import landed_files
 from forecast_platform.datasets.registry import get_spec
 from forecast_platform.instance import ensure_dagster_home
 from forecast_platform.settings import Settings, load_settings
+from forecast_platform.warehouse import tables
 
 # Three years: the forecaster's yearly features need ~1.5 years before a row trains, and the
 # anomaly detector needs half a year of out-of-sample residuals before it scores.
@@ -24,11 +25,7 @@ DEMO_START = dt.date(2015, 1, 1)
 # The synthetic calendar ends on 2017-12-31; the demo stops a month earlier so that
 # `simulate-drift` has days left to land.
 DEMO_END = dt.date(2017, 11, 30)
-SUMMARY_TABLES = [
-    "raw_sales", "validated_sales", "sales_rejects", "holiday_calendar", "sales_features",
-    "model_registry", "forecasts", "forecast_explanations", "expected_sales", "sales_anomalies",
-    "drift_summary", "drift_columns", "forecast_performance", "alerts",
-]
+SUMMARY_TABLES = list(tables.ALL)
 ANOMALY_HISTORY_DAYS = 28  # a series needs this many scored residuals before its days score
 
 
@@ -99,7 +96,7 @@ def forecaster_summary(result) -> list[str]:
 
 def anomaly_summary(result) -> list[str]:
     """Anomalies found, by type, and how they compare with the generator's labels."""
-    meta = run_metadata(result, "sales_anomalies")
+    meta = run_metadata(result, tables.ANOMALIES)
     if meta is None:
         return []
     lines = ["", f"Anomalies: {meta['flagged']} of {meta['dagster/row_count']} series-days "
@@ -263,7 +260,7 @@ def cmd_simulate_drift(args: argparse.Namespace) -> int:
         return 1
     monitor = run_range(settings, MONITOR_JOB, partition=end, tags={"trigger": "landing"})
     drift = run_metadata(monitor, "drift_report")
-    perf = run_metadata(monitor, "forecast_performance") or {}
+    perf = run_metadata(monitor, tables.PERFORMANCE) or {}
     if not monitor.success:
         print("3. monitor_job FAILED; see the Dagster UI for the step's error")
         return 1

@@ -8,13 +8,14 @@ from dagster_mlflow import end_mlflow_on_run_finished
 from forecast_platform.assets.serving import prediction_log_partitions
 from forecast_platform.datasets.spec import DatasetSpec
 from forecast_platform.partitions import partitions_for
+from forecast_platform.warehouse import tables
 
 INGEST_JOB = "ingest_job"
 TRAIN_JOB = "train_job"
-INGEST_ASSETS = ["raw_sales", "validated_sales", "sales_rejects", "holiday_calendar",
-                 "sales_features"]
+INGEST_ASSETS = [tables.RAW, tables.VALIDATED, tables.REJECTS, tables.CALENDAR,
+                 tables.FEATURES]
 # The bundle is refreshed by every retrain; a rejected challenger (blocking gate) skips it.
-TRAIN_ASSETS = ["forecaster", "forecasts", "expected_sales", "anomaly_model", "serving_bundle"]
+TRAIN_ASSETS = ["forecaster", tables.FORECASTS, tables.EXPECTED, "anomaly_model", "serving_bundle"]
 ANOMALY_JOB = "anomaly_job"
 SERVING_JOB = "serving_job"
 REFRESH_JOB = "refresh_job"
@@ -40,13 +41,13 @@ def build_jobs(spec: DatasetSpec) -> list[dg.UnresolvedAssetJobDefinition]:
                         "pack it for serving.",
         ),
         dg.define_asset_job(
-            ANOMALY_JOB, selection=dg.AssetSelection.assets("sales_anomalies"),
+            ANOMALY_JOB, selection=dg.AssetSelection.assets(tables.ANOMALIES),
             partitions_def=partitions_for(spec),
             description="Score a day (or a range) of sales for anomalies with the current "
                         "detector.",
         ),
         dg.define_asset_job(
-            REFRESH_JOB, selection=dg.AssetSelection.assets("forecasts", "serving_bundle"),
+            REFRESH_JOB, selection=dg.AssetSelection.assets(tables.FORECASTS, "serving_bundle"),
             description="Forecasts and serving snapshot from the newest data, current champion.",
         ),
         dg.define_asset_job(
@@ -54,19 +55,19 @@ def build_jobs(spec: DatasetSpec) -> list[dg.UnresolvedAssetJobDefinition]:
             description="Pack the champion and the feature snapshot into the BentoML store.",
         ),
         dg.define_asset_job(
-            PREDICTION_LOG_JOB, selection=dg.AssetSelection.assets("prediction_log"),
+            PREDICTION_LOG_JOB, selection=dg.AssetSelection.assets(tables.PREDICTION_LOG),
             partitions_def=prediction_log_partitions,
             description="Load the service's prediction log files into the warehouse.",
         ),
         dg.define_asset_job(
             MONITOR_JOB, selection=dg.AssetSelection.assets("drift_report",
-                                                            "forecast_performance"),
+                                                            tables.PERFORMANCE),
             partitions_def=partitions_for(spec),
             description="Drift report and forecast performance for a day; the drift and "
                         "performance sensors read their metadata and retrain when asked.",
         ),
         dg.define_asset_job(
-            ALERTS_JOB, selection=dg.AssetSelection.assets("alerts"),
+            ALERTS_JOB, selection=dg.AssetSelection.assets(tables.ALERTS),
             description="Record alerts spooled by sensors in the warehouse's alerts table.",
         ),
     ]

@@ -30,6 +30,7 @@ from forecast_platform.monitoring.alerts import Alert, post_webhook
 from forecast_platform.monitoring.spool import spool_alert
 from forecast_platform.resources import PlatformResource
 from forecast_platform.sensors import RANGE_END
+from forecast_platform.warehouse import tables
 
 IN_FLIGHT = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED,
              dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED]
@@ -103,7 +104,7 @@ def evaluate_trigger(context: dg.SensorEvaluationContext, trigger: Trigger,
 DRIFT = Trigger("drift", "drift_report", "retrain", lambda m: {
     "drifted_share": str(m.get("drifted_share")),
     "drifted_columns": str(m.get("retrain_columns"))[:200]})
-PERFORMANCE = Trigger("performance", "forecast_performance", "degraded", lambda m: {
+PERFORMANCE = Trigger("performance", tables.PERFORMANCE, "degraded", lambda m: {
     "error_ratio": str(m.get("ratio")), "rolling_error": str(m.get("rolling_error")),
     "expected_error": str(m.get("expected_error"))})
 

@@ -11,7 +11,7 @@ import dagster as dg
 import mlflow
 import pandas as pd
 
-from forecast_platform.assets.forecasting import FORECASTS, model_name
+from forecast_platform.assets.forecasting import model_name
 from forecast_platform.assets.metadata import check_result, preview
 from forecast_platform.datasets.registry import LABELS_FILE
 from forecast_platform.datasets.spec import DatasetSpec
@@ -35,9 +35,9 @@ from forecast_platform.partitions import date_range, partitions_for
 from forecast_platform.quality.checks import Outcome
 from forecast_platform.resources import PlatformResource
 from forecast_platform.warehouse.store import connect, registered, replace_range, table_exists
+from forecast_platform.warehouse.tables import ANOMALIES, FORECASTS, VALIDATED
 
 OWNERS = ["team:forecasting"]
-ANOMALIES = "sales_anomalies"
 MAX_DAILY_RATE = 0.05  # above this share of series flagged on one day: a data problem
 # A day whose series ALL sit this far from expectation (day factor outside the band) is a
 # closure, an outage or a forecaster miss: absorbed by the day factor, reported by the check.
@@ -136,7 +136,7 @@ def build_anomaly_assets(spec: DatasetSpec) -> list:
 
     @dg.asset(
         name="anomaly_model",
-        deps=[EXPECTED, "validated_sales"],
+        deps=[EXPECTED, VALIDATED],
         group_name="anomalies",
         kinds={"pyod", "mlflow", "duckdb"},
         owners=OWNERS,
@@ -169,7 +169,7 @@ def build_anomaly_assets(spec: DatasetSpec) -> list:
             fit_start = max(first, last - dt.timedelta(
                 days=(config.fit_periods - 1) * spec.step_days))
             frame = expected_with_actuals(
-                con, spec, fit_start - dt.timedelta(days=context_days(spec)), last, FORECASTS)
+                con, spec, fit_start - dt.timedelta(days=context_days(spec)), last)
             expected_version = con.execute(
                 f"SELECT max(forecaster_version) FROM {EXPECTED}").fetchone()[0]
         features = score_context(frame, spec, fit_start)
@@ -214,7 +214,7 @@ def build_anomaly_assets(spec: DatasetSpec) -> list:
 
     @dg.asset(
         name=ANOMALIES,
-        deps=["anomaly_model", EXPECTED, FORECASTS, "validated_sales"],
+        deps=["anomaly_model", EXPECTED, FORECASTS, VALIDATED],
         group_name="anomalies",
         kinds={"pyod", "duckdb"},
         owners=OWNERS,
@@ -245,7 +245,7 @@ def build_anomaly_assets(spec: DatasetSpec) -> list:
                                  "anomaly_model first")
             forecaster = registry.champion(con, forecaster_name)
             frame = expected_with_actuals(con, spec, start - dt.timedelta(days=context_days(spec)),
-                                          end, FORECASTS)
+                                          end)
         detector = AnomalyDetector.from_bytes(record.model_bytes)
         features = score_context(frame, spec, start)
         rows = features.rows

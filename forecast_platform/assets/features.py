@@ -24,6 +24,7 @@ from forecast_platform.partitions import date_range, partitions_for
 from forecast_platform.quality.validation import SQL_TYPES
 from forecast_platform.resources import PlatformResource
 from forecast_platform.warehouse.store import connect, quote
+from forecast_platform.warehouse.tables import VALIDATED
 
 OWNERS = ["team:forecasting"]
 
@@ -67,7 +68,7 @@ def build_feature_assets(spec: DatasetSpec) -> list:
 
     @dg.asset(
         name=FEATURES,
-        deps=["validated_sales", CALENDAR],
+        deps=[VALIDATED, CALENDAR],
         group_name="features",
         kinds={"duckdb", "sql"},
         owners=OWNERS,

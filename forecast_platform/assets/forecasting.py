@@ -32,10 +32,9 @@ from forecast_platform.models.gate import evaluate, same_recipe
 from forecast_platform.models.report import importance_figure, plt, render
 from forecast_platform.resources import PlatformResource
 from forecast_platform.warehouse.store import connect, registered, replace_range
+from forecast_platform.warehouse.tables import EXPLANATIONS, FORECASTS
 
 OWNERS = ["team:forecasting"]
-FORECASTS = "forecasts"
-EXPLANATIONS = "forecast_explanations"
 TOP_CONTRIBUTIONS = 3
 
 

@@ -14,7 +14,7 @@ import dagster as dg
 import duckdb
 import pandas as pd
 
-from forecast_platform.assets.forecasting import FORECASTS, model_name
+from forecast_platform.assets.forecasting import model_name
 from forecast_platform.assets.metadata import preview
 from forecast_platform.datasets.spec import DatasetSpec
 from forecast_platform.features.offline import FEATURES
@@ -35,11 +35,9 @@ from forecast_platform.monitoring.spool import drain_spool
 from forecast_platform.partitions import date_range, partitions_for
 from forecast_platform.resources import PlatformResource
 from forecast_platform.warehouse.store import connect, registered, replace_range, table_exists
+from forecast_platform.warehouse.tables import DRIFT_COLUMNS, DRIFT_SUMMARY, FORECASTS, PERFORMANCE
 
 OWNERS = ["team:forecasting"]
-DRIFT_SUMMARY = "drift_summary"
-DRIFT_COLUMNS = "drift_columns"
-PERFORMANCE = "forecast_performance"
 # Metrics performance_degradation computes per point; others (e.g. WMAE) are judged by MAE.
 POINT_METRICS = ("smape", "mae", "rmse", "mape")
 

@@ -28,9 +28,8 @@ from forecast_platform.quality.validation import SQL_TYPES, Split, column_types,
 from forecast_platform.resources import PlatformResource
 from forecast_platform.warehouse.ingest import RAW_TABLE
 from forecast_platform.warehouse.store import connect, quote, replace_range
+from forecast_platform.warehouse.tables import REJECTS, VALIDATED
 
-VALIDATED = "validated_sales"
-REJECTS = "sales_rejects"
 OWNERS = ["team:data-platform"]
 
 BLOCKING_CHECKS = {

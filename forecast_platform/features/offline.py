@@ -15,10 +15,8 @@ from forecast_platform.datasets.spec import DatasetSpec
 from forecast_platform.features.calendar import calendar_frame
 from forecast_platform.features.sql import FeaturePlan, features_select
 from forecast_platform.warehouse.store import quote, registered, replace_range
+from forecast_platform.warehouse.tables import CALENDAR, FEATURES, VALIDATED
 
-VALIDATED = "validated_sales"
-CALENDAR = "holiday_calendar"
-FEATURES = "sales_features"
 HOLIDAYS_SOURCE = f"SELECT ds, is_holiday, days_to_holiday FROM {CALENDAR}"
 
 

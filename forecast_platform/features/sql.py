@@ -69,12 +69,13 @@ from dataclasses import dataclass
 
 from forecast_platform.datasets.spec import DatasetSpec
 from forecast_platform.warehouse.store import quote
+from forecast_platform.warehouse.tables import VALIDATED
 
 KNOWN_IN_ADVANCE = 10**9  # safe_horizon of calendar and known covariates: any horizon
 MIN_COVERAGE = 0.95  # share of a pooled window's periods that must hold data, else NULL
 POOL_ALL = "_pool_all"  # CTE alias of the all-series pooled windows
 STATIC = "_static"  # CTE alias of the static attributes, one row per group
-STATIC_SOURCE = "validated_sales"  # where static attributes are read (offline and in serving)
+STATIC_SOURCE = VALIDATED  # where static attributes are read (offline and in serving)
 GROWTH_CLIP = (0.5, 2.0)  # bounds of the weekly series growth factor
 # The weekly pooled growth (see _weekly_norm): windows in periods, and the weights of the log
 # blend of the series' own growth, its last key's (the department's, pooled over the other

@@ -17,11 +17,10 @@ import duckdb
 import pandas as pd
 
 from forecast_platform.datasets.spec import DatasetSpec
-from forecast_platform.features.offline import VALIDATED
 from forecast_platform.models.forecaster import Forecaster
 from forecast_platform.warehouse.store import quote, table_exists
+from forecast_platform.warehouse.tables import EXPECTED, FORECASTS, VALIDATED
 
-EXPECTED = "expected_sales"
 # The history read before a scored period: context_features' reference window (182 periods)
 # plus its run context (28), in the data's periods (weeks for weekly data), as its windows are.
 CONTEXT_PERIODS = 210
@@ -99,7 +98,7 @@ def context_days(spec: DatasetSpec) -> int:
 
 
 def expected_with_actuals(con: duckdb.DuckDBPyConnection, spec: DatasetSpec, start: dt.date,
-                          end: dt.date, forecasts: str = "forecasts") -> pd.DataFrame:
+                          end: dt.date) -> pd.DataFrame:
     """``series_id, ds, y, p10, p50, p90`` for start..end: one forecast per day, the latest
     origin before it, from the rolling refits or the champion's forward forecasts.
 
@@ -108,8 +107,8 @@ def expected_with_actuals(con: duckdb.DuckDBPyConnection, spec: DatasetSpec, sta
     bundle both read through here, so their expected values cannot drift apart.
     """
     sources = [f"SELECT series_id, ds, origin, p10, p50, p90 FROM {EXPECTED}"]
-    if table_exists(con, forecasts):
-        sources.append(f"SELECT series_id, ds, origin, p10, p50, p90 FROM {forecasts}")
+    if table_exists(con, FORECASTS):
+        sources.append(f"SELECT series_id, ds, origin, p10, p50, p90 FROM {FORECASTS}")
     date = quote(spec.date_column)
     return con.execute(f"""
         WITH e AS (

@@ -10,8 +10,9 @@ from __future__ import annotations
 import datetime as dt
 
 from forecast_platform.datasets.spec import DatasetSpec
-from forecast_platform.features.offline import VALIDATED, history_source
+from forecast_platform.features.offline import history_source
 from forecast_platform.warehouse.store import quote
+from forecast_platform.warehouse.tables import VALIDATED
 
 
 def future_source(spec: DatasetSpec, horizon: int, active_days: int = 28) -> str:

@@ -14,9 +14,10 @@ from dataclasses import dataclass
 
 import duckdb
 
+from forecast_platform.warehouse import tables
 from forecast_platform.warehouse.store import table_exists
 
-TABLE = "model_registry"
+TABLE = tables.REGISTRY
 DDL = f"""
 CREATE TABLE IF NOT EXISTS {TABLE} (
     model_name VARCHAR NOT NULL,

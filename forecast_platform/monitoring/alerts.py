@@ -25,7 +25,9 @@ from typing import Any, Protocol
 
 import duckdb
 
-ALERTS_TABLE = "alerts"
+from forecast_platform.warehouse import tables
+
+ALERTS_TABLE = tables.ALERTS
 ALERT_KINDS = ("drift", "degradation", "failed_check", "failed_run")
 SEVERITIES = ("info", "warning", "critical")
 

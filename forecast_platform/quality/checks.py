@@ -15,6 +15,7 @@ import pandas as pd
 
 from forecast_platform.datasets.spec import DatasetSpec
 from forecast_platform.warehouse.store import quote, table_exists
+from forecast_platform.warehouse.tables import REJECTS
 
 EXAMPLES = 5
 
@@ -35,7 +36,7 @@ def quarantined(
     con: duckdb.DuckDBPyConnection, category: str, start: dt.date, end: dt.date, what: str
 ) -> Outcome:
     """Rows of the range quarantined for one category of rule (they never reach the models)."""
-    if not table_exists(con, "sales_rejects"):
+    if not table_exists(con, REJECTS):
         return Outcome(True, f"no rows quarantined for {what}", {"quarantined": 0})
     where = "partition_date BETWEEN ? AND ? AND list_contains(string_split(rules, ','), ?)"
     n = con.execute(f"SELECT count(*) FROM sales_rejects WHERE {where}", [start, end, category])
@@ -220,10 +221,10 @@ def quarantine_rate(
     rejects = (
         "SELECT partition_date, count(*) AS n FROM sales_rejects "
         "WHERE partition_date BETWEEN ? AND ? GROUP BY 1"
-        if table_exists(con, "sales_rejects")
+        if table_exists(con, REJECTS)
         else "SELECT NULL::DATE AS partition_date, 0 AS n WHERE false"
     )
-    params = [start, end] if table_exists(con, "sales_rejects") else []
+    params = [start, end] if table_exists(con, REJECTS) else []
     sql = f"""
         WITH raw AS (SELECT partition_date, count(*) AS n FROM raw_sales
                      WHERE partition_date BETWEEN ? AND ? GROUP BY 1),

@@ -34,7 +34,6 @@ import duckdb
 import pandas as pd
 
 from forecast_platform.datasets.spec import DatasetSpec
-from forecast_platform.features.offline import CALENDAR, VALIDATED
 from forecast_platform.features.sql import FeaturePlan, plan_features
 from forecast_platform.models import registry
 from forecast_platform.models.anomaly import INPUT_COLUMNS, anomaly_model_name, with_day_factors
@@ -46,6 +45,7 @@ from forecast_platform.models.expected import (
 )
 from forecast_platform.models.forecaster import Forecaster
 from forecast_platform.warehouse.store import quote, table_exists
+from forecast_platform.warehouse.tables import CALENDAR, VALIDATED
 
 if TYPE_CHECKING:
     from bentoml._internal.models import ModelStore

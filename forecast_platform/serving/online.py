@@ -35,7 +35,7 @@ import duckdb
 import numpy as np
 import pandas as pd
 
-from forecast_platform.features.offline import CALENDAR, HOLIDAYS_SOURCE, VALIDATED
+from forecast_platform.features.offline import HOLIDAYS_SOURCE
 from forecast_platform.features.sql import features_select
 from forecast_platform.models.anomaly import AnomalyDetector
 from forecast_platform.models.future import future_params, future_source
@@ -49,6 +49,7 @@ from forecast_platform.serving.anomaly import (
 )
 from forecast_platform.serving.bundle import Bundle
 from forecast_platform.warehouse.store import quote
+from forecast_platform.warehouse.tables import CALENDAR, VALIDATED
 
 DEFAULT_MAX_BATCH = 1000
 DEFAULT_TOP = 5

@@ -17,9 +17,10 @@ import pandas as pd
 
 from forecast_platform.datasets.landing import partition_of
 from forecast_platform.datasets.spec import DatasetSpec
+from forecast_platform.warehouse import tables
 from forecast_platform.warehouse.store import quote, registered, replace_range
 
-RAW_TABLE = "raw_sales"
+RAW_TABLE = tables.RAW
 PARTITION_COLUMN = "partition_date"
 
 

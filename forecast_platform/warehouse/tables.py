@@ -1,0 +1,26 @@
+"""Every warehouse table's name, said once: assets, core modules, the CLI and the service read
+them from here, so a core module never imports Dagster wiring to learn a name.
+
+Each table is the asset of the same name (``dagster/table_name`` ``warehouse.main.<name>``),
+except the registry, which the forecaster asset writes as versioned rows.
+"""
+
+RAW = "raw_sales"  # landed rows as they came, every value as text (raw_sales)
+VALIDATED = "validated_sales"  # typed rows that passed validation: what features read
+REJECTS = "sales_rejects"  # quarantined rows with their original values and the reason
+CALENDAR = "holiday_calendar"  # one row per day: holiday flag, name, days to the next
+FEATURES = "sales_features"  # model features per series and date
+REGISTRY = "model_registry"  # one row per forecaster version: recipe, metrics, gate, model
+FORECASTS = "forecasts"  # the champion's P10/P50/P90 over the horizon after the last origin
+EXPLANATIONS = "forecast_explanations"  # the top feature contributions of each forecast
+EXPECTED = "expected_sales"  # out-of-sample expected values for every historical period
+ANOMALIES = "sales_anomalies"  # every scored period with its score, flag, type and reason
+DRIFT_SUMMARY = "drift_summary"  # one row per drift report
+DRIFT_COLUMNS = "drift_columns"  # per report, each column's drift test
+PERFORMANCE = "forecast_performance"  # per day and model version, the forecast in force's error
+ALERTS = "alerts"  # failed runs, failed blocking checks, drift and degradation
+PREDICTION_LOG = "prediction_log"  # the service's requests and answers
+
+# In the order the CLI's summary lists them (the asset graph's order).
+ALL = (RAW, VALIDATED, REJECTS, CALENDAR, FEATURES, REGISTRY, FORECASTS, EXPLANATIONS, EXPECTED,
+       ANOMALIES, DRIFT_SUMMARY, DRIFT_COLUMNS, PERFORMANCE, ALERTS)
