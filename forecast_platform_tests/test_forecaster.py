@@ -61,8 +61,8 @@ def test_model_features_are_the_recipe_set():
     weekly = plan_features(dataclasses.replace(SPEC, frequency="W", horizon=13))
     # Weekly: the weekly recipe (features/sql.py), not the daily calendar.
     assert model_features(weekly.names, "W") == ["days_to_holiday", "holiday_in_week",
-                                                 "growth_13", "growth_pooled", "group_index",
-                                                 "snaive_ratio", "pooled_ratio"]
+                                                 "growth_13", "group_index", "snaive_ratio",
+                                                 "pooled_ratio"]
     with pytest.raises(ValueError, match="none of the model features"):
         model_features(["y_lag_91"])
 

@@ -51,13 +51,12 @@ ways, none of which touches daily features:
 * ``norm`` is built from the series itself, because weekly departments do not follow a
   multiplicative store x department model: the mean of two estimates of the target, each
   leak-free (every value at least ``lag0`` periods back, or a season back):
-  ``snaive_growth`` = last year's same week, smoothed over its neighbours (1/4, 1/2, 1/4), x
-  ``growth_pooled``, the series' growth (8 and 13 periods against the same periods a year
-  earlier, clipped to 0.5..2, 1 where the history is too short) shrunk toward its store's and
-  department's (``_pooled_growth``); ``pooled_profile`` = the series' own yearly level x its
-  group's (the last key, e.g. the department, pooled over the other keys) smoothed
-  same-week-last-year index. The first
-  keeps the series' own shape, the second denoises it with the group's shape.
+  ``snaive_growth`` = last year's same week, smoothed over its neighbours (1/4, 1/2, 1/4), x the
+  series' growth over the last quarter against the same quarter a year earlier (clipped to
+  0.5..2; 1 where the history is too short to measure it); ``pooled_profile`` = the series'
+  own yearly level x its group's (the last key, e.g. the department, pooled over the other
+  keys) smoothed same-week-last-year index. The first keeps the series' own shape, the second
+  denoises it with the group's shape.
 * static attributes and their categories (also for daily specs that have them) are joined on
   the spec's ``group_keys`` from ``validated_sales``.
 """
@@ -77,12 +76,6 @@ POOL_ALL = "_pool_all"  # CTE alias of the all-series pooled windows
 STATIC = "_static"  # CTE alias of the static attributes, one row per group
 STATIC_SOURCE = VALIDATED  # where static attributes are read (offline and in serving)
 GROWTH_CLIP = (0.5, 2.0)  # bounds of the weekly series growth factor
-# The weekly pooled growth (see _weekly_norm): windows in periods, and the weights of the log
-# blend of the series' own growth, its last key's (the department's, pooled over the other
-# keys) and its first key's (the store's). Chosen on validation origins inside Walmart's
-# training file, never on the holdout: benchmarks/walmart_recipe.py.
-POOLED_GROWTH_WINDOWS = (8, 13)
-POOLED_GROWTH_WEIGHTS = {"own": 0.55, "last_key": 0.15, "first_key": 0.30}
 DENSE = "_dense"  # CTE alias of the dense series x day grid (daily ROWS frames)
 WINDOWS = "_win"  # CTE alias of the grid with its named window columns
 FRAMES = ("rows", "range")  # how daily windows are computed (see the module docstring)
@@ -353,7 +346,6 @@ def _weekly_norm(spec: DatasetSpec, lag0: int, season: int, quarter: int, frame,
     add("growth_13", growth, lag0,
         f"the series' mean over the {quarter} periods ending {lag0} back / the same periods a "
         f"season earlier, clipped to {lo}..{hi} (1 when undefined)")
-    growth = _pooled_growth(spec, lag0, season, frame, add, ctes, joins)
     need = math.ceil(season / 2)
     year = frame(lag0, lag0 + season - 1)
     level = (f"CASE WHEN count({y}) OVER ({by_series} {year}) >= {need} "
@@ -377,7 +369,7 @@ def _weekly_norm(spec: DatasetSpec, lag0: int, season: int, quarter: int, frame,
         f"{season} periods ending {lag0} back: the group's seasonal shape")
     snaive = f"({smoothed()}) * ({growth})"
     pooled = f"({level}) * {alias}.group_index"
-    add("snaive_growth", snaive, lag0, "y_tri_52 x growth_pooled")
+    add("snaive_growth", snaive, lag0, "y_tri_52 x growth_13")
     add("pooled_profile", pooled, lag0, "level_52 x group_index")
     blend = f"coalesce(0.5 * ({snaive}) + 0.5 * ({pooled}), {snaive}, {pooled})"
     add("norm", f"CASE WHEN {blend} > 0 THEN {blend} END", lag0,
@@ -394,48 +386,6 @@ def _clipped_ratio(num: str, den: str) -> str:
     lo, hi = GROWTH_CLIP
     return (f"CASE WHEN {den} > 0 AND {num} IS NOT NULL "
             f"THEN least(greatest({num} / {den}, {lo}), {hi}) ELSE 1.0 END")
-
-
-def _pooled_growth(spec: DatasetSpec, lag0: int, season: int, frame, add, ctes: list[str],
-                   joins: list[str]) -> str:
-    """``growth_pooled``: the series' growth shrunk toward its store's and department's.
-
-    A series' own growth over a few weeks is noisy (one department's promotion, a reset), its
-    store's and its department's are not, and the norm applies a growth measured ``lag0``
-    periods back to a whole horizon. For each window of ``POOLED_GROWTH_WINDOWS``: the sum of
-    the window ending lag0 back / the same window a season earlier, clipped to
-    ``GROWTH_CLIP`` (1 when undefined), for the series, for its last key pooled over the others
-    and for its first key pooled over the others; blended on the log scale with
-    ``POOLED_GROWTH_WEIGHTS``, then the geometric mean over the windows. With one key the pools
-    are the series itself. Measured on Walmart's holdout with the growth 39 weeks stale (the
-    platform's lag0), the seasonal base x growth scores 1,753 instead of 1,925 with the
-    series' own 13-week growth (benchmarks/walmart_recipe.py has the growth at the origin).
-    """
-    def windows(m: str, order: str) -> dict[int, str]:
-        return {n: _clipped_ratio(f"sum({m}) OVER ({order} {frame(lag0, lag0 + n - 1)})",
-                         f"sum({m}) OVER ({order} {frame(lag0 + season, lag0 + season + n - 1)})")
-                for n in POOLED_GROWTH_WINDOWS}
-
-    parts = {"own": windows("y", "PARTITION BY series_id ORDER BY ds")}
-    for role, key in (("last_key", spec.keys[-1]), ("first_key", spec.keys[0])):
-        alias, k = f"_growth_{role}", quote(key)
-        cols = ",\n    ".join(f"{sql} AS g{n}" for n, sql in
-                              windows("m", f"PARTITION BY {k} ORDER BY ds").items())
-        ctes.append(f"""{alias} AS (
-  SELECT {k}, ds,
-    {cols}
-  FROM (SELECT {k}, ds, sum(y) AS m FROM src GROUP BY {k}, ds)
-)""")
-        joins.append(f"LEFT JOIN {alias} USING ({k}, ds)")
-        parts[role] = {n: f"coalesce({alias}.g{n}, 1.0)" for n in POOLED_GROWTH_WINDOWS}
-    logs = [" + ".join(f"{POOLED_GROWTH_WEIGHTS[role]} * ln({parts[role][n]})" for role in parts)
-            for n in POOLED_GROWTH_WINDOWS]
-    blend = f"exp(({' + '.join(f'({x})' for x in logs)}) / {len(logs)})"
-    add("growth_pooled", blend, lag0,
-        f"growth over the {' and '.join(map(str, POOLED_GROWTH_WINDOWS))} periods ending {lag0} "
-        f"back vs a season earlier, the series' own shrunk toward its {spec.keys[-1]}'s and "
-        f"{spec.keys[0]}'s (log weights {POOLED_GROWTH_WEIGHTS})")
-    return blend
 
 
 def features_select(plan: FeaturePlan, source: str, holidays: str, start_param: str = "?",

@@ -35,8 +35,8 @@ GROWTH_FEATURES = ("yoy",)
 # Weekly data (see features/sql.py): the week of year, where this year's holiday falls in the
 # week, the series' recent growth and the two parts of the weekly norm, as shares of it (the
 # model learns how far to trust each, by season and holiday).
-WEEKLY_FEATURES = ("days_to_holiday", "holiday_in_week", "growth_13", "growth_pooled",
-                   "group_index", "snaive_ratio", "pooled_ratio")
+WEEKLY_FEATURES = ("days_to_holiday", "holiday_in_week", "growth_13", "group_index",
+                   "snaive_ratio", "pooled_ratio")
 
 
 # Beyond the recipe: the series' deviation from what its key shares predict. Real series do
