@@ -99,7 +99,7 @@ def anomaly_summary(result) -> list[str]:
     meta = run_metadata(result, tables.ANOMALIES)
     if meta is None:
         return []
-    lines = ["", f"Anomalies: {meta['flagged']} of {meta['dagster/row_count']} series-days "
+    lines = ["", f"Anomalies: {meta['flagged']} of {meta['dagster/row_count']} series-periods "
                  f"flagged, by type {meta['by_type']}"]
     if "vs_labels_precision" in meta:
         lines.append(

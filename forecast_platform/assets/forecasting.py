@@ -75,11 +75,13 @@ def model_name(spec: DatasetSpec) -> str:
 
 def load_training_frame(con: duckdb.DuckDBPyConnection, spec: DatasetSpec, periods: int
                         ) -> tuple[pd.DataFrame, dt.date, dt.date]:
-    row = con.execute(f"SELECT max(ds) FROM {FEATURES} WHERE y IS NOT NULL").fetchone()
-    if row is None or row[0] is None:
+    first, end = con.execute(
+        f"SELECT min(ds), max(ds) FROM {FEATURES} WHERE y IS NOT NULL").fetchone()
+    if end is None:
         raise ValueError("sales_features is empty: materialize the feature partitions first")
-    end = row[0]
-    start = end - dt.timedelta(days=(periods - 1) * spec.step_days)
+    # The window the run asks for, but never before the data (what the registry and MLflow
+    # record as the training window).
+    start = max(end - dt.timedelta(days=(periods - 1) * spec.step_days), first)
     frame = con.execute(f"SELECT * FROM {FEATURES} WHERE ds BETWEEN ? AND ? ORDER BY ds",
                         [start, end]).df()
     return frame, start, end
