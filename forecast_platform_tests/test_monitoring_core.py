@@ -137,6 +137,19 @@ def test_sampling_is_bounded_and_deterministic():
     assert not a.dataset_drift
 
 
+def test_a_column_constant_up_to_float_noise_is_tested_not_raised():
+    """series_dev of a one-key dataset (Favorita) is 1 +- 1e-16: too narrow for histogram bins,
+    which made Evidently raise and the drift report fail. It is constant, so it does not drift;
+    a real move of the same column still does."""
+    rng = np.random.default_rng(2)
+    noise = pd.DataFrame({"dev": 1 + rng.normal(0, 1e-16, 2_000), "x": rng.normal(0, 1, 2_000)})
+    s = drift_report(noise, noise.sample(frac=0.5, random_state=1), ["dev", "x"])
+    assert not s.columns.set_index("column").loc["dev", "drifted"]
+    moved = noise.assign(dev=1.5 + rng.normal(0, 0.05, 2_000))
+    s = drift_report(noise, moved, ["dev", "x"])
+    assert s.columns.set_index("column").loc["dev", "drifted"]
+
+
 def test_columns_without_values_are_reported_not_counted():
     ref = pd.DataFrame({"x": np.arange(2_000.0), "empty": np.nan})
     s = drift_report(ref, ref.iloc[:500], ["x", "empty"])

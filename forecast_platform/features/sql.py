@@ -227,6 +227,13 @@ def plan_features(spec: DatasetSpec, horizon: int | None = None,
             add(f"y_dow_mean_{weeks}w",
                 over("avg", y, lag0, lag0 + 7 * (weeks - 1), by_dow=True), lag0,
                 f"mean of the same weekday over {weeks} weeks ending {lag0} days back")
+        # ... as a share of the series' level: unit-free, so one model can learn that each
+        # series (a Favorita store) has its own weekday shape.
+        add("dow_profile_13w",
+            f"{over('avg', y, lag0, lag0 + 7 * 12, by_dow=True)} / "
+            f"nullif({over('avg', y, lag0, lag0 + 7 * 13 - 1)}, 0)", lag0,
+            f"mean of the same weekday over 13 weeks / mean of all days over those 13 weeks, "
+            f"ending {lag0} days back: the series' own weekday shape")
 
     # Same season last year, and year-over-year growth.
     half = 2 * week

@@ -209,13 +209,32 @@ def _numeric_mean(series: pd.Series) -> float:
     return float(values.mean()) if values.notna().any() else float("nan")
 
 
+SIGNIFICANT_DIGITS = 12  # numerical values are compared to this many significant digits
+
+
 def _prepare(frame: pd.DataFrame, numerical: list[str], categorical: list[str]) -> pd.DataFrame:
     """Only the monitored columns, numerical ones as float64 (DuckDB hands over int32, Int64 or
-    decimals; Evidently wants one plain dtype per column)."""
+    decimals; Evidently wants one plain dtype per column), to ``SIGNIFICANT_DIGITS`` digits.
+
+    Why round: a feature that is constant up to float noise (``series_dev`` of a one-key
+    dataset is the series' mean over itself, 1 +- 1e-16) has a range too small for finite
+    histogram bins, and Evidently's binning raises on it ("Too many bins for data range").
+    Rounded, it is exactly constant, which Evidently handles. Non-finite values become NaN.
+    """
     out = frame[numerical + categorical].copy()
     for col in numerical:
-        out[col] = pd.to_numeric(out[col], errors="coerce").astype("float64")
+        values = pd.to_numeric(out[col], errors="coerce").to_numpy(dtype="float64")
+        out[col] = _round_significant(np.where(np.isfinite(values), values, np.nan))
     return out
+
+
+def _round_significant(values: np.ndarray) -> np.ndarray:
+    """``values`` to ``SIGNIFICANT_DIGITS`` significant digits (NaN and 0 stay as they are)."""
+    magnitude = np.abs(values)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        exponent = np.where(magnitude > 0, np.floor(np.log10(magnitude)), 0.0)
+        scale = 10.0 ** (SIGNIFICANT_DIGITS - 1 - exponent)
+        return np.round(values * scale) / scale
 
 
 def drift_report(
