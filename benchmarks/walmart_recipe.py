@@ -56,13 +56,14 @@ import numpy as np
 from dateutil.easter import easter
 from results import ROOT, append_section, default_source_dir, machine  # noqa: E402
 
+from forecast_platform.models import metrics
+
 HOLDOUT_ORIGIN = dt.date(2012, 1, 27)
 HORIZON = 39
 # (origin, weeks) of the validation windows, and the months scored there (the holdout's).
 VALIDATION = ((dt.date(2011, 4, 29), 39), (dt.date(2011, 7, 29), 26))
 VALIDATION_MONTHS = tuple(range(2, 11))
 SEASON = 52
-HOLIDAY_WEIGHT = 5
 
 
 @dataclass(frozen=True)
@@ -217,9 +218,8 @@ def wmae(sales: Sales, origin: int, horizon: int, pred: np.ndarray,
     if months is not None:
         y[:, ~np.isin([sales.weeks[t].month for t in targets], months)] = np.nan
     scored = ~np.isnan(y)
-    weight = np.where(sales.holiday[targets] == 1, HOLIDAY_WEIGHT, 1)[None, :] * np.ones_like(y)
-    err = np.abs(y - np.nan_to_num(pred)) * weight
-    return float(err[scored].sum() / weight[scored].sum())
+    holiday = np.broadcast_to(sales.holiday[targets] == 1, y.shape)
+    return metrics.wmae(y[scored], np.nan_to_num(pred)[scored], holiday[scored])
 
 
 def validation_score(sales: Sales, r: Recipe) -> float:

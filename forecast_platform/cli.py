@@ -15,6 +15,7 @@ from pathlib import Path
 from forecast_platform.assets.metadata import run_metadata
 from forecast_platform.datasets.landing import landed_files
 from forecast_platform.datasets.registry import get_spec
+from forecast_platform.datasets.spec import METRICS
 from forecast_platform.instance import ensure_dagster_home
 from forecast_platform.settings import Settings, load_settings
 from forecast_platform.warehouse import tables
@@ -419,7 +420,7 @@ def build_parser() -> argparse.ArgumentParser:
                                     "and size), comma-separated")
     p.add_argument("--holiday", help="a 0/1 column flagging holiday periods (known in advance; "
                                      "makes WMAE the default metric)")
-    p.add_argument("--metric", choices=("smape", "mae", "rmse", "wmae"),
+    p.add_argument("--metric", choices=METRICS,
                    help="the metric of record the gate compares (default smape, wmae with "
                         "--holiday)")
     p.add_argument("--horizon", type=int, help="periods to forecast (default 28 daily, 13 "

@@ -6,10 +6,8 @@ import dagster as dg
 
 from forecast_platform.assets.metadata import (
     TYPE_NAMES,
-    add_partition_row_counts,
-    partition_count,
+    partition_metadata,
     qualified_name,
-    table_metadata,
 )
 from forecast_platform.datasets.spec import DatasetSpec
 from forecast_platform.features.offline import (
@@ -92,11 +90,8 @@ def build_feature_assets(spec: DatasetSpec) -> list:
         start, end = date_range(context)
         with connect(platform.warehouse_path) as con:
             rows = compute_features(con, plan, start, end)
-            metadata = table_metadata(con, FEATURES, "ds", start, end, rows,
-                                      partitions=partition_count(start, end, spec.step_days),
-                                      table_name=False)
-            add_partition_row_counts(context, con, FEATURES, FEATURES, "ds", start, end,
-                                     spec.step_days)
+            metadata = partition_metadata(context, con, FEATURES, "ds", start, end, rows,
+                                          spec.step_days)
             # Rows the forecaster can learn from: those with a usable level (its scale feature).
             level = quote(ForecasterParams.scale_feature)
             usable = con.execute(

@@ -7,11 +7,10 @@ import dagster as dg
 
 from forecast_platform.assets.metadata import (
     TYPE_NAMES,
-    add_partition_row_counts,
     check_result,
     partition_count,
+    partition_metadata,
     qualified_name,
-    table_metadata,
 )
 from forecast_platform.datasets.landing import landed_files
 from forecast_platform.datasets.spec import DatasetSpec
@@ -77,10 +76,8 @@ def build_ingest_assets(spec: DatasetSpec) -> list:
         partitions = partition_count(start, end, spec.step_days)
         with connect(platform.warehouse_path) as con:
             facts = ingest_files(con, spec, files, start, end, dt.datetime.now())
-            metadata = table_metadata(con, RAW_TABLE, PARTITION_COLUMN, start, end, facts["rows"],
-                                      partitions=partitions, table_name=False)
-            add_partition_row_counts(context, con, RAW_TABLE, RAW_TABLE, PARTITION_COLUMN, start,
-                                     end, spec.step_days)
+            metadata = partition_metadata(context, con, RAW_TABLE, PARTITION_COLUMN, start, end,
+                                          facts["rows"], spec.step_days)
             header_outcome = checks.file_headers(con, start, end)
             fresh = checks.freshness(con, list(landed))
         missing = partitions - len(files)

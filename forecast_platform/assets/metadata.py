@@ -50,9 +50,25 @@ def partition_count(start: dt.date, end: dt.date, step_days: int) -> int:
     return (end - start).days // step_days + 1
 
 
-def add_partition_row_counts(
-    context: dg.AssetExecutionContext, con: duckdb.DuckDBPyConnection, asset: str, table: str,
-    date_column: str, start: dt.date, end: dt.date, step_days: int,
+def partition_metadata(
+    context: dg.AssetExecutionContext, con: duckdb.DuckDBPyConnection, table: str,
+    date_column: str, start: dt.date, end: dt.date, rows_written: int, step_days: int,
+) -> dict[str, dg.RawMetadataValue]:
+    """``table_metadata`` of a partitioned warehouse asset named as its table, for the run's
+    range, and each partition of a short range its own ``dagster/row_count``.
+
+    The table name is declared on the asset definition (it is static), not repeated here.
+    """
+    partitions = partition_count(start, end, step_days)
+    _add_partition_row_counts(context, con, table, date_column, start, end, step_days,
+                              partitions)
+    return table_metadata(con, table, date_column, start, end, rows_written,
+                          partitions=partitions, table_name=False)
+
+
+def _add_partition_row_counts(
+    context: dg.AssetExecutionContext, con: duckdb.DuckDBPyConnection, table: str,
+    date_column: str, start: dt.date, end: dt.date, step_days: int, n: int,
 ) -> None:
     """Give each partition of a short multi-partition range its own ``dagster/row_count``.
 
@@ -61,7 +77,6 @@ def add_partition_row_counts(
     O(N^2) for exact counts; its partitions show ``rows_written_by_run`` instead. Partition keys
     are their first day (``YYYY-MM-DD``), as ``partitions_for`` defines them.
     """
-    n = partition_count(start, end, step_days)
     if n == 1 or not detailed(n):
         return
     rows = con.execute(
@@ -72,7 +87,7 @@ def add_partition_row_counts(
         first = start + dt.timedelta(days=(day - start).days // step_days * step_days)
         counts[first.isoformat()] = counts.get(first.isoformat(), 0) + int(count)
     for key in context.partition_keys:
-        context.add_asset_metadata({"dagster/row_count": counts.get(key, 0)}, asset_key=asset,
+        context.add_asset_metadata({"dagster/row_count": counts.get(key, 0)}, asset_key=table,
                                    partition_key=key)
 
 
@@ -91,7 +106,7 @@ def table_metadata(
     partition's rows. With more, Dagster repeats the metadata on every partition's
     materialization, so the run's total is labelled ``rows_written_by_run`` (over
     ``partition_range``) rather than passed off as each partition's row count; short ranges
-    get exact per-partition counts from ``add_partition_row_counts``. The 5-row ``preview`` and
+    get exact per-partition counts from ``partition_metadata``. The 5-row ``preview`` and
     the table's date range are only added when ``detailed(partitions)`` (see there for the
     per-partition cost): a long backfill's partitions carry the scalars alone.
 

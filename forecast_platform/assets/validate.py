@@ -13,13 +13,12 @@ import duckdb
 
 from forecast_platform.assets.ingest import SCHEMA, TABLE_NAME, declared_schema
 from forecast_platform.assets.metadata import (
-    add_partition_row_counts,
     check_result,
     detailed,
     partition_count,
+    partition_metadata,
     preview,
     qualified_name,
-    table_metadata,
 )
 from forecast_platform.datasets.spec import DatasetSpec
 from forecast_platform.partitions import date_range, partitions_for
@@ -130,14 +129,10 @@ def build_validate_assets(spec: DatasetSpec) -> list:
             series = con.execute(
                 f"SELECT count(DISTINCT series_id) FROM {VALIDATED} "
                 f"WHERE {quote(spec.date_column)} BETWEEN ? AND ?", [start, end]).fetchone()[0]
-            validated_meta = table_metadata(con, VALIDATED, spec.date_column, start, end, n_valid,
-                                            partitions=partitions, table_name=False)
-            rejects_meta = table_metadata(con, REJECTS, "partition_date", start, end, n_rejects,
-                                          partitions=partitions, table_name=False)
-            add_partition_row_counts(context, con, VALIDATED, VALIDATED, spec.date_column, start,
-                                     end, spec.step_days)
-            add_partition_row_counts(context, con, REJECTS, REJECTS, "partition_date", start, end,
-                                     spec.step_days)
+            validated_meta = partition_metadata(context, con, VALIDATED, spec.date_column, start,
+                                                end, n_valid, spec.step_days)
+            rejects_meta = partition_metadata(context, con, REJECTS, "partition_date", start, end,
+                                              n_rejects, spec.step_days)
             blocking = {
                 "valid_rows_contract": checks.valid_rows_contract(con, spec, start, end),
                 "completeness": checks.completeness(con, spec, start, end),

@@ -221,7 +221,8 @@ def _walmart_spec() -> DatasetSpec:
         # are planned but only published from late 2011: landed and featured, not trained on.
         model_covariates=(),
         # Negative weekly sales are returns exceeding sales in a department-week: real, kept
-        # (validation accepts them), forecast as they are (the P50 is not clipped at 0).
+        # (validation accepts them) and scored; the forecast is not negative (the P50 is
+        # clipped at 0: a return is not a sale to plan for).
         allow_negative_target=True,
         # Up to ~12 % of the departments a store had in the previous 28 weeks miss a week.
         max_missing_share=0.15,

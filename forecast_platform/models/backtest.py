@@ -19,6 +19,8 @@ from forecast_platform.models import baselines, metrics
 from forecast_platform.models.forecaster import Forecaster
 
 MODEL = "model"
+# The columns of a backtest prediction that are not a method's forecast.
+PREDICTION_COLUMNS = ("ds", "series_id", "y", "is_holiday", "origin", "p10", "p50", "p90")
 # The champion's recipe refit at the backtest's origins (a rival, not a baseline): what a
 # challenger with a changed recipe must beat on the same points (see models/gate.py).
 CHAMPION = "champion_recipe"
@@ -132,14 +134,14 @@ def run_backtest(
             part[name] = values
         parts.append(part)
     predictions = pd.concat(parts, ignore_index=True)
-    base_names = [c for c in predictions.columns
-                  if c not in {"ds", "series_id", "y", "is_holiday", "origin", "p10", "p50", "p90",
-                               *(rivals or {})}]
-    base_names += list(rivals or {})
-    # Score every method on exactly the same points: those where every baseline has a value.
-    complete = predictions[base_names + ["p50"]].notna().all(axis=1)
+    # The baselines (every origin's: a young history has fewer), then the rivals.
+    rival_names = list(rivals or {})
+    others = [c for c in predictions.columns if c not in (*PREDICTION_COLUMNS, *rival_names)]
+    others += rival_names
+    # Score every method on exactly the same points: those where every other method has a value.
+    complete = predictions[others + ["p50"]].notna().all(axis=1)
     predictions = predictions[complete].reset_index(drop=True)
-    methods = [MODEL, *base_names]
+    methods = [MODEL, *others]
     return BacktestResult(origins, predictions, score(predictions, methods), methods, seconds)
 
 
