@@ -185,6 +185,8 @@ def run(spec: DatasetSpec, data_dir: Path, origin: dt.date, extra: list[str] | N
         "train_seconds": sum(m.train_seconds for m in models),
         "train_cpu_seconds": sum(m.train_cpu_seconds for m in models),
         "train_rows": models[0].train_rows,
+        "anchored": models[0].anchored,
+        "correction_rounds": models[0].info.get("correction_rounds"),
         "points": int(scored.sum()),
         "unscored": int((~scored).sum()),
         "series": int(test["series_id"].nunique()),
@@ -199,8 +201,11 @@ def report(args, spec: DatasetSpec, r: dict) -> str:
         f"- command: `{' '.join(['python', 'benchmarks/accuracy.py', *sys.argv[1:]])}`",
         f"- task: train on every day up to {r['origin']}, forecast {r['first']} .. {r['last']} "
         f"({r['series']} series, {r['points']:,} points scored)",
-        f"- model: Forecaster defaults, target y / norm, features {', '.join(r['features'])}; "
-        f"{r['train_rows']:,} training rows",
+        f"- model: Forecaster defaults, target y / "
+        f"{'recipe_base (the seasonal recipe at the origin)' if r['anchored'] else 'norm'}, "
+        f"features {', '.join(r['features'])}; {r['train_rows']:,} training rows"
+        + (f"; correction rounds {r['correction_rounds']} (0: the recipe alone)"
+           if r["anchored"] else ""),
         "",
         f"- horizon buckets (one direct model each, periods 1..end): {r['buckets']}",
         "",
@@ -256,6 +261,10 @@ def main(argv: list[str] | None = None) -> int:
         r["metric"]: round(r["score"], 4),
         **{f"{r['metric']}_{name}": round(value, 4) for name, value in r["baselines"].items()},
         "buckets": r["buckets"],
+        **({"correction_rounds": r["correction_rounds"]} if r["anchored"] else {}),
+        **({f"ratio_to_seasonal_naive_{spec.season_length}": round(
+            r["score"] / r["baselines"][f"seasonal_naive_{spec.season_length}"], 4)}
+           if f"seasonal_naive_{spec.season_length}" in r["baselines"] else {}),
         "coverage_p10_p90": round(r["coverage"], 4),
         "train_seconds": round(r["train_seconds"], 2),
         "train_cpu_seconds": round(r["train_cpu_seconds"], 2),

@@ -59,10 +59,10 @@ def model(split) -> Forecaster:
 def test_model_features_are_the_recipe_set():
     assert FEATURES == ["dow", "month", "dom", "doy", "yoy", "promo"]
     weekly = plan_features(dataclasses.replace(SPEC, frequency="W", horizon=13))
-    # Weekly: the weekly recipe (features/sql.py), not the daily calendar.
-    assert model_features(weekly.names, "W") == ["days_to_holiday", "holiday_in_week",
-                                                 "growth_13", "group_index", "snaive_ratio",
-                                                 "pooled_ratio"]
+    # Weekly: the seasonal recipe's parts (models/seasonal.py) and where the holiday falls.
+    assert model_features(weekly.names, "W") == ["recipe_h", "recipe_growth",
+                                                 "recipe_own_growth", "recipe_holiday",
+                                                 "days_to_holiday", "holiday_in_week"]
     with pytest.raises(ValueError, match="none of the model features"):
         model_features(["y_lag_91"])
 
@@ -73,6 +73,16 @@ def test_training_skips_rows_without_a_norm(frame, split, model):
     assert model.train_rows == int(usable.sum()) < len(train)  # the first ~1.5 years lack one
     lo, hi = model.band
     assert lo < 0 < hi
+
+
+def test_importance_names_the_features_the_trees_split_on(model):
+    """The booster trains on bare arrays (its own names are f0, f1, ...): every split's gain is
+    reported under our feature name, and the weekday and season carry the synthetic data."""
+    importance = model.importance()
+    total = sum(model.booster.get_score(importance_type="total_gain").values())
+    assert list(importance.index) == sorted(FEATURES, key=lambda f: -importance[f])
+    assert importance.sum() == pytest.approx(total) and total > 0
+    assert importance[["dow", "doy"]].min() > 0
 
 
 def test_quantiles_are_ordered_and_cover_about_80_percent(split, model):

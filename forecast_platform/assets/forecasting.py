@@ -27,7 +27,7 @@ from forecast_platform.models.forecaster import (
     ForecasterParams,
     default_model_features,
 )
-from forecast_platform.models.future import future_params, future_source
+from forecast_platform.models.future import at_origin, future_params, future_source
 from forecast_platform.models.gate import evaluate, same_recipe
 from forecast_platform.models.report import importance_figure, plt, render
 from forecast_platform.resources import PlatformResource
@@ -132,7 +132,7 @@ def champion_rival(champion: Forecaster | None, challenger: Forecaster, frame: p
     """
     if champion is None or same_recipe(champion, challenger) \
             or champion.horizon != challenger.horizon \
-            or not set(champion.features) <= set(frame.columns):
+            or not set(champion.row_features) <= set(frame.columns):
         return {}
     params, features, horizon = champion.params, list(champion.features), champion.horizon
     return {CHAMPION: lambda: Forecaster(params, features, horizon)}
@@ -199,6 +199,9 @@ def build_forecasting_assets(spec: DatasetSpec) -> list:
             "train_end": str(end), "train_rows": model.train_rows,
             "features": ",".join(features),
             "origins": ",".join(str(o) for o in origins),
+            # Weekly: the correction's boosting rounds (0: the seasonal recipe alone) and the
+            # origin of the recipe the model carries.
+            **{f"model.{k}": v for k, v in model.info.items()},
         })
         for _, row in backtest.metrics.iterrows():
             suffix = "" if row["origin"] == "all" else f".origin_{row['origin']}"
@@ -266,6 +269,8 @@ def build_forecasting_assets(spec: DatasetSpec) -> list:
             "train_window": f"{start} .. {end}",
             "train_rows": model.train_rows,
             "train_seconds": round(model.train_seconds, 2),
+            **({"correction_rounds": model.info["correction_rounds"],
+                "recipe_origin": model.info["anchor_origin"]} if model.anchored else {}),
             "backtest_train_seconds": round(backtest.train_seconds, 2),
             f"backtest_{metric}": round(overall[metric], 4),
             "coverage_p10_p90": round(overall["coverage"], 4),
@@ -303,9 +308,9 @@ def build_forecasting_assets(spec: DatasetSpec) -> list:
             if champion_row is None:
                 raise ValueError(f"no champion {name} in model_registry: train the forecaster "
                                  "and let it pass the champion gate first")
-            model = Forecaster.from_bytes(champion_row.model_bytes)
             origin = con.execute(
                 f"SELECT max({spec.date_column}) FROM validated_sales").fetchone()[0]
+            model = at_origin(con, spec, Forecaster.from_bytes(champion_row.model_bytes), origin)
             history_start = origin - dt.timedelta(days=plan.lookback_days)
             first = origin + dt.timedelta(days=spec.step_days)
             last = origin + dt.timedelta(days=plan.horizon * spec.step_days)

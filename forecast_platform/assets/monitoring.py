@@ -12,6 +12,7 @@ import json
 
 import dagster as dg
 import duckdb
+import numpy as np
 import pandas as pd
 
 from forecast_platform.assets.forecasting import model_name
@@ -22,6 +23,8 @@ from forecast_platform.features.sql import plan_features
 from forecast_platform.models import registry
 from forecast_platform.models.backtest import MODEL
 from forecast_platform.models.forecaster import Forecaster
+from forecast_platform.models.future import at_origin
+from forecast_platform.models.seasonal import Recipe
 from forecast_platform.monitoring.alerts import ALERTS_TABLE, Alert, raise_alert
 from forecast_platform.monitoring.drift import (
     DEFAULT_MAX_ROWS,
@@ -66,10 +69,23 @@ def _champion(con: duckdb.DuckDBPyConnection, spec: DatasetSpec) -> registry.Mod
     return row
 
 
-def _with_predictions(frame: pd.DataFrame, model: Forecaster) -> pd.DataFrame:
-    """The rows with the champion's P50 for them (NaN where it cannot predict)."""
+def _with_predictions(con: duckdb.DuckDBPyConnection, spec: DatasetSpec, frame: pd.DataFrame,
+                      model: Forecaster) -> pd.DataFrame:
+    """The rows with the champion's P50 for them (NaN where it cannot predict).
+
+    A weekly model forecasts from an origin (its seasonal recipe): for a window of past rows,
+    from the period before the window, with the history up to it; NaN when that history is
+    shorter than the recipe needs.
+    """
     if frame.empty:
         return frame.assign(**{PREDICTION: pd.Series(dtype="float64")})
+    if model.anchored:
+        origin = (pd.Timestamp(frame["ds"].min()) - pd.Timedelta(days=spec.step_days)).date()
+        first = con.execute(f"SELECT min(ds) FROM {FEATURES} WHERE y IS NOT NULL").fetchone()[0]
+        periods = (origin - first).days // spec.step_days + 1
+        if periods < Recipe().min_periods:
+            return frame.assign(**{PREDICTION: np.nan})
+        model = at_origin(con, spec, model, origin)
     return frame.assign(**{PREDICTION: model.predict(frame)["p50"].to_numpy()})
 
 
@@ -154,17 +170,17 @@ def build_monitoring_assets(spec: DatasetSpec) -> list:
             current, reference, recent = drift_windows(
                 con, day, champion, config.window_days, config.reference_years,
                 spec.season_length * spec.step_days)
-        if current.empty:
-            raise ValueError(f"no {FEATURES} rows with actuals in the {config.window_days} days "
-                             f"ending {day}: ingest those partitions first")
-        if reference.empty:
-            raise ValueError(
-                f"the champion v{champion.version} trained on {champion.train_start}.."
-                f"{champion.train_end}, which holds none of the same weeks "
-                f"{config.reference_years} year(s) before {day}: nothing to compare with")
-        model = Forecaster.from_bytes(champion.model_bytes)
-        current, reference, recent = (_with_predictions(f, model)
-                                      for f in (current, reference, recent))
+            if current.empty:
+                raise ValueError(f"no {FEATURES} rows with actuals in the {config.window_days} "
+                                 f"days ending {day}: ingest those partitions first")
+            if reference.empty:
+                raise ValueError(
+                    f"the champion v{champion.version} trained on {champion.train_start}.."
+                    f"{champion.train_end}, which holds none of the same weeks "
+                    f"{config.reference_years} year(s) before {day}: nothing to compare with")
+            model = Forecaster.from_bytes(champion.model_bytes)
+            current, reference, recent = (_with_predictions(con, spec, f, model)
+                                          for f in (current, reference, recent))
         summary = drift_report(reference, current, numerical + categorical,
                                categorical=categorical, drift_share=config.drift_share,
                                max_rows=config.max_rows, num_threshold=config.num_threshold)

@@ -56,7 +56,9 @@ ways, none of which touches daily features:
   0.5..2; 1 where the history is too short to measure it); ``pooled_profile`` = the series'
   own yearly level x its group's (the last key, e.g. the department, pooled over the other
   keys) smoothed same-week-last-year index. The first keeps the series' own shape, the second
-  denoises it with the group's shape.
+  denoises it with the group's shape. The weekly forecaster does not train on these rows'
+  norm: its growth would be a horizon old; it reads the seasonal recipe computed at its origin
+  (``models/seasonal.py``). They stay for drift monitoring and to mark the first usable week.
 * static attributes and their categories (also for daily specs that have them) are joined on
   the spec's ``group_keys`` from ``validated_sales``.
 """

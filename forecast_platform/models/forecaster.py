@@ -12,6 +12,17 @@ features (``model_features``); the forecast is ``max(prediction x norm, 0)``.
 P10/P90 come from the training residuals on a Poisson-like scale: ``z = (y - fit) / sqrt(fit)``
 is roughly homoscedastic, so two quantiles of z give the band at any level,
 ``p50 + q(z) * sqrt(p50)``. The two quantiles are stored with the model.
+
+Weekly data is different (``anchored``): its normaliser is the seasonal recipe computed at the
+origin (``models/seasonal.py``), because any feature safe for a 39-week horizon carries a
+39-week-old growth. The model keeps the recipe's forecast from the end of its training data
+(its ``anchor``), and XGBoost learns a correction factor ``y / recipe_base`` on rows built the
+same way: the recipe at past origins inside the training window, each forecasting the weeks
+after it. The number of boosting rounds is chosen on the most recent of those rows; when the
+correction does not beat the recipe alone there, it is the identity (one round at learning rate
+0: every prediction is the base score, 1). ``anchored_at`` moves the anchor to a later origin
+(new weeks landed since training) without retraining, as the forecasts asset and the serving
+bundle do.
 """
 
 from __future__ import annotations
@@ -26,17 +37,26 @@ import numpy as np
 import pandas as pd
 import xgboost as xgb
 
+from forecast_platform.models.seasonal import ANCHOR_COLUMNS, Anchor, Panel, Recipe, anchor_at
+
 QUANTILES = (0.1, 0.5, 0.9)
 HOLIDAY_WEIGHT = 5.0  # weight of a holiday period in the weekly recipe's loss (as in WMAE)
 ID_COLUMNS = ("ds", "series_id", "y")
 # The recipe's model features, by name: calendar shape and the pooled growth.
 CALENDAR_FEATURES = ("dow", "month", "dom", "doy")
 GROWTH_FEATURES = ("yoy",)
-# Weekly data (see features/sql.py): the week of year, where this year's holiday falls in the
-# week, the series' recent growth and the two parts of the weekly norm, as shares of it (the
-# model learns how far to trust each, by season and holiday).
-WEEKLY_FEATURES = ("days_to_holiday", "holiday_in_week", "growth_13", "group_index",
-                   "snaive_ratio", "pooled_ratio")
+# Weekly data: the seasonal recipe's parts at the origin (how far ahead, the blended and the
+# series' own growth, whether the holiday rule applied), read from the model's anchor, not from
+# the feature table; then where this year's holiday falls in the week (features/sql.py).
+ANCHOR_FEATURES = ("recipe_h", "recipe_growth", "recipe_own_growth", "recipe_holiday")
+WEEKLY_FEATURES = (*ANCHOR_FEATURES, "days_to_holiday", "holiday_in_week")
+# The correction's training rows: the recipe at origins this many periods apart, at most this
+# many, going back from the end of the training data; fewer rows than MIN_CORRECTION_ROWS (to
+# train, or to choose the rounds on): no correction.
+CORRECTION_STRIDE = 4
+CORRECTION_ORIGINS = 10
+MIN_CORRECTION_ROWS = 500
+EARLY_STOPPING_ROUNDS = 25
 
 
 # Beyond the recipe: the series' deviation from what its key shares predict, and its own
@@ -49,8 +69,10 @@ DEFAULT_EXTRA_FEATURES = ("series_dev", "dow_profile_13w")
 
 def default_model_features(names: Sequence[str], frequency: str, known: Sequence[str]
                            ) -> list[str]:
-    """What the platform trains on: the recipe, the default extras and known covariates."""
-    return model_features(names, frequency, extra=[*DEFAULT_EXTRA_FEATURES, *known])
+    """What the platform trains on: the recipe, the default extras (daily data: the weekly
+    recipe has its own series level) and known covariates."""
+    extras = DEFAULT_EXTRA_FEATURES if frequency == "D" else ()
+    return model_features(names, frequency, extra=[*extras, *known])
 
 
 def model_features(names: Sequence[str], frequency: str = "D",
@@ -65,9 +87,10 @@ def model_features(names: Sequence[str], frequency: str = "D",
     recipe = [n for n in (*CALENDAR_FEATURES, *GROWTH_FEATURES)
               if not (n == "dow" and frequency == "W")]
     if frequency == "W":
-        # Not the calendar: with a year of training rows (the weekly norm needs a year and a
-        # quarter of history first) it memorises that year's deviations week by week.
+        # Not the calendar: with a year of training rows (the recipe needs a year and a quarter
+        # of history first) it memorises that year's deviations week by week.
         recipe = list(WEEKLY_FEATURES)
+        available |= set(ANCHOR_FEATURES)
     chosen = [n for n in recipe if n in available]
     chosen += [n for n in extra if n in available and n not in chosen]
     if not chosen:
@@ -104,19 +127,31 @@ class Forecaster:
     # Quantiles (P10, P90) of the training residuals z = (y - fit) / sqrt(fit).
     band: tuple[float, float] = (0.0, 0.0)
     info: dict = field(default_factory=dict)
+    # Weekly (anchored) models: the seasonal recipe's forecast from the end of the training data.
+    anchor: Anchor | None = None
+
+    @property
+    def anchored(self) -> bool:
+        """Whether this is the weekly model on the seasonal recipe (``model_features`` for
+        frequency W chose it): its normaliser is the anchor's base, not a feature column."""
+        return "recipe_h" in self.features
+
+    @property
+    def weekly(self) -> bool:
+        return self.anchored
 
     # -- training -------------------------------------------------------------------------
     def fit(self, frame: pd.DataFrame) -> Forecaster:
         """Fit on rows with a known target and a usable normaliser (finite, > 0)."""
+        if self.anchored:
+            return self._fit_anchored(frame)
         missing = [c for c in [*self.features, self.params.scale_feature]
                    if c not in frame.columns]
         if missing:
             raise ValueError(f"training frame lacks feature columns {missing}")
         # Row subsampling makes the fit depend on row order, and SQL gives rows in no set
         # order: sort, so the same rows always give the same model.
-        order = [c for c in ("series_id", "ds") if c in frame.columns]
-        if order:
-            frame = frame.sort_values(order, kind="stable")
+        frame = _sorted(frame)
         scale = self._scale(frame)
         ok = frame["y"].notna().to_numpy() & (scale > 0)
         usable, scale = frame[ok], scale[ok]
@@ -128,14 +163,23 @@ class Forecaster:
             )
         y = usable["y"].to_numpy(dtype=float)
         x = usable[self.features].to_numpy(dtype=np.float32)
+        started, cpu_started = time.perf_counter(), time.process_time()
+        dtrain = xgb.QuantileDMatrix(x, label=(y / scale).astype(np.float32),
+                                     max_bin=self.params.max_bin, nthread=self.params.nthread)
+        self.booster = xgb.train(self._booster_params(), dtrain,
+                                 num_boost_round=self.params.n_estimators)
+        fitted = np.asarray(self.booster.inplace_predict(x), dtype=float) * scale
+        self._finish(y, fitted, len(usable), started, cpu_started)
+        return self
+
+    def _booster_params(self, **overrides) -> dict:
         p = self.params
-        weekly = self.weekly
-        booster_params = {
-            # The weekly recipe minimises the absolute error in the target's units (WMAE's
-            # loss): |y - f x norm| = norm x |y / norm - f|, hence the weights below. A squared
-            # error on y / norm lets the rows with tiny norms (departments selling a few
-            # dollars a week) dominate the fit.
-            "objective": "reg:absoluteerror" if weekly else "reg:squarederror",
+        return {
+            # The weekly correction minimises the absolute error in the target's units (WMAE's
+            # loss): |y - f x base| = base x |y / base - f|, hence its weights. A squared error
+            # on y / base lets the rows with tiny bases (departments selling a few dollars a
+            # week) dominate the fit.
+            "objective": "reg:absoluteerror" if self.anchored else "reg:squarederror",
             "tree_method": "hist",
             "learning_rate": p.learning_rate,
             "max_depth": p.max_depth,
@@ -146,32 +190,151 @@ class Forecaster:
             "max_bin": p.max_bin,
             "seed": p.seed,
             "nthread": p.nthread,
+            **overrides,
         }
-        started, cpu_started = time.perf_counter(), time.process_time()
-        weight = None
-        if weekly:
-            weight = scale.copy()
-            if "is_holiday" in usable.columns:  # WMAE weighs holiday periods 5
-                holiday = usable["is_holiday"].fillna(0).to_numpy(dtype=float) > 0
-                weight = np.where(holiday, HOLIDAY_WEIGHT * weight, weight)
-            weight = (weight / weight.mean()).astype(np.float32)
-        dtrain = xgb.QuantileDMatrix(x, label=(y / scale).astype(np.float32), weight=weight,
-                                     max_bin=p.max_bin, nthread=p.nthread)
-        self.booster = xgb.train(booster_params, dtrain, num_boost_round=p.n_estimators)
-        # Band: quantiles of the Poisson-scaled in-sample residuals.
-        fitted = np.asarray(self.booster.inplace_predict(x), dtype=float) * scale
+
+    def _finish(self, y: np.ndarray, fitted: np.ndarray, rows: int, started: float,
+                cpu_started: float) -> None:
+        """Band: quantiles of the Poisson-scaled training residuals; timings."""
         z = (y - fitted) / np.sqrt(np.clip(fitted, 1.0, None))
         lo, hi = np.quantile(z, (QUANTILES[0], QUANTILES[-1]))
         self.band = (float(min(lo, 0.0)), float(max(hi, 0.0)))
         self.train_seconds = time.perf_counter() - started
         self.train_cpu_seconds = time.process_time() - cpu_started
-        self.train_rows = len(usable)
+        self.train_rows = rows
+
+    def _fit_anchored(self, frame: pd.DataFrame) -> Forecaster:
+        """The recipe at the end of the data (the anchor), and XGBoost's correction to it,
+        trained on the recipe's forecasts from earlier origins of the same window."""
+        missing = [c for c in ("series_id", "ds", "y", *self.row_features)
+                   if c not in frame.columns]
+        if missing:
+            raise ValueError(f"training frame lacks feature columns {missing}")
+        started, cpu_started = time.perf_counter(), time.process_time()
+        frame = _sorted(frame.assign(ds=pd.to_datetime(frame["ds"])))
+        panel = Panel.from_rows(frame, step_days_of(frame["ds"]))
+        last = len(panel.periods) - 1
+        self.anchor = anchor_at(panel, last, self.horizon)
+        if self.anchor is None:
+            raise ValueError(
+                f"no training rows: the seasonal recipe needs {Recipe().min_periods} periods of "
+                f"history up to the origin, and the training frame holds {last + 1} "
+                f"({panel.periods[0].date()} .. {panel.periods[-1].date()})")
+        rounds = self._choose_rounds(frame, panel, last)
+        rows = self._correction_rows(frame, panel, last - CORRECTION_STRIDE, last)
+        x, label, weight, base = self._correction_data(rows)
+        self.info = {**self.info, "correction_rounds": rounds,
+                     "anchor_origin": str(self.anchor.origin.date())}
+        identity = rounds == 0 or len(x) == 0
+        # The identity still is a booster (MLflow logs it, explanations read it): one round at
+        # learning rate 0, on one neutral row when there are no correction rows at all.
+        fit_x, fit_label, fit_weight = (x, label, weight) if len(x) else (
+            np.zeros((1, len(self.features)), np.float32), np.ones(1, np.float32),
+            np.ones(1, np.float32))
+        dtrain = xgb.QuantileDMatrix(fit_x, label=fit_label, weight=fit_weight,
+                                     max_bin=self.params.max_bin, nthread=self.params.nthread)
+        self.booster = xgb.train(
+            self._booster_params(base_score=1.0, **({"learning_rate": 0.0} if identity else {})),
+            dtrain, num_boost_round=max(rounds, 1))
+        if len(x):
+            fitted = np.asarray(self.booster.inplace_predict(x), dtype=float) * base
+            self._finish(rows["y"].to_numpy(dtype=float), fitted, len(x), started, cpu_started)
+        else:
+            self.train_seconds = time.perf_counter() - started
+            self.train_cpu_seconds = time.process_time() - cpu_started
         return self
 
     @property
-    def weekly(self) -> bool:
-        """Whether this is the weekly recipe (``model_features`` for frequency W chose it)."""
-        return "snaive_ratio" in self.features
+    def row_features(self) -> list[str]:
+        """The features read from the rows (a weekly model's others come from its anchor)."""
+        return [f for f in self.features if f not in ANCHOR_FEATURES]
+
+    def _correction_rows(self, frame: pd.DataFrame, panel: Panel, first_origin: int, end: int
+                         ) -> pd.DataFrame:
+        """The recipe's forecasts from ``first_origin`` and up to ``CORRECTION_ORIGINS - 1``
+        origins ``CORRECTION_STRIDE`` periods apart before it, each for the periods after it up
+        to ``end`` (at most a horizon) that have a target, next to the rows' own features."""
+        step = pd.Timedelta(days=panel.step_days)
+        columns = [c for c in ("series_id", "ds", "y", "is_holiday", *self.row_features)
+                   if c in frame.columns]
+        parts = []
+        for k in range(CORRECTION_ORIGINS):
+            origin = first_origin - k * CORRECTION_STRIDE
+            if origin < 0 or origin >= end:
+                break
+            anchor = anchor_at(panel, origin, min(self.horizon, end - origin))
+            if anchor is None:
+                break
+            o = panel.periods[origin]
+            target = frame.loc[(frame["ds"] > o) & (frame["ds"] <= o + anchor.horizon * step)
+                               & frame["y"].notna(), columns]
+            looked = anchor.lookup(target)
+            part = pd.concat([target.reset_index(drop=True), looked.reset_index(drop=True)],
+                             axis=1)
+            parts.append(part[part["recipe_base"] > 0])
+        if not parts:
+            return pd.DataFrame(columns=[*columns, *ANCHOR_COLUMNS])
+        return pd.concat(parts, ignore_index=True)
+
+    def _correction_data(self, rows: pd.DataFrame
+                         ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Features, label ``y / recipe_base``, weight (the base, x5 on holiday periods, mean 1)
+        and base of correction rows."""
+        base = rows["recipe_base"].to_numpy(dtype=float)
+        weight = base.copy()
+        if "is_holiday" in rows.columns:  # WMAE weighs holiday periods 5
+            holiday = pd.to_numeric(rows["is_holiday"]).fillna(0).to_numpy(dtype=float) > 0
+            weight = np.where(holiday, HOLIDAY_WEIGHT * weight, weight)
+        if len(weight):
+            weight = weight / weight.mean()
+        label = rows["y"].to_numpy(dtype=float) / np.where(base > 0, base, 1.0)
+        return (rows[self.features].to_numpy(dtype=np.float32), label.astype(np.float32),
+                weight.astype(np.float32), base)
+
+    def _choose_rounds(self, frame: pd.DataFrame, panel: Panel, last: int) -> int:
+        """Boosting rounds of the correction: early-stopped on the recipe's forecast of the last
+        full horizon (from the origin a horizon before the end), trained only on forecasts of
+        the periods before that origin. 0 when the correction does not beat the recipe alone on
+        that horizon, or there are too few rows to tell: what the correction will face is a
+        whole horizon, so it is judged on one, not on its last few weeks (on Walmart the last
+        13 weeks are the holiday season, where a correction that won lost 5 % on the next
+        39 weeks)."""
+        valid_origin = last - self.horizon
+        valid = self._correction_rows(frame, panel, valid_origin, last)
+        valid = valid.iloc[:0] if valid.empty else valid[valid["ds"] > panel.periods[valid_origin]]
+        train = self._correction_rows(frame, panel, valid_origin - CORRECTION_STRIDE,
+                                      valid_origin)
+        if len(train) < MIN_CORRECTION_ROWS or len(valid) < MIN_CORRECTION_ROWS:
+            return 0
+        x, label, weight, _ = self._correction_data(train)
+        vx, vlabel, vweight, _ = self._correction_data(valid)
+        p = self.params
+        dtrain = xgb.QuantileDMatrix(x, label=label, weight=weight, max_bin=p.max_bin,
+                                     nthread=p.nthread)
+        dvalid = xgb.DMatrix(vx, label=vlabel, weight=vweight, nthread=p.nthread)
+        booster = xgb.train(self._booster_params(base_score=1.0, eval_metric="mae"), dtrain,
+                            num_boost_round=p.n_estimators, evals=[(dvalid, "valid")],
+                            early_stopping_rounds=EARLY_STOPPING_ROUNDS, verbose_eval=False)
+        recipe_alone = float(np.average(np.abs(vlabel - 1.0), weights=vweight))
+        return booster.best_iteration + 1 if float(booster.best_score) < recipe_alone else 0
+
+    @classmethod
+    def anchored_at(cls, model: Forecaster, history: pd.DataFrame) -> Forecaster:
+        """The same model, its recipe recomputed at the end of ``history`` (``series_id, ds, y,
+        is_holiday`` rows up to the new origin): the forecast from that origin, no retraining."""
+        if not model.anchored:
+            return model
+        frame = history.assign(ds=pd.to_datetime(history["ds"]))
+        panel = Panel.from_rows(frame, step_days_of(frame["ds"]))
+        anchor = anchor_at(panel, len(panel.periods) - 1, model.horizon)
+        if anchor is None:
+            raise ValueError(
+                f"the seasonal recipe needs {Recipe().min_periods} periods of history up to the "
+                f"origin, the history holds {len(panel.periods)} "
+                f"({panel.periods[0].date()} .. {panel.periods[-1].date()})")
+        return Forecaster(model.params, list(model.features), model.horizon, model.booster,
+                          model.train_seconds, model.train_cpu_seconds, model.train_rows,
+                          model.band, dict(model.info), anchor)
 
     # -- prediction -----------------------------------------------------------------------
     def _scale(self, frame: pd.DataFrame) -> np.ndarray:
@@ -181,74 +344,101 @@ class Forecaster:
         return np.where(np.isfinite(scale) & (scale > 0), scale, 0.0)
 
     def _check(self, frame: pd.DataFrame) -> None:
-        if self.booster is None:
+        if self.booster is None or (self.anchored and self.anchor is None):
             raise RuntimeError("the forecaster is not trained")
-        missing = [c for c in [*self.features, self.params.scale_feature]
-                   if c not in frame.columns]
+        needed = self.row_features if self.anchored \
+            else [*self.features, self.params.scale_feature]
+        missing = [c for c in needed if c not in frame.columns]
         if missing:
             raise ValueError(f"feature columns {missing} are missing from the input")
 
-    def _raw(self, frame: pd.DataFrame) -> np.ndarray:
-        """The model's prediction of y / norm, per row."""
-        if len(frame) == 0:
+    def _inputs(self, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per row: the feature matrix, the normaliser (0 where unusable) and whether the row
+        can be forecast at all (anchored: the anchor covers it; else a usable normaliser)."""
+        if not self.anchored:
+            scale = self._scale(frame)
+            return frame[self.features].to_numpy(dtype=np.float32), scale, scale > 0
+        parts = self.anchor.lookup(frame)
+        columns = {**{c: parts[c] for c in ANCHOR_COLUMNS},
+                   **{c: frame[c] for c in self.row_features}}
+        x = pd.DataFrame(columns, index=frame.index)[self.features].to_numpy(dtype=np.float32)
+        base = parts["recipe_base"].to_numpy(dtype=float)
+        known = ~np.isnan(base)
+        # A series that sold nothing a season back has a base of 0 (or below, after returns):
+        # it is forecast at 0, not left out.
+        return x, np.where(known, np.clip(np.nan_to_num(base), 0.0, None), 0.0), known
+
+    def _raw(self, x: np.ndarray) -> np.ndarray:
+        """The model's prediction of y / normaliser, per row."""
+        if len(x) == 0:
             return np.zeros(0)
-        x = frame[self.features].to_numpy(dtype=np.float32)
-        return np.asarray(self.booster.inplace_predict(x), dtype=float).reshape(len(frame))
+        return np.asarray(self.booster.inplace_predict(x), dtype=float).reshape(len(x))
 
     def predict(self, frame: pd.DataFrame) -> pd.DataFrame:
-        """P10/P50/P90 per row (same index); rows without a usable norm come back NaN.
+        """P10/P50/P90 per row (same index); rows the model cannot forecast come back NaN.
 
         A series that sold nothing over its last year (``series_dev == 0``: its own yearly mean
         is zero while its keys' shares are not) is forecast at zero: the pooled norm describes
         its store and item, not a discontinued or never-stocked series.
         """
         self._check(frame)
-        scale = self._scale(frame)
-        p50 = np.clip(self._raw(frame) * scale, 0.0, None)
-        if "series_dev" in frame.columns:
+        x, scale, known = self._inputs(frame)
+        p50 = np.clip(self._raw(x) * scale, 0.0, None)
+        if "series_dev" in frame.columns and not self.anchored:
             p50 = np.where(frame["series_dev"].to_numpy(dtype=float) == 0.0, 0.0, p50)
         root = np.sqrt(np.clip(p50, 1.0, None))
         p10 = np.clip(np.minimum(p50 + self.band[0] * root, p50), 0.0, None)
         p90 = np.maximum(p50 + self.band[1] * root, p50)
         values = np.column_stack([p10, p50, p90])
-        values[scale <= 0] = np.nan
+        values[~known] = np.nan
         return pd.DataFrame(values, columns=["p10", "p50", "p90"], index=frame.index)
 
     def contributions(self, frame: pd.DataFrame, exact: bool = True) -> pd.DataFrame:
         """Per-feature contributions to the P50 (XGBoost's own ``pred_contribs``), in target
-        units (times the norm): they sum, with the ``bias`` column, to the P50 before clipping.
-        Rows without a usable norm come back NaN.
+        units (times the normaliser): they sum, with the ``bias`` column, to the P50 before
+        clipping. Rows the model cannot forecast come back NaN. For the weekly model the bias
+        is the seasonal recipe's base (times the correction's base score, 1).
 
         ``exact``: TreeSHAP. ``exact=False``: XGBoost's approximate (Saabas) attributions, which
         also sum to the prediction and agree on the top feature ~98 % of the time here, at ~1/80
         of the cost: 45,000 forecasts take 1 s instead of 83 s (docs/benchmarks.md).
         """
         self._check(frame)
-        matrix = xgb.DMatrix(frame[self.features].to_numpy(dtype=np.float32),
-                             feature_names=self.features)
+        x, scale, known = self._inputs(frame)
+        matrix = xgb.DMatrix(x, feature_names=self.features)
         contribs = np.asarray(self.booster.predict(matrix, pred_contribs=True,
                                                    approx_contribs=not exact), dtype=float)
         contribs = contribs.reshape(len(frame), len(self.features) + 1)
-        scale = self._scale(frame)
-        scaled = contribs * np.where(scale > 0, scale, np.nan)[:, None]
+        usable = scale > 0 if not self.anchored else known
+        scaled = contribs * np.where(usable, scale, np.nan)[:, None]
         return pd.DataFrame(scaled, columns=[*self.features, "bias"], index=frame.index)
 
     def importance(self) -> pd.Series:
+        """Total gain per feature (0 for a feature no tree splits on).
+
+        The booster is trained on bare arrays, so XGBoost names its features ``f0, f1, ...``
+        in the order of ``features``: mapped back to their names here.
+        """
         gain = self.booster.get_score(importance_type="total_gain")
-        return pd.Series(gain, dtype=float).reindex(self.features).fillna(0.0) \
+        named = {self.features[int(k[1:])] if k[:1] == "f" and k[1:].isdigit() else k: v
+                 for k, v in gain.items()}
+        return pd.Series(named, dtype=float).reindex(self.features).fillna(0.0) \
             .sort_values(ascending=False)
 
     # -- persistence ----------------------------------------------------------------------
     def to_bytes(self) -> bytes:
         raw = self.booster.save_raw(raw_format="ubj") if self.booster is not None else b""
+        anchor = self.anchor.to_bytes() if self.anchor is not None else b""
         header = json.dumps({
             "params": asdict(self.params), "features": self.features, "horizon": self.horizon,
             "train_seconds": self.train_seconds, "train_cpu_seconds": self.train_cpu_seconds,
             "train_rows": self.train_rows, "band": list(self.band), "info": self.info,
+            "anchor_bytes": len(anchor),
         }).encode()
         buffer = io.BytesIO()
         buffer.write(len(header).to_bytes(8, "little"))
         buffer.write(header)
+        buffer.write(anchor)
         buffer.write(raw)
         return buffer.getvalue()
 
@@ -268,9 +458,31 @@ class Forecaster:
                     train_cpu_seconds=header.get("train_cpu_seconds", 0.0),
                     train_rows=header["train_rows"], band=tuple(header["band"]),
                     info=header.get("info", {}))
-        if len(blob) > 8 + size:
+        start = 8 + size
+        anchor_size = header.get("anchor_bytes", 0)
+        if anchor_size:
+            model.anchor = Anchor.from_bytes(blob[start:start + anchor_size])
+        start += anchor_size
+        if model.anchored and model.anchor is None:
+            raise ValueError("this weekly model was stored without its seasonal anchor (an "
+                             "older forecaster); it cannot be loaded by this version: retrain it")
+        if len(blob) > start:
             booster = xgb.Booster()
-            booster.load_model(bytearray(blob[8 + size:]))
+            booster.load_model(bytearray(blob[start:]))
             booster.set_param({"nthread": model.params.nthread})
             model.booster = booster
         return model
+
+
+def _sorted(frame: pd.DataFrame) -> pd.DataFrame:
+    """Rows by series and date: row subsampling makes a fit depend on row order."""
+    order = [c for c in ("series_id", "ds") if c in frame.columns]
+    return frame.sort_values(order, kind="stable") if order else frame
+
+
+def step_days_of(ds: pd.Series) -> int:
+    """Days between consecutive periods: the smallest gap between two distinct dates."""
+    days = np.diff(np.unique(pd.to_datetime(ds).to_numpy().astype("datetime64[D]")))
+    if len(days) == 0:
+        raise ValueError("one date only: the period length cannot be told")
+    return int(days.astype(int).min())

@@ -2,15 +2,21 @@
 
 Known-in-advance covariates are not in the history for future dates: they come from a scenario
 (a planned promotion, say) and default to 0, "nothing planned". The same function serves the
-forecasts asset and the service, so offline and online forecasts are built alike.
+forecasts asset and the service, so offline and online forecasts are built alike; so does
+``at_origin``, which moves a weekly model's seasonal recipe to the origin it forecasts from.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 
+import duckdb
+
 from forecast_platform.datasets.spec import DatasetSpec
-from forecast_platform.features.offline import history_source
+from forecast_platform.features.offline import feature_frame, history_source
+from forecast_platform.features.sql import plan_features
+from forecast_platform.models.forecaster import Forecaster
+from forecast_platform.models.seasonal import Recipe
 from forecast_platform.warehouse.store import quote
 from forecast_platform.warehouse.tables import VALIDATED
 
@@ -41,3 +47,19 @@ def future_source(spec: DatasetSpec, horizon: int, active_days: int = 28) -> str
 
 def future_params(history_start: dt.date, origin: dt.date) -> list[dt.date]:
     return [history_start, origin, origin, origin, origin, origin]
+
+
+def at_origin(con: duckdb.DuckDBPyConnection, spec: DatasetSpec, model: Forecaster,
+              origin: dt.date) -> Forecaster:
+    """The model ready to forecast the horizon after ``origin``.
+
+    A weekly model carries the seasonal recipe's forecast from the end of its training data;
+    weeks landed since then move the origin, so the recipe is recomputed from the history up to
+    it (the same feature rows it was trained on: sales_features' SQL over validated_sales), and
+    the trained correction applies unchanged. Other models forecast from any origin as they are.
+    """
+    if not model.anchored:
+        return model
+    plan = plan_features(spec, model.horizon)
+    start = origin - dt.timedelta(days=(Recipe().history_periods - 1) * spec.step_days)
+    return Forecaster.anchored_at(model, feature_frame(con, plan, start, origin))

@@ -44,6 +44,7 @@ from forecast_platform.models.expected import (
     expected_with_actuals,
 )
 from forecast_platform.models.forecaster import Forecaster
+from forecast_platform.models.future import at_origin
 from forecast_platform.warehouse.store import quote, table_exists
 from forecast_platform.warehouse.tables import CALENDAR, VALIDATED
 
@@ -297,7 +298,9 @@ def build_bundle(con: duckdb.DuckDBPyConnection, spec: DatasetSpec, model_name: 
     with bentoml.models.create(name or bundle_name(), labels=labels, metadata=metadata,
                                _model_store=model_store(bentoml_home)) as ref:
         root = Path(ref.path)
-        (root / FORECASTER_FILE).write_bytes(champion.model_bytes)
+        # A weekly model's seasonal recipe moves to the bundle's origin (models/future.py).
+        forecaster = at_origin(con, spec, Forecaster.from_bytes(champion.model_bytes), origin)
+        (root / FORECASTER_FILE).write_bytes(forecaster.to_bytes())
         history.to_parquet(root / HISTORY_FILE, index=False)
         holidays.to_parquet(root / HOLIDAYS_FILE, index=False)
         slot = root / ANOMALY_DIR
