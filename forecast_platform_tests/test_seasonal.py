@@ -101,10 +101,19 @@ def test_too_short_a_history_gives_no_anchor_and_a_clear_error():
     rows = weekly_rows(weeks=Recipe().min_periods - 1)
     assert anchor_at(Panel.from_rows(rows, 7), Recipe().min_periods - 2, 13) is None
     model = Forecaster(ForecasterParams(n_estimators=5), weekly_features(), 13)
-    with pytest.raises(ValueError, match="needs 65 periods of history"):
+    with pytest.raises(ValueError, match="needs 53 periods of history"):
         model.fit(features_of(rows))
     with pytest.raises(ValueError, match="too long"):
         anchor_at(Panel.from_rows(weekly_rows(), 7), 100, SEASON)
+
+
+def test_a_year_and_a_week_of_history_forecasts_with_no_growth():
+    """53 periods hold last year's week and its neighbour but no growth window a season back:
+    the growth is 1 (as for a series that sold nothing a year ago), not a guess."""
+    rows = weekly_rows(weeks=Recipe().min_periods, growth=1.01)
+    anchor = anchor_at(Panel.from_rows(rows, 7), Recipe().min_periods - 1, 13)
+    assert np.allclose(anchor.growth, 1.0) and np.allclose(anchor.own_growth, 1.0)
+    assert (anchor.base > 0).all()
 
 
 def weekly_features() -> list[str]:

@@ -18,8 +18,8 @@ target ``o + h``:
    displace fill the gap (a swap);
 3. seasonal base: the source week smoothed 1/4-1/2-1/4 over its neighbours, unsmoothed where the
    source week was a holiday week (a holiday's peak is one week: smoothing halves it);
-4. growth: for windows of 8 and 13 weeks, the last n weeks / the same n weeks a year earlier,
-   clipped to 0.5..2, for the series, for its group (the last key pooled over the others) and
+4. growth: for windows of 8 and 13 weeks, the last n weeks / the same n weeks a year earlier
+   (1 while the history is too short for that), clipped to 0.5..2, for the series, for its group (the last key pooled over the others) and
    for its first key (pooled over the others), blended on the log scale 0.55 / 0.15 / 0.30,
    then the geometric mean over the two windows;
 5. base = seasonal base x growth.
@@ -63,9 +63,10 @@ class Recipe:
 
     @property
     def min_periods(self) -> int:
-        """Periods of grid up to the origin (included) the recipe needs: its longest growth
-        window and the same window a season earlier."""
-        return SEASON + max(self.windows)
+        """Periods of grid up to the origin (included) the recipe needs: last year's week of the
+        first target and its earlier neighbour. A growth window that does not fit a season
+        back yet counts as no growth (1), as a series without sales a year ago does."""
+        return SEASON + 1
 
 
 @dataclass(frozen=True)
@@ -260,6 +261,10 @@ def anchor_at(panel: Panel, origin: int, horizon: int, recipe: Recipe = Recipe()
     logs, own_logs = [], []
     own_weight = 1.0 - recipe.weight_group - recipe.weight_first
     for n in recipe.windows:
+        if o - n + 1 - SEASON < 0:  # the window a season back starts before the data
+            own_logs.append(np.zeros(len(series)))
+            logs.append(np.zeros(len(series)))
+            continue
         num = filled[:, o - n + 1:o + 1].sum(axis=1)
         den = filled[:, o - n + 1 - SEASON:o + 1 - SEASON].sum(axis=1)
         own = np.log(_ratio(num, den, recipe.clip))
