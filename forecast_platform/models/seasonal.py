@@ -19,9 +19,9 @@ target ``o + h``:
 3. seasonal base: the source week smoothed 1/4-1/2-1/4 over its neighbours, unsmoothed where the
    source week was a holiday week (a holiday's peak is one week: smoothing halves it);
 4. growth: for windows of 8 and 13 weeks, the last n weeks / the same n weeks a year earlier
-   (1 while the history is too short for that), clipped to 0.5..2, for the series, for its group (the last key pooled over the others) and
-   for its first key (pooled over the others), blended on the log scale 0.55 / 0.15 / 0.30,
-   then the geometric mean over the two windows;
+   (1 while the history is too short for that), clipped to 0.5..2, for the series, for its
+   group (the last key pooled over the others) and for its first key (pooled over the others),
+   blended on the log scale 0.55 / 0.15 / 0.30, then the geometric mean over the two windows;
 5. base = seasonal base x growth.
 
 The lookback is bounded (``history_periods``, two seasons): the same origin gives the same base
