@@ -194,3 +194,36 @@ def test_the_graph_runs_on_the_users_csv_to_forecasts(graph):
     assert holidays["is_holiday"].tolist() == [1] * len(holidays)
     assert set(holidays["ds"].dt.month) == {12} and holidays["ds"].dt.day.min() >= 18
     assert check_results(train)["forecaster.champion_gate"].metadata["metric"].value == "wmae"
+
+
+def test_the_users_series_are_served_as_forecast_offline(graph):
+    """The train job packs the user's champion into a serving bundle: the service forecasts a
+    late-starting series of the CSV exactly as the forecasts asset did, and a planned promotion
+    (a known covariate the model trained on) is a what-if the service answers."""
+    from forecast_platform.serving.bundle import load_bundle, model_store
+    from forecast_platform.serving.online import InvalidInput, OnlineModel
+
+    settings, spec, _, train = graph
+    assert "serving_bundle" in materialized(train)
+    meta = train.asset_materializations_for_node("serving_bundle")[0].metadata
+    model = OnlineModel(load_bundle(meta["bentoml_tag"].value,
+                                    store=model_store(settings.bentoml_home)))
+    served = model.forecast([{"region": "south", "sku": 103}])[0]
+    with duckdb.connect(str(settings.warehouse_path), read_only=True) as con:
+        offline = con.execute("SELECT ds, p50 FROM forecasts WHERE series_id = 'south|103' "
+                              "ORDER BY ds").df()
+    assert served["dates"] == [str(d)[:10] for d in offline["ds"]]
+    assert served["p50"] == pytest.approx(offline["p50"].tolist(), rel=1e-6)
+    first = served["dates"][0]
+    promo = model.forecast([{"region": "south", "sku": 103}],
+                           scenario={first: {"on_promo": 1}})[0]
+    assert promo["p50"][1:] == pytest.approx(served["p50"][1:], rel=1e-6)  # other weeks alone
+    assert promo["p50"][0] > 1.05 * served["p50"][0]  # a promotion sells more (x1.3 in the CSV)
+    # A text-coded covariate takes its codes in a scenario, and names them when it does not.
+    banded = model.forecast([{"region": "south", "sku": 103}],
+                            scenario={first: {"price_band": "b"}})[0]
+    assert len(banded["p50"]) == len(served["p50"])
+    with pytest.raises(InvalidInput, match=r"scenario\.[-0-9]+\.price_band: 'c' is not a code") \
+            as err:
+        model.forecast([{"region": "south", "sku": 103}], scenario={first: {"price_band": "c"}})
+    assert err.value.as_dict()["expected"] == "one of ['a', 'b']"

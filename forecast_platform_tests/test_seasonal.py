@@ -189,3 +189,17 @@ def test_walmart_holdout_recipe_beats_the_seasonal_naive_by_15_percent():
     baseline = metrics.wmae(y[ok], naive[ok], holiday[ok])
     assert ok.mean() > 0.95  # series new in the holdout's year have no naive forecast
     assert recipe < 0.85 * baseline, (recipe, baseline)
+
+
+def test_a_base_of_almost_nothing_does_not_break_the_correction():
+    """A series that sold 1e-40 a year ago and 50 now (an SVD reconstruction of nothing can
+    look like that) gives y / base beyond float32: the label is capped, the fit goes on, and
+    the series is still forecast."""
+    rows = weekly_rows()
+    ghost = rows[rows["series_id"] == "1|1"].assign(series_id="9|9", y=1e-40)
+    ghost.loc[ghost.index[-30:], "y"] = 50.0
+    rows = features_of(pd.concat([rows, ghost], ignore_index=True))
+    model = Forecaster(ForecasterParams(n_estimators=30), weekly_features(), 13).fit(rows)
+    future = features_of(weekly_rows(weeks=WEEKS + 13)).query("series_id == '1|1'")
+    future = future[future["ds"] > rows["ds"].max()].assign(series_id="9|9")
+    assert model.predict(future)["p50"].notna().all()

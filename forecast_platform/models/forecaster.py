@@ -55,7 +55,8 @@ WEEKLY_FEATURES = (*ANCHOR_FEATURES, "days_to_holiday", "holiday_in_week")
 # train, or to choose the rounds on): no correction.
 CORRECTION_STRIDE = 4
 CORRECTION_ORIGINS = 10
-MIN_CORRECTION_ROWS = 500
+MIN_CORRECTION_ROWS = 100
+LABEL_CAP = 10.0
 EARLY_STOPPING_ROUNDS = 25
 
 
@@ -287,7 +288,11 @@ class Forecaster:
             weight = np.where(holiday, HOLIDAY_WEIGHT * weight, weight)
         if len(weight):
             weight = weight / weight.mean()
-        label = rows["y"].to_numpy(dtype=float) / np.where(base > 0, base, 1.0)
+        # A base of a few cents (an SVD reconstruction of a series that sold nothing) makes
+        # y / base explode; such rows weigh nothing in the loss, but XGBoost refuses huge
+        # labels: a correction factor is bounded by LABEL_CAP either way.
+        label = np.clip(rows["y"].to_numpy(dtype=float) / np.where(base > 0, base, 1.0),
+                        -LABEL_CAP, LABEL_CAP)
         return (rows[self.features].to_numpy(dtype=np.float32), label.astype(np.float32),
                 weight.astype(np.float32), base)
 

@@ -284,12 +284,13 @@ class OnlineModel:
         return self._apply(frame, plan)
 
     def _exact_rows(self, resolved: list[Resolved], dates: list[dt.date],
-                    plan: dict[dt.date, dict[str, float]]) -> pd.DataFrame:
+                    plan: dict[dt.date, dict[str, float | str]]) -> pd.DataFrame:
         ids = [r.series_id for r in resolved]
         scenario = pd.DataFrame(
             [{"series_id": sid, "ds": d, **values} for sid in ids for d, values in plan.items()],
             columns=["series_id", "ds", *self.spec.known],
-        ).astype({c: "float64" for c in self.spec.known})
+        ).astype({c: "object" if c in self.spec.categories else "float64"
+                  for c in self.spec.known})
         scenario["ds"] = pd.to_datetime(scenario["ds"]).dt.date
         rows = self.compute_features(min(dates), max(dates), scenario)
         stamps = [pd.Timestamp(d) for d in dates]
@@ -299,7 +300,7 @@ class OnlineModel:
                                                                    strict=True)])
         return rows.sort_values("_order").drop(columns="_order").reset_index(drop=True)
 
-    def _apply(self, frame: pd.DataFrame, plan: dict[dt.date, dict[str, float]]
+    def _apply(self, frame: pd.DataFrame, plan: dict[dt.date, dict[str, float | str]]
                ) -> pd.DataFrame:
         """Overwrite the known covariates of the scenario's dates (pass-through columns)."""
         if not plan:
@@ -374,8 +375,9 @@ class OnlineModel:
         return horizon
 
     def parse_scenario(self, scenario: Mapping[Any, Mapping[str, Any]] | None,
-                       last: dt.date) -> dict[dt.date, dict[str, float]]:
-        """``{date: {covariate: value}}`` for future dates up to ``last``, validated."""
+                       last: dt.date) -> dict[dt.date, dict[str, float | str]]:
+        """``{date: {covariate: value}}`` for future dates up to ``last``, validated: a number,
+        or for a text-coded covariate one of its codes."""
         if not scenario:
             return {}
         if not isinstance(scenario, Mapping):
@@ -383,7 +385,7 @@ class OnlineModel:
                                'an object like {"2018-01-05": {"promo": 1}}')
         known = list(self.spec.known)
         first = self.windows.future_start
-        out: dict[dt.date, dict[str, float]] = {}
+        out: dict[dt.date, dict[str, float | str]] = {}
         for raw_day, values in scenario.items():
             field = f"scenario.{raw_day}"
             day = parse_date(raw_day, field)
@@ -398,13 +400,20 @@ class OnlineModel:
             if not isinstance(values, Mapping) or not values:
                 raise InvalidInput(f"{field} must set at least one covariate", field,
                                    f"an object with some of {known}")
-            clean: dict[str, float] = {}
+            clean: dict[str, float | str] = {}
             for col, value in values.items():
                 if col not in self.spec.known:
                     raise InvalidInput(
                         f"{field}.{col}: {col!r} is not a known-in-advance covariate of this "
                         f"dataset", f"{field}.{col}", f"one of {known}" if known
                         else "nothing: this dataset has no known covariates")
+                codes = self.spec.categories.get(col)
+                if codes is not None:  # a text-coded covariate takes one of its codes
+                    if not isinstance(value, str) or value not in codes:
+                        raise InvalidInput(f"{field}.{col}: {value!r} is not a code of {col}",
+                                           f"{field}.{col}", f"one of {list(codes)}")
+                    clean[col] = value
+                    continue
                 if isinstance(value, bool) or not isinstance(value, (int, float)) \
                         or not math.isfinite(value):
                     raise InvalidInput(f"{field}.{col}: {value!r} is not a finite number",
