@@ -230,7 +230,7 @@ def test_walmart_expected_sales_anomalies_and_bundle(graph):
     """The anomaly assets count in weeks (expected values after 13 weeks of usable rows,
     context windows of periods), and the bundle serves a weekly series in process."""
     from forecast_platform.serving.bundle import load_bundle, model_store
-    from forecast_platform.serving.online import OnlineModel
+    from forecast_platform.serving.online import InvalidInput, OnlineModel
 
     settings, _, train, scored, _ = graph
     assert {"expected_sales", "anomaly_model", "serving_bundle"} <= materialized(train)
@@ -250,6 +250,17 @@ def test_walmart_expected_sales_anomalies_and_bundle(graph):
                               "ORDER BY ds")
     assert served["dates"] == [str(d)[:10] for d in offline["ds"]]
     assert served["p50"] == pytest.approx(offline["p50"].tolist(), rel=1e-6)
+    # Explanations: the recipe's base is the bias, its parts are features with their values.
+    week = served["dates"][3]
+    why = model.explain({"Store": 3, "Dept": 1}, week)
+    assert why["p50"] == pytest.approx(served["p50"][3], rel=1e-6)
+    assert why["bias"] + sum(c["contribution"] for c in why["contributions"]) + why["rest"] \
+        == pytest.approx(why["raw_p50"], rel=1e-6)
+    values = {c["feature"]: c["value"] for c in model.explain({"Store": 3, "Dept": 1}, week,
+                                                              top=10)["contributions"]}
+    assert values["recipe_h"] == 4.0 and all(v is not None for v in values.values())
+    with pytest.raises(InvalidInput, match="no forecast for series"):  # a past week: no recipe
+        model.explain({"Store": 3, "Dept": 1}, str(model.windows.origin))
     day = model.windows.origin  # the last observed week, scored as the asset scores it
     actual = query(settings, "SELECT Weekly_Sales FROM validated_sales WHERE series_id = '3|1' "
                              f"AND Date = DATE '{day}'").iloc[0, 0]

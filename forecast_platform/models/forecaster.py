@@ -373,6 +373,17 @@ class Forecaster:
         # it is forecast at 0, not left out.
         return x, np.where(known, np.clip(np.nan_to_num(base), 0.0, None), 0.0), known
 
+    def inputs(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """The value of each model feature per row (same index): what an explanation shows
+        next to each contribution. A weekly model's recipe features come from its anchor (NaN
+        where it has no forecast)."""
+        self._check(frame)
+        if not self.anchored:
+            return frame[self.features].astype(float)
+        parts = self.anchor.lookup(frame)
+        return pd.DataFrame({c: parts[c] if c in ANCHOR_COLUMNS else frame[c]
+                             for c in self.features}, index=frame.index).astype(float)
+
     def _raw(self, x: np.ndarray) -> np.ndarray:
         """The model's prediction of y / normaliser, per row."""
         if len(x) == 0:

@@ -480,8 +480,15 @@ class OnlineModel:
                                 "a date the series has sales for, or a forecast date")
         frame = self.features([series], [day], scenario) if plan else \
             self.rows.iloc[[self.grid[resolved.position, pos]]].reset_index(drop=True)
-        contribs = self.model.contributions(frame).iloc[0]
         pred = self.model.predict(frame).iloc[0]
+        if pd.isna(pred["p50"]):
+            # A weekly model forecasts from its origin's seasonal recipe: past weeks have none.
+            w = self.windows
+            raise InvalidInput(f"date: the model has no forecast for series {resolved.keys} on "
+                               f"{day} to explain", "date",
+                               f"a forecast date from {w.future_start} to {w.future_end}")
+        contribs = self.model.contributions(frame).iloc[0]
+        values = self.model.inputs(frame)
         bias = float(contribs["bias"])
         parts = contribs.drop("bias")
         order = parts.abs().sort_values(ascending=False, kind="stable").index
@@ -491,7 +498,7 @@ class OnlineModel:
             "series": resolved.keys, "series_id": resolved.series_id, "date": day.isoformat(),
             "p10": float(pred["p10"]), "p50": float(pred["p50"]), "p90": float(pred["p90"]),
             "raw_p50": float(contribs.sum()), "bias": bias, "rest": rest,
-            "contributions": [{"feature": name, "value": _number(frame.at[0, name]),
+            "contributions": [{"feature": name, "value": _number(values.at[0, name]),
                                "contribution": float(parts[name])} for name in chosen],
             "actual": _number(frame.at[0, "y"]),
         }
