@@ -155,9 +155,13 @@ def test_anchored_model_round_trip_and_a_later_origin():
 def test_the_correction_is_the_identity_when_it_cannot_be_judged():
     """With under a horizon of history beyond what the recipe needs, no whole horizon can
     judge a correction: the model forecasts the recipe's base exactly."""
-    rows = features_of(weekly_rows(weeks=Recipe().min_periods + 20))
+    rows = features_of(weekly_rows(weeks=Recipe().min_periods + 15))
     model = Forecaster(ForecasterParams(n_estimators=50), weekly_features(), 13).fit(rows)
     assert model.info["correction_rounds"] == 0
+    # The last horizon starts 2 weeks after the recipe's first usable origin: no origin before
+    # it can train a correction, so none is judged.
+    assert model.info["correction_train_rows"] == 0 < model.info["correction_valid_rows"]
+    assert "correction_valid_error_recipe" not in model.info
     last = rows["ds"].max()
     future = pd.DataFrame({"series_id": "2|3", "ds": [last + pd.Timedelta(weeks=k)
                                                      for k in range(1, 14)],

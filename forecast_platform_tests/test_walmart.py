@@ -219,6 +219,13 @@ def test_walmart_trains_gates_on_wmae_and_forecasts(graph):
     assert fc["series_id"].nunique() > 0.9 * query(
         settings, "SELECT count(DISTINCT series_id) AS n FROM validated_sales "
                   "WHERE Date > DATE '2012-09-28'")["n"].iloc[0]
+    # The recipe from the last week, and the correction kept only where it won its horizon.
+    meta = train.asset_materializations_for_node("forecaster")[0].metadata
+    assert meta["anchor_origin"].value == "2012-10-26"
+    judged = {k: meta[k].value for k in meta if k.startswith("correction_valid_error")}
+    assert meta["correction_valid_rows"].value >= 100 and len(judged) == 2
+    won = judged["correction_valid_error_corrected"] < judged["correction_valid_error_recipe"]
+    assert (meta["correction_rounds"].value > 0) == won
     # The model trained on the weekly recipe, not on weather, CPI or the markdowns.
     version = query(settings, "SELECT features FROM model_registry "
                               "WHERE model_name = 'walmart_forecaster'")["features"].iloc[0]

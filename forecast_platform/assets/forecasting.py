@@ -269,8 +269,10 @@ def build_forecasting_assets(spec: DatasetSpec) -> list:
             "train_window": f"{start} .. {end}",
             "train_rows": model.train_rows,
             "train_seconds": round(model.train_seconds, 2),
-            **({"correction_rounds": model.info["correction_rounds"],
-                "recipe_origin": model.info["anchor_origin"]} if model.anchored else {}),
+            # Weekly: the recipe's origin, the correction's rounds (0: the recipe alone) and
+            # the evidence they were chosen on (rows, errors on the last whole horizon).
+            **({k: v for k, v in model.info.items() if k.startswith(("correction_", "anchor_"))}
+               if model.anchored else {}),
             "backtest_train_seconds": round(backtest.train_seconds, 2),
             f"backtest_{metric}": round(overall[metric], 4),
             "coverage_p10_p90": round(overall["coverage"], 4),
