@@ -207,3 +207,17 @@ def test_a_base_of_almost_nothing_does_not_break_the_correction():
     future = features_of(weekly_rows(weeks=WEEKS + 13)).query("series_id == '1|1'")
     future = future[future["ds"] > rows["ds"].max()].assign(series_id="9|9")
     assert model.predict(future)["p50"].notna().all()
+
+
+def test_one_key_series_pool_over_all_series():
+    """Series ids without a separator (a one-key dataset): both growth pools are all series,
+    and the SVD runs over all of them once there are more than its rank."""
+    rows = weekly_rows(stores=1, depts=12, growth=1.004)
+    rows["series_id"] = rows["series_id"].str.replace("|", "-", regex=False)
+    panel = Panel.from_rows(rows, 7)
+    anchor = anchor_at(panel, 110, 13)
+    assert len(anchor.series) == 12 and np.isfinite(anchor.base).all()
+    assert anchor.growth == pytest.approx(1.004 ** 52, rel=0.03)
+    two_keys = anchor_at(Panel.from_rows(weekly_rows(stores=1, depts=12, growth=1.004), 7), 110,
+                         13)
+    assert not np.allclose(anchor.base, two_keys.base)  # SVD over all 12 vs none per dept
