@@ -218,6 +218,7 @@ def run(args) -> dict:
         ("iforest", DETECTOR_FEATURES, {}), ("ensemble", DETECTOR_FEATURES, {}),
         ("ecod", FULL_FEATURES, {}), ("iforest", FULL_FEATURES, {}),
         ("ecod", ("z",), {}), ("ecod", ("z", "run_stat"), {}),
+        ("ecod", ("z", "run_stat", "zero_expected"), {}),  # the default before nb_tail
         ("ecod", DETECTOR_FEATURES, {"calibration": "quantile"}),
         ("ecod", DETECTOR_FEATURES, old),
     ]

@@ -14,6 +14,7 @@ import pytest
 
 from forecast_platform.models.anomaly import (
     AnomalyDetector,
+    _nb_tail,
     classify,
     context_features,
     day_factors,
@@ -320,3 +321,18 @@ def test_expected_values_need_a_quarter_of_usable_rows_whatever_the_period():
     assert weekly == [dt.date(2011, 5, 6), dt.date(2012, 2, 3)]  # 13 weeks, then 39 apart
     daily = rolling_origins(dt.date(2017, 1, 1), dt.date(2017, 6, 30), horizon=91, step_days=1)
     assert daily == [dt.date(2017, 4, 2)]  # 91 days, as before
+
+
+def test_nb_tail_prices_a_sale_by_its_probability_under_the_series_dispersion():
+    """Poisson where the residual scale is at its floor: no sale against 10 expected is
+    log10 P(Y = 0) = -10 / ln 10; 25 against 10 is as surprising upwards; the same zero on an
+    overdispersed series (scale 2, so alpha = 3 / 10) is far less surprising."""
+    y = np.array([[0.0, 25.0, 10.0, 0.0]])
+    p50 = np.full_like(y, 10.0)
+    scale = np.array([[0.5, 0.5, 0.5, 2.0]])
+    tail = _nb_tail(y, p50, scale, np.full_like(y, 10.0))[0]
+    assert tail[0] == pytest.approx(-10 / np.log(10), rel=1e-5)
+    assert tail[1] > 3 and abs(tail[2]) < 0.5
+    assert tail[0] < tail[3] < -0.5
+    assert np.isnan(_nb_tail(np.array([[np.nan]]), np.array([[1.0]]), np.array([[1.0]]),
+                             np.array([[1.0]]))).all()

@@ -38,16 +38,16 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-FEATURE_VERSION = "context-v2"  # v2: day factors; v1 detectors must be retrained
+FEATURE_VERSION = "context-v3"  # v3: nb_tail; v2: day factors; older detectors must retrain
 INPUT_COLUMNS = ("series_id", "ds", "y", "p10", "p50", "p90")
 # Every column context_features computes (besides the input columns).
 CONTEXT_COLUMNS = (
-    "residual", "pearson", "z", "interval_pos", "dow", "level_7d", "run_len", "run_stat",
+    "residual", "pearson", "z", "nb_tail", "interval_pos", "dow", "level_7d", "run_len", "run_stat",
     "run_ratio", "zero_run", "zero_expected", "ratio", "ref_median", "ref_scale", "ref_points",
     "day_factor", "forecast_p50",
 )
 # The detector's default inputs, chosen by benchmarks/anomalies.py (see docs/benchmarks.md).
-DETECTOR_FEATURES = ("z", "run_stat", "zero_expected")
+DETECTOR_FEATURES = ("nb_tail", "run_stat", "zero_expected")
 KINDS = ("ecod", "copod", "iforest", "ensemble")
 CALIBRATIONS = ("tail", "quantile")
 TAILS = ("exponential", "empirical")
@@ -281,6 +281,7 @@ def context_features(
     n_days, n_series = y.shape
     med = np.full_like(y, np.nan)
     mad = np.full_like(y, np.nan)
+    level = np.full_like(y, np.nan)  # the series' median expectation over the same window
     count = np.zeros_like(y)
     if reference is not None:
         ref = _scaled(reference).assign(ds=lambda r: pd.to_datetime(r["ds"]),
@@ -297,11 +298,18 @@ def context_features(
                                                                               np.nan)
         c, m, d = _robust(block)
         count[:], med[:], mad[:] = c, m, d
+        level[:] = _nan_median_sorted(
+            _grid(ref.assign(mu=ref["p50"].clip(lower=1.0)), rdays, series, "mu")
+            if len(ref) else np.full((1, n_series), np.nan))[1]
     else:
+        mu = np.where(np.isnan(pearson), np.nan, np.clip(p50, 1.0, None))
         for t in range(first_stat, n_days):  # the window ENDS the period before t
-            c, m, d = _robust(pearson[max(t - window_periods, 0):t])
+            window = slice(max(t - window_periods, 0), t)
+            c, m, d = _robust(pearson[window])
             count[t], med[t], mad[t] = c, m, d
+            level[t] = _nan_median_sorted(mu[window])[1]
     scale = np.maximum(MAD_TO_SD * mad, SCALE_FLOOR)
+    nb_tail = _nb_tail(y, p50, scale, level)
     z = (pearson - med) / scale
 
     # Runs and windows, walking forward in time (vectorised over series).
@@ -354,6 +362,7 @@ def context_features(
         "residual": pick(y) - pick(p50),
         "pearson": pick(pearson),
         "z": pick(z),
+        "nb_tail": pick(nb_tail),
         "interval_pos": (pick(y) - pick(p50)) / np.maximum(width, 1.0),
         "dow": days[t_idx].dayofweek.to_numpy().astype(float),
         "level_7d": pick(level),
@@ -371,6 +380,38 @@ def context_features(
     })
     rows = rows.sort_values(["ds", "series_id"], ignore_index=True)
     return ContextFeatures(rows, skipped, params=params)
+
+
+def _nb_tail(y: np.ndarray, p50: np.ndarray, scale: np.ndarray, level: np.ndarray
+             ) -> np.ndarray:
+    """Signed tail surprise of each sale under a negative binomial around its expectation:
+    ``-log10 P(Y >= y) + log10 P(Y <= y)`` (positive above, negative below), with the series'
+    own dispersion ``alpha = max(scale^2 - 1, 0) / level`` (Pearson residuals of an NB have
+    variance ``1 + alpha * mu``; ``scale`` and ``level`` come from the same past window).
+
+    Why: z measures a fall in units of the series' residual spread, and a sale cannot fall
+    below 0, so on overdispersed series a x0.33 dip is z -2.2, inside the clean tails. The
+    NB tail prices a fall by its probability instead. Measured (benchmarks/anomalies.py, Store
+    Item, contaminated fit): F1 0.897 -> 0.911 in place of z, dip recall 0.72 -> 0.81; the
+    synthetic demo's detector F1 0.56 -> 0.60. Non-integer targets (sales in dollars) are
+    floored, negative ones count as 0; the surprise is capped at 300 (a probability of 1e-300).
+    """
+    out = np.full(y.shape, np.nan)
+    ok = ~(np.isnan(y) | np.isnan(p50) | np.isnan(scale) | np.isnan(level))
+    if not ok.any():
+        return out
+    from scipy.stats import nbinom
+
+    mu = np.clip(p50[ok], 0.1, None)
+    alpha = np.clip(np.maximum(scale[ok] ** 2 - 1.0, 0.0) / np.clip(level[ok], 1.0, None),
+                    1e-8, None)
+    k = 1.0 / alpha
+    p = k / (k + mu)
+    count = np.floor(np.clip(y[ok], 0.0, None))
+    with np.errstate(all="ignore"):
+        value = (-nbinom.logsf(count - 1, k, p) + nbinom.logcdf(count, k, p)) / np.log(10)
+    out[ok] = np.clip(np.nan_to_num(value, nan=0.0, posinf=300.0, neginf=-300.0), -300, 300)
+    return out
 
 
 def raw_features(frame: pd.DataFrame) -> pd.DataFrame:

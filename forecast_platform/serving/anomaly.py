@@ -182,7 +182,8 @@ def score_day(detector: AnomalyDetector, history: pd.DataFrame, series_id: str, 
     rows = features.rows
     if rows.empty:
         raise NotScorable("; ".join(features.messages) or "the day could not be scored")
-    values = rows[list(detector.features)].to_numpy(dtype=float)
+    # z too: the reasons and the type read it, and a capped feature (nb_tail) stays finite.
+    values = rows[list(dict.fromkeys(["z", *detector.features]))].to_numpy(dtype=float)
     if not np.isfinite(values).all():
         raise ActualOutOfRange(f"{actual:g} is so far from the expectation {expected.p50:.1f} "
                                "that the context features overflow")
