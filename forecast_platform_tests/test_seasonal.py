@@ -139,7 +139,7 @@ def test_anchored_model_round_trip_and_a_later_origin():
     pd.testing.assert_frame_equal(loaded.predict(future), preds)
     # Four weeks later: the same trained model, its recipe recomputed at the new origin.
     later = origin + pd.Timedelta(weeks=4)
-    moved = Forecaster.anchored_at(model, rows[rows["ds"] <= later])
+    moved = model.at_origin(rows[rows["ds"] <= later])
     assert moved.anchor.origin == later and moved.booster is model.booster
     assert moved.predict(future[future["ds"] <= later])["p50"].isna().all()  # before it
     ahead = future[future["ds"] > later]

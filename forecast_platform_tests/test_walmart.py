@@ -285,3 +285,32 @@ def test_walmart_drift_report_is_for_the_partitions_week(graph):
     summary = query(settings, "SELECT * FROM drift_summary")
     assert len(summary) == 1
     assert str(summary.iloc[0]["ds"])[:10] == str(SPEC.end)
+
+
+@needs_data
+def test_walmart_drift_p50_forecasts_each_window_from_just_before_it(graph):
+    """Drift compares the champion's P50 over windows a year apart (one per reference year): a
+    weekly model forecasts each window from the week before it, and a window too early for the
+    seasonal recipe gets no P50 rather than a failed report."""
+    from forecast_platform.assets.monitoring import _with_predictions
+    from forecast_platform.models import registry
+    from forecast_platform.models.forecaster import Forecaster
+    from forecast_platform.models.future import at_origin
+
+    settings = graph[0]
+    windows = [(dt.date(2010, 3, 5), dt.date(2010, 3, 26)),  # 5 weeks into the data
+               (dt.date(2011, 9, 30), dt.date(2011, 10, 21)),
+               (dt.date(2012, 9, 28), dt.date(2012, 10, 19))]
+    with duckdb.connect(str(settings.warehouse_path), read_only=True) as con:
+        model = Forecaster.from_bytes(registry.champion(con, "walmart_forecaster").model_bytes)
+        frame = con.execute(
+            "SELECT * FROM sales_features WHERE y IS NOT NULL AND ("
+            + " OR ".join("ds BETWEEN ? AND ?" for _ in windows) + ")",
+            [d for w in windows for d in w]).df()
+        out = _with_predictions(con, SPEC, frame, model)
+        last = frame["ds"] >= pd.Timestamp(windows[2][0])
+        direct = at_origin(con, SPEC, model, dt.date(2012, 9, 21)).predict(frame[last])
+    early = frame["ds"] < pd.Timestamp(windows[1][0])
+    assert early.any() and out.loc[early, "p50"].isna().all()
+    assert out.loc[~early, "p50"].notna().mean() > 0.9
+    assert np.allclose(out.loc[last, "p50"], direct["p50"], equal_nan=True)

@@ -24,7 +24,7 @@ from forecast_platform.models import registry
 from forecast_platform.models.backtest import MODEL
 from forecast_platform.models.forecaster import Forecaster
 from forecast_platform.models.future import at_origin
-from forecast_platform.models.seasonal import Recipe
+from forecast_platform.models.seasonal import ShortHistory
 from forecast_platform.monitoring.alerts import ALERTS_TABLE, Alert, raise_alert
 from forecast_platform.monitoring.drift import (
     DEFAULT_MAX_ROWS,
@@ -73,20 +73,27 @@ def _with_predictions(con: duckdb.DuckDBPyConnection, spec: DatasetSpec, frame: 
                       model: Forecaster) -> pd.DataFrame:
     """The rows with the champion's P50 for them (NaN where it cannot predict).
 
-    A weekly model forecasts from an origin (its seasonal recipe): for a window of past rows,
-    from the period before the window, with the history up to it; NaN when that history is
-    shorter than the recipe needs.
+    A weekly model forecasts from an origin (its seasonal recipe): each run of consecutive
+    periods (a window; the reference holds one per earlier year) from the period before it,
+    with the history up to it; NaN where that history is shorter than the recipe needs.
     """
     if frame.empty:
         return frame.assign(**{PREDICTION: pd.Series(dtype="float64")})
-    if model.anchored:
-        origin = (pd.Timestamp(frame["ds"].min()) - pd.Timedelta(days=spec.step_days)).date()
-        first = con.execute(f"SELECT min(ds) FROM {FEATURES} WHERE y IS NOT NULL").fetchone()[0]
-        periods = (origin - first).days // spec.step_days + 1
-        if periods < Recipe().min_periods:
-            return frame.assign(**{PREDICTION: np.nan})
-        model = at_origin(con, spec, model, origin)
-    return frame.assign(**{PREDICTION: model.predict(frame)["p50"].to_numpy()})
+    if not model.anchored:
+        return frame.assign(**{PREDICTION: model.predict(frame)["p50"].to_numpy()})
+    ds = pd.to_datetime(frame["ds"])
+    step = pd.Timedelta(days=spec.step_days)
+    days = pd.Series(np.sort(ds.unique()))
+    run_of_day = dict(zip(days, (days.diff() > step).cumsum(), strict=True))
+    p50 = np.full(len(frame), np.nan)
+    for _, rows in frame.groupby(ds.map(run_of_day).to_numpy()):
+        origin = (pd.to_datetime(rows["ds"]).min() - step).date()
+        try:
+            at = at_origin(con, spec, model, origin)
+        except ShortHistory:
+            continue  # a window too early for the recipe: no P50, as for any unforecastable row
+        p50[frame.index.get_indexer(rows.index)] = at.predict(rows)["p50"].to_numpy()
+    return frame.assign(**{PREDICTION: p50})
 
 
 def drift_windows(con: duckdb.DuckDBPyConnection, day: dt.date, champion: registry.ModelRecord,

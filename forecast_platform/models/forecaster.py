@@ -18,15 +18,16 @@ origin (``models/seasonal.py``), because any feature safe for a 39-week horizon 
 39-week-old growth. The model keeps the recipe's forecast from the end of its training data
 (its ``anchor``), and XGBoost learns a correction factor ``y / recipe_base`` on rows built the
 same way: the recipe at past origins inside the training window, each forecasting the weeks
-after it. The number of boosting rounds is chosen on the most recent of those rows; when the
-correction does not beat the recipe alone there, it is the identity (one round at learning rate
-0: every prediction is the base score, 1). ``anchored_at`` moves the anchor to a later origin
-(new weeks landed since training) without retraining, as the forecasts asset and the serving
-bundle do.
+after it. The number of boosting rounds is early-stopped on the last whole horizon of the
+training data (trained on what precedes it); when the correction does not beat the recipe alone
+there, it is the identity (one round at learning rate 0: every prediction is the base score,
+1). ``at_origin`` moves the anchor to a later origin (new weeks landed since training) without
+retraining, as the forecasts asset, the serving bundle and drift's P50 do.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import time
@@ -37,7 +38,13 @@ import numpy as np
 import pandas as pd
 import xgboost as xgb
 
-from forecast_platform.models.seasonal import ANCHOR_COLUMNS, Anchor, Panel, Recipe, anchor_at
+from forecast_platform.models.seasonal import (
+    ANCHOR_COLUMNS,
+    Anchor,
+    Panel,
+    anchor_at,
+    last_anchor,
+)
 
 QUANTILES = (0.1, 0.5, 0.9)
 HOLIDAY_WEIGHT = 5.0  # weight of a holiday period in the weekly recipe's loss (as in WMAE)
@@ -137,10 +144,6 @@ class Forecaster:
         frequency W chose it): its normaliser is the anchor's base, not a feature column."""
         return "recipe_h" in self.features
 
-    @property
-    def weekly(self) -> bool:
-        return self.anchored
-
     # -- training -------------------------------------------------------------------------
     def fit(self, frame: pd.DataFrame) -> Forecaster:
         """Fit on rows with a known target and a usable normaliser (finite, > 0)."""
@@ -215,12 +218,7 @@ class Forecaster:
         frame = _sorted(frame.assign(ds=pd.to_datetime(frame["ds"])))
         panel = Panel.from_rows(frame, step_days_of(frame["ds"]))
         last = len(panel.periods) - 1
-        self.anchor = anchor_at(panel, last, self.horizon)
-        if self.anchor is None:
-            raise ValueError(
-                f"no training rows: the seasonal recipe needs {Recipe().min_periods} periods of "
-                f"history up to the origin, and the training frame holds {last + 1} "
-                f"({panel.periods[0].date()} .. {panel.periods[-1].date()})")
+        self.anchor = last_anchor(panel, self.horizon)
         rounds, evidence = self._choose_rounds(frame, panel, last)
         rows = self._correction_rows(frame, panel, last - CORRECTION_STRIDE, last)
         x, label, weight, base = self._correction_data(rows)
@@ -250,16 +248,17 @@ class Forecaster:
         """The features read from the rows (a weekly model's others come from its anchor)."""
         return [f for f in self.features if f not in ANCHOR_FEATURES]
 
-    def _correction_rows(self, frame: pd.DataFrame, panel: Panel, first_origin: int, end: int
-                         ) -> pd.DataFrame:
-        """The recipe's forecasts from ``first_origin`` and up to ``CORRECTION_ORIGINS - 1``
-        origins ``CORRECTION_STRIDE`` periods apart before it, each for the periods after it up
-        to ``end`` (at most a horizon) that have a target, next to the rows' own features."""
+    def _correction_rows(self, frame: pd.DataFrame, panel: Panel, first_origin: int, end: int,
+                         origins: int = CORRECTION_ORIGINS) -> pd.DataFrame:
+        """The recipe's forecasts from ``first_origin`` and up to ``origins - 1`` origins
+        ``CORRECTION_STRIDE`` periods apart before it, each for the periods after it up to
+        ``end`` (at most a horizon) that have a target, next to the rows' own features and the
+        ``origin`` (an index into the panel) they were forecast from."""
         step = pd.Timedelta(days=panel.step_days)
         columns = [c for c in ("series_id", "ds", "y", "is_holiday", *self.row_features)
                    if c in frame.columns]
         parts = []
-        for k in range(CORRECTION_ORIGINS):
+        for k in range(origins):
             origin = first_origin - k * CORRECTION_STRIDE
             if origin < 0 or origin >= end:
                 break
@@ -271,10 +270,10 @@ class Forecaster:
                                & frame["y"].notna(), columns]
             looked = anchor.lookup(target)
             part = pd.concat([target.reset_index(drop=True), looked.reset_index(drop=True)],
-                             axis=1)
+                             axis=1).assign(origin=origin)
             parts.append(part[part["recipe_base"] > 0])
         if not parts:
-            return pd.DataFrame(columns=[*columns, *ANCHOR_COLUMNS])
+            return pd.DataFrame(columns=[*columns, *ANCHOR_COLUMNS, "origin"])
         return pd.concat(parts, ignore_index=True)
 
     def _correction_data(self, rows: pd.DataFrame
@@ -311,10 +310,15 @@ class Forecaster:
         recipe alone and of the best correction on the validation rows.
         """
         valid_origin = last - self.horizon
-        valid = self._correction_rows(frame, panel, valid_origin, last)
-        valid = valid.iloc[:0] if valid.empty else valid[valid["ds"] > panel.periods[valid_origin]]
-        train = self._correction_rows(frame, panel, valid_origin - CORRECTION_STRIDE,
-                                      valid_origin)
+        # One pass over the origins: validation rows are the targets after valid_origin from it
+        # and the CORRECTION_ORIGINS - 1 origins before it, training rows the targets up to it
+        # from the CORRECTION_ORIGINS origins before it (each origin's recipe computed once).
+        rows = self._correction_rows(frame, panel, valid_origin, last, CORRECTION_ORIGINS + 1)
+        after = (rows["ds"] > panel.periods[valid_origin]).to_numpy() if len(rows) \
+            else np.zeros(0, dtype=bool)
+        oldest_valid = valid_origin - (CORRECTION_ORIGINS - 1) * CORRECTION_STRIDE
+        valid = rows[after & (rows["origin"] >= oldest_valid).to_numpy()]
+        train = rows[~after]
         evidence: dict[str, float | int] = {"correction_train_rows": len(train),
                                             "correction_valid_rows": len(valid)}
         if len(train) < MIN_CORRECTION_ROWS or len(valid) < MIN_CORRECTION_ROWS:
@@ -334,23 +338,15 @@ class Forecaster:
                      "correction_valid_error_corrected": round(best, 6)}
         return (booster.best_iteration + 1 if best < recipe_alone else 0), evidence
 
-    @classmethod
-    def anchored_at(cls, model: Forecaster, history: pd.DataFrame) -> Forecaster:
+    def at_origin(self, history: pd.DataFrame) -> Forecaster:
         """The same model, its recipe recomputed at the end of ``history`` (``series_id, ds, y,
-        is_holiday`` rows up to the new origin): the forecast from that origin, no retraining."""
-        if not model.anchored:
-            return model
+        is_holiday`` rows up to the new origin): the forecast from that origin, no retraining.
+        A model without an anchor forecasts from any origin: itself."""
+        if not self.anchored:
+            return self
         frame = history.assign(ds=pd.to_datetime(history["ds"]))
-        panel = Panel.from_rows(frame, step_days_of(frame["ds"]))
-        anchor = anchor_at(panel, len(panel.periods) - 1, model.horizon)
-        if anchor is None:
-            raise ValueError(
-                f"the seasonal recipe needs {Recipe().min_periods} periods of history up to the "
-                f"origin, the history holds {len(panel.periods)} "
-                f"({panel.periods[0].date()} .. {panel.periods[-1].date()})")
-        return Forecaster(model.params, list(model.features), model.horizon, model.booster,
-                          model.train_seconds, model.train_cpu_seconds, model.train_rows,
-                          model.band, dict(model.info), anchor)
+        anchor = last_anchor(Panel.from_rows(frame, step_days_of(frame["ds"])), self.horizon)
+        return dataclasses.replace(self, info=dict(self.info), anchor=anchor)
 
     # -- prediction -----------------------------------------------------------------------
     def _scale(self, frame: pd.DataFrame) -> np.ndarray:
@@ -368,32 +364,32 @@ class Forecaster:
         if missing:
             raise ValueError(f"feature columns {missing} are missing from the input")
 
-    def _inputs(self, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Per row: the feature matrix, the normaliser (0 where unusable) and whether the row
+    def _values(self, frame: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+        """Per row: each feature's value, the normaliser (0 where unusable) and whether the row
         can be forecast at all (anchored: the anchor covers it; else a usable normaliser)."""
         if not self.anchored:
             scale = self._scale(frame)
-            return frame[self.features].to_numpy(dtype=np.float32), scale, scale > 0
+            return frame[self.features], scale, scale > 0
         parts = self.anchor.lookup(frame)
-        columns = {**{c: parts[c] for c in ANCHOR_COLUMNS},
-                   **{c: frame[c] for c in self.row_features}}
-        x = pd.DataFrame(columns, index=frame.index)[self.features].to_numpy(dtype=np.float32)
+        values = pd.DataFrame({c: parts[c] if c in ANCHOR_COLUMNS else frame[c]
+                               for c in self.features}, index=frame.index)
         base = parts["recipe_base"].to_numpy(dtype=float)
         known = ~np.isnan(base)
         # A series that sold nothing a season back has a base of 0 (or below, after returns):
         # it is forecast at 0, not left out.
-        return x, np.where(known, np.clip(np.nan_to_num(base), 0.0, None), 0.0), known
+        return values, np.where(known, np.clip(np.nan_to_num(base), 0.0, None), 0.0), known
+
+    def _inputs(self, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``_values`` with the features as the booster's float32 matrix."""
+        values, scale, known = self._values(frame)
+        return values.to_numpy(dtype=np.float32), scale, known
 
     def inputs(self, frame: pd.DataFrame) -> pd.DataFrame:
         """The value of each model feature per row (same index): what an explanation shows
         next to each contribution. A weekly model's recipe features come from its anchor (NaN
         where it has no forecast)."""
         self._check(frame)
-        if not self.anchored:
-            return frame[self.features].astype(float)
-        parts = self.anchor.lookup(frame)
-        return pd.DataFrame({c: parts[c] if c in ANCHOR_COLUMNS else frame[c]
-                             for c in self.features}, index=frame.index).astype(float)
+        return self._values(frame)[0].astype(float)
 
     def _raw(self, x: np.ndarray) -> np.ndarray:
         """The model's prediction of y / normaliser, per row."""

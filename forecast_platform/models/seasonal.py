@@ -47,6 +47,10 @@ ANCHOR_COLUMNS = ("recipe_h", "recipe_base", "recipe_growth", "recipe_own_growth
                   "recipe_holiday")
 
 
+class ShortHistory(ValueError):
+    """The history up to an origin is shorter than the recipe needs (``Recipe.min_periods``)."""
+
+
 @dataclass(frozen=True)
 class Recipe:
     """The recipe's parameters, as validated in ``benchmarks/walmart_recipe.py``."""
@@ -99,7 +103,7 @@ class Panel:
         if "is_holiday" in rows.columns:
             flags = pd.to_numeric(rows["is_holiday"], errors="coerce").fillna(0).to_numpy()
             np.maximum.at(holiday, pos, (flags > 0).astype(float))
-        periods = pd.DatetimeIndex([start + pd.Timedelta(days=i * step_days) for i in range(n)])
+        periods = pd.date_range(start, periods=n, freq=f"{step_days}D")
         return cls(y, holiday, series, periods, step_days)
 
     def index(self, day: pd.Timestamp | dt.date) -> int:
@@ -245,8 +249,8 @@ def anchor_at(panel: Panel, origin: int, horizon: int, recipe: Recipe = Recipe()
     first, last = _groups(series)
     smooth = _denoise(filled, last, recipe.rank)
 
-    step = pd.Timedelta(days=panel.step_days)
-    grid = pd.DatetimeIndex([panel.periods[start] + i * step for i in range(o + horizon + 2)])
+    grid = pd.date_range(panel.periods[start], periods=o + horizon + 2,
+                         freq=f"{panel.step_days}D")
     source = _source_periods(o, horizon, _easter_indices(grid, panel.step_days),
                              recipe.easter_block)
     values = smooth[:, source]
@@ -276,3 +280,15 @@ def anchor_at(panel: Panel, origin: int, horizon: int, recipe: Recipe = Recipe()
     return Anchor(origin=panel.periods[origin], step_days=panel.step_days, series=series,
                   base=seasonal * growth[:, None], growth=growth,
                   own_growth=np.exp(np.mean(own_logs, axis=0)), holiday=holiday.astype(float))
+
+
+def last_anchor(panel: Panel, horizon: int, recipe: Recipe = Recipe()) -> Anchor:
+    """The recipe's forecast from the panel's last period; ``ShortHistory`` when the panel is
+    too short for it."""
+    anchor = anchor_at(panel, len(panel.periods) - 1, horizon, recipe)
+    if anchor is None:
+        raise ShortHistory(
+            f"the seasonal recipe needs {recipe.min_periods} periods of history up to the "
+            f"origin, the history holds {len(panel.periods)} "
+            f"({panel.periods[0].date()} .. {panel.periods[-1].date()})")
+    return anchor

@@ -225,7 +225,9 @@ def build_bundle(con: duckdb.DuckDBPyConnection, spec: DatasetSpec, model_name: 
                  extra_metadata: dict[str, Any] | None = None) -> str:
     """Pack the champion of ``model_name`` and its feature snapshot; return the BentoML tag.
 
-    Reads the warehouse only (``validated_sales``, ``holiday_calendar``, ``model_registry``).
+    Reads the warehouse only (``validated_sales``, ``holiday_calendar``, ``model_registry``; for
+    a weekly model also ``sales_features``, the history its seasonal recipe moves to the
+    bundle's origin from).
     Raises ValueError with what to do when there is nothing to pack.
     """
     import bentoml
