@@ -128,7 +128,7 @@ def scoring_range(settings: Settings) -> tuple[dt.date, dt.date] | None:
     import duckdb
 
     with duckdb.connect(str(settings.warehouse_path), read_only=True) as con:
-        first, last = con.execute("SELECT min(ds), max(ds) FROM expected_sales").fetchone()
+        first, last = con.execute(f"SELECT min(ds), max(ds) FROM {tables.EXPECTED}").fetchone()
     if first is None:
         return None
     return first + dt.timedelta(days=ANOMALY_HISTORY_DAYS), last

@@ -31,8 +31,8 @@ from forecast_platform.models.future import at_origin, future_params, future_sou
 from forecast_platform.models.gate import evaluate, same_recipe
 from forecast_platform.models.report import importance_figure, plt, render
 from forecast_platform.resources import PlatformResource
-from forecast_platform.warehouse.store import connect, registered, replace_range
-from forecast_platform.warehouse.tables import EXPLANATIONS, FORECASTS
+from forecast_platform.warehouse.store import connect, quote, registered, replace_range
+from forecast_platform.warehouse.tables import EXPLANATIONS, FORECASTS, VALIDATED
 
 OWNERS = ["team:forecasting"]
 TOP_CONTRIBUTIONS = 3
@@ -311,7 +311,7 @@ def build_forecasting_assets(spec: DatasetSpec) -> list:
                 raise ValueError(f"no champion {name} in model_registry: train the forecaster "
                                  "and let it pass the champion gate first")
             origin = con.execute(
-                f"SELECT max({spec.date_column}) FROM validated_sales").fetchone()[0]
+                f"SELECT max({quote(spec.date_column)}) FROM {VALIDATED}").fetchone()[0]
             model = at_origin(con, spec, Forecaster.from_bytes(champion_row.model_bytes), origin)
             history_start = origin - dt.timedelta(days=plan.lookback_days)
             first = origin + dt.timedelta(days=spec.step_days)

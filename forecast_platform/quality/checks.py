@@ -15,7 +15,7 @@ import pandas as pd
 
 from forecast_platform.datasets.spec import DatasetSpec
 from forecast_platform.warehouse.store import quote, table_exists
-from forecast_platform.warehouse.tables import REJECTS
+from forecast_platform.warehouse.tables import RAW, REJECTS, VALIDATED
 
 EXAMPLES = 5
 
@@ -39,18 +39,18 @@ def quarantined(
     if not table_exists(con, REJECTS):
         return Outcome(True, f"no rows quarantined for {what}", {"quarantined": 0})
     where = "partition_date BETWEEN ? AND ? AND list_contains(string_split(rules, ','), ?)"
-    n = con.execute(f"SELECT count(*) FROM sales_rejects WHERE {where}", [start, end, category])
+    n = con.execute(f"SELECT count(*) FROM {REJECTS} WHERE {where}", [start, end, category])
     count = int(n.fetchone()[0])
     if count == 0:
         return Outcome(True, f"no rows quarantined for {what}", {"quarantined": 0})
     sql = (
-        "SELECT partition_date, _source_file, _source_line, reason FROM sales_rejects "
+        f"SELECT partition_date, _source_file, _source_line, reason FROM {REJECTS} "
         f"WHERE {where} ORDER BY partition_date, _source_file, _source_line"
     )
     examples = _examples(con, sql, [start, end, category])
     return Outcome(
         False,
-        f"{count} rows quarantined for {what}; see sales_rejects for each reason",
+        f"{count} rows quarantined for {what}; see {REJECTS} for each reason",
         {"quarantined": count},
         examples,
     )
@@ -59,7 +59,7 @@ def quarantined(
 def file_headers(con: duckdb.DuckDBPyConnection, start: dt.date, end: dt.date) -> Outcome:
     """Landing files whose header differs from the spec (missing or unexpected columns)."""
     rows = con.execute(
-        "SELECT DISTINCT partition_date, _source_file, _schema_note FROM raw_sales "
+        f"SELECT DISTINCT partition_date, _source_file, _schema_note FROM {RAW} "
         "WHERE partition_date BETWEEN ? AND ? AND _schema_note IS NOT NULL ORDER BY 1",
         [start, end],
     ).df()
@@ -91,7 +91,7 @@ def valid_rows_contract(
     row = con.execute(
         f"""SELECT count(*) FILTER ({nulls}), count(*) FILTER ({negative}),
                    count(*) - count(DISTINCT ({date}, {keys}))
-            FROM validated_sales WHERE {date} BETWEEN ? AND ?""",
+            FROM {VALIDATED} WHERE {date} BETWEEN ? AND ?""",
         [start, end],
     ).fetchone()
     figures = {
@@ -129,7 +129,7 @@ def completeness(
         WITH s AS (
             SELECT series_id, {date} AS d,
                    lead({date}) OVER (PARTITION BY series_id ORDER BY {date}) AS nxt
-            FROM validated_sales
+            FROM {VALIDATED}
             WHERE {date} BETWEEN ?::DATE - INTERVAL {expect_window * step} DAYS AND ?
         ), gaps AS (
             SELECT series_id, unnest(generate_series(
@@ -143,7 +143,7 @@ def completeness(
             FROM gaps WHERE missing_date BETWEEN ? AND ? AND {_open(spec, "missing_date")}
             GROUP BY 1
         ), present AS (
-            SELECT {date} AS missing_date, count(*) AS present_series FROM validated_sales
+            SELECT {date} AS missing_date, count(*) AS present_series FROM {VALIDATED}
             WHERE {date} IN (SELECT missing_date FROM missing) GROUP BY 1
         )
         SELECT missing_date AS date, missing_series, coalesce(present_series, 0) AS present,
@@ -185,7 +185,7 @@ def volume(
             SELECT unnest(generate_series(?::DATE - INTERVAL {window * step} DAYS, ?::DATE,
                                           INTERVAL {step} DAYS))::DATE AS d
         ), daily AS (
-            SELECT {date} AS d, count(*) AS n FROM validated_sales
+            SELECT {date} AS d, count(*) AS n FROM {VALIDATED}
             WHERE {date} BETWEEN ?::DATE - INTERVAL {window * step} DAYS AND ? GROUP BY 1
         ), filled AS (
             SELECT spine.d, coalesce(daily.n, 0) AS n, daily.n IS NOT NULL AS seen
@@ -219,14 +219,14 @@ def quarantine_rate(
 ) -> Outcome:
     """Dates where too much of the input was quarantined for the rest to be trusted."""
     rejects = (
-        "SELECT partition_date, count(*) AS n FROM sales_rejects "
+        f"SELECT partition_date, count(*) AS n FROM {REJECTS} "
         "WHERE partition_date BETWEEN ? AND ? GROUP BY 1"
         if table_exists(con, REJECTS)
         else "SELECT NULL::DATE AS partition_date, 0 AS n WHERE false"
     )
     params = [start, end] if table_exists(con, REJECTS) else []
     sql = f"""
-        WITH raw AS (SELECT partition_date, count(*) AS n FROM raw_sales
+        WITH raw AS (SELECT partition_date, count(*) AS n FROM {RAW}
                      WHERE partition_date BETWEEN ? AND ? GROUP BY 1),
              rej AS ({rejects})
         SELECT raw.partition_date AS date, raw.n AS raw_rows, coalesce(rej.n, 0) AS rejected,
@@ -252,7 +252,7 @@ def freshness(
     """Landed files not yet ingested: the warehouse is behind its upstream."""
     if not landed:
         return Outcome(True, "no landing files yet", {"backlog_partitions": 0})
-    rows = con.execute("SELECT DISTINCT partition_date FROM raw_sales").fetchall()
+    rows = con.execute(f"SELECT DISTINCT partition_date FROM {RAW}").fetchall()
     ingested = {r[0] for r in rows}
     backlog = sorted(set(landed) - ingested)
     latest = max(ingested) if ingested else None
