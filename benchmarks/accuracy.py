@@ -41,15 +41,15 @@ from forecast_platform.datasets.registry import favorita_select, get_spec, walma
 from forecast_platform.datasets.spec import DatasetSpec
 from forecast_platform.features.offline import HOLIDAYS_SOURCE, history_features_sql, write_calendar
 from forecast_platform.features.sql import features_select, plan_features
-from forecast_platform.models import metrics
-from forecast_platform.models.backtest import baseline_forecasts
-from forecast_platform.models.forecaster import (
+from forecast_platform.forecasting import metrics
+from forecast_platform.forecasting.backtest import baseline_forecasts
+from forecast_platform.forecasting.forecaster import (
     Forecaster,
     ForecasterParams,
     default_model_features,
 )
-from forecast_platform.models.future import future_params, future_source
-from forecast_platform.quality.validation import SQL_TYPES
+from forecast_platform.forecasting.future import future_params, future_source
+from forecast_platform.ingestion.validation import SQL_TYPES
 from forecast_platform.warehouse.store import quote
 
 CSV_NAME = {"store_item": "train.csv.gz"}

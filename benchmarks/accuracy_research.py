@@ -36,8 +36,8 @@ import numpy as np
 import pandas as pd
 import xgboost as xgb
 
-from forecast_platform.models.baselines import seasonal_naive
-from forecast_platform.models.metrics import bias, coverage, smape
+from forecast_platform.forecasting.baselines import seasonal_naive
+from forecast_platform.forecasting.metrics import bias, coverage, smape
 
 DATA = Path("/work/shared/data/store_item_demand/train.csv.gz")
 HORIZON_DAYS = 90

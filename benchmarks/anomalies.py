@@ -50,10 +50,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from accuracy import load_warehouse  # noqa: E402
 from results import append_section, default_source_dir, machine  # noqa: E402
 
-from forecast_platform.datasets.registry import get_spec  # noqa: E402
-from forecast_platform.features.offline import HOLIDAYS_SOURCE, history_source  # noqa: E402
-from forecast_platform.features.sql import features_select, plan_features  # noqa: E402
-from forecast_platform.models.anomaly import (  # noqa: E402
+from forecast_platform.anomalies.detector import (  # noqa: E402
     DETECTOR_FEATURES,
     AnomalyDetector,
     classify,
@@ -61,13 +58,16 @@ from forecast_platform.models.anomaly import (  # noqa: E402
     raw_features,
     with_day_factors,
 )
-from forecast_platform.models.backtest import run_backtest  # noqa: E402
-from forecast_platform.models.forecaster import (  # noqa: E402
+from forecast_platform.anomalies.injection import inject_anomalies  # noqa: E402
+from forecast_platform.datasets.registry import get_spec  # noqa: E402
+from forecast_platform.features.offline import HOLIDAYS_SOURCE, history_source  # noqa: E402
+from forecast_platform.features.sql import features_select, plan_features  # noqa: E402
+from forecast_platform.forecasting.backtest import run_backtest  # noqa: E402
+from forecast_platform.forecasting.forecaster import (  # noqa: E402
     Forecaster,
     ForecasterParams,
     model_features,
 )
-from forecast_platform.models.injection import inject_anomalies  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 FULL_FEATURES = ("z", "interval_pos", "level_7d", "run_stat", "zero_run", "zero_expected",

@@ -74,7 +74,8 @@ RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
 # Event-log storage variants for --floor-variants: name -> dagster.yaml event_log_storage block.
 def _tuned(synchronous: str, connections: str) -> dict:
-    return {"module": "forecast_platform.instance_storage", "class": "TunedSqliteEventLogStorage",
+    return {"module": "forecast_platform.defs.instance_storage",
+            "class": "TunedSqliteEventLogStorage",
             "config": {"base_dir": {"env": "DAGSTER_HOME"}, "synchronous": synchronous,
                        "connections": connections}}
 
@@ -187,7 +188,7 @@ def floor_child(home: Path, start: dt.date, end: dt.date) -> dict:
     import dagster as dg
 
     from forecast_platform.datasets.registry import get_spec
-    from forecast_platform.partitions import partitions_for
+    from forecast_platform.defs.partitions import partitions_for
 
     defs = floor_definitions(partitions_for(get_spec("store_item")))
     job = defs.resolve_job_def("ingest_job")
@@ -298,10 +299,10 @@ def run_backfill(workdir: Path, source_dir: Path, n_partitions: int | None) -> d
     import duckdb
 
     from forecast_platform.cli import run_range
+    from forecast_platform.cli.instance import ensure_dagster_home
     from forecast_platform.datasets.landing import landed_files
     from forecast_platform.datasets.registry import get_spec
-    from forecast_platform.instance import ensure_dagster_home
-    from forecast_platform.jobs import INGEST_JOB
+    from forecast_platform.defs.jobs import INGEST_JOB
     from forecast_platform.settings import load_settings
 
     settings = load_settings()

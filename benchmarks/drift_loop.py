@@ -34,6 +34,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from forecast_platform.warehouse import tables  # noqa: E402
 
 POLL_SECONDS = 1.0
 DONE = "new forecaster version materialized"
@@ -56,10 +57,10 @@ def setup(data_dir: Path, args: argparse.Namespace) -> tuple[object, dt.date]:
     import dagster as dg
 
     from forecast_platform.cli import run_range
+    from forecast_platform.cli.instance import ensure_dagster_home
     from forecast_platform.datasets.registry import get_spec, land_synthetic
     from forecast_platform.definitions import build_definitions
-    from forecast_platform.instance import ensure_dagster_home
-    from forecast_platform.jobs import INGEST_JOB
+    from forecast_platform.defs.jobs import INGEST_JOB
     from forecast_platform.settings import load_settings
 
     settings = load_settings()
@@ -74,7 +75,7 @@ def setup(data_dir: Path, args: argparse.Namespace) -> tuple[object, dt.date]:
     assert run_range(settings, INGEST_JOB, args.start, before).success
     defs = build_definitions(settings)
     with dg.DagsterInstance.get() as instance:
-        trained = dg.materialize(defs.assets, selection=["forecaster", "forecasts"],
+        trained = dg.materialize(defs.assets, selection=[tables.FORECASTER, "forecasts"],
                                  instance=instance, resources=defs.resources,
                                  tags={"trigger": "benchmark-setup"})
         assert trained.success
@@ -115,8 +116,8 @@ def wait_for(what: str, predicate, timeout: float, t0: float, marks: dict) -> fl
 def loop(settings, last: dt.date, args: argparse.Namespace) -> dict:
     import dagster as dg
 
-    from forecast_platform.assets.metadata import metadata_values
     from forecast_platform.datasets.registry import get_spec, land_synthetic
+    from forecast_platform.defs.metadata import metadata_values
 
     env = _env(settings.data_dir)
     set_landing_cursor(settings, env)
@@ -149,16 +150,17 @@ def loop(settings, last: dt.date, args: argparse.Namespace) -> dict:
             wait_for("monitor run requested by monitor_sensor",
                      lambda: bool(runs("monitor_job")), timeout, t0, marks)
             wait_for("drift_report materialized",
-                     lambda: materialized("drift_report", wall0), timeout, t0, marks)
-            report = instance.fetch_materializations(dg.AssetKey("drift_report"),
+                     lambda: materialized(tables.DRIFT_REPORT, wall0), timeout, t0, marks)
+            report = instance.fetch_materializations(dg.AssetKey(tables.DRIFT_REPORT),
                                                      limit=1).records[0]
             meta = metadata_values(report.asset_materialization)
             print(f"  drift report: retrain={meta['retrain']} ({meta['retrain_reason']})")
             wait_for("retrain run requested by drift_sensor",
                      lambda: bool(runs("train_job")), timeout, t0, marks)
             wait_for(DONE,
-                     lambda: materialized("forecaster", wall0), timeout, t0, marks)
-            model = instance.fetch_materializations(dg.AssetKey("forecaster"), limit=1).records[0]
+                     lambda: materialized(tables.FORECASTER, wall0), timeout, t0, marks)
+            model = instance.fetch_materializations(dg.AssetKey(tables.FORECASTER),
+                                                    limit=1).records[0]
             model_meta = metadata_values(model.asset_materialization)
             train_run = runs("train_job")[0].dagster_run
             tags = {k: v for k, v in train_run.tags.items()

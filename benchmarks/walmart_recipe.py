@@ -60,8 +60,8 @@ import numpy as np
 import pandas as pd
 from results import ROOT, append_section, default_source_dir, machine  # noqa: E402
 
-from forecast_platform.models import metrics
-from forecast_platform.models.seasonal import SEASON, Panel, Recipe, anchor_at
+from forecast_platform.forecasting import metrics
+from forecast_platform.forecasting.seasonal import SEASON, Panel, Recipe, anchor_at
 
 HOLDOUT_ORIGIN = dt.date(2012, 1, 27)
 HORIZON = 39

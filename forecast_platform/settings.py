@@ -1,18 +1,40 @@
-"""Every setting of the platform in one typed place.
+"""Every setting of the platform in one typed place, and the only reader of the environment.
 
 Everything the platform writes lives under one data directory, so two runs with different
 ``FORECAST_DATA_DIR`` never touch each other's files. Each setting is an environment variable
 with an embedded default: ``dagster dev`` and the CLI work with no set-up, and PostgreSQL or a
-remote MLflow server stay one variable away.
+remote MLflow server stay one variable away. The CLI builds ``Settings`` from its flags
+(``load_settings(overrides=...)``) and hands them on; a child process it starts (``dagster
+dev``, ``bentoml serve``) gets them back as variables from ``child_env``.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 DEFAULT_DATASET = "synthetic"
+DEFAULT_BUNDLE_NAME = "forecast_bundle"
+DEFAULT_MAX_BATCH = 1000
+
+# Variable -> meaning, for error messages and the README's settings table (a test keeps the
+# two equal).
+VARIABLES = {
+    "FORECAST_DATA_DIR": "everything the platform writes",
+    "FORECAST_DATASET": "which dataset the code location serves",
+    "FORECAST_SOURCE_DIR": "where a real dataset's source files are",
+    "MLFLOW_TRACKING_URI": "experiment tracking store",
+    "DAGSTER_HOME": "Dagster's own storage",
+    "BENTOML_HOME": "the BentoML model store the serving bundle is packed into",
+    "FORECAST_BUNDLE": "the serving bundle's BentoML model name",
+    "FORECAST_MAX_BATCH": "most series in one service request",
+    "FORECAST_API_KEY": "key every service API call must carry",
+    "FORECAST_ADMIN_KEY": "key the service's /reload needs",
+    "FORECAST_ALERT_WEBHOOK_URL": "alerts are POSTed here",
+    "FORECAST_RETRAIN_COOLDOWN_MINUTES": "no automatic retrain within this long of the last",
+}
 
 
 @dataclass(frozen=True)
@@ -24,9 +46,11 @@ class Settings:
     dagster_home: Path
     # BENTOML_HOME when set explicitly; otherwise the BentoML store lives under the data dir.
     bentoml_dir: Path | None = None
-    # FORECAST_ALERT_WEBHOOK_URL: alerts are POSTed here (Slack-compatible JSON) when set.
+    bundle_name: str = DEFAULT_BUNDLE_NAME
+    max_batch: int = DEFAULT_MAX_BATCH
+    api_key: str | None = None
+    admin_key: str | None = None
     alert_webhook_url: str | None = None
-    # FORECAST_RETRAIN_COOLDOWN_MINUTES: no automatic retrain within this long of the last one.
     retrain_cooldown_minutes: float = 360.0
 
     @property
@@ -67,26 +91,62 @@ class Settings:
         """User dataset specs (YAML) written by ``forecast-platform init-dataset``."""
         return self.data_dir / "datasets"
 
+    @property
+    def mlflow_artifacts_dir(self) -> Path:
+        return self.data_dir / "mlartifacts"
 
-def load_settings(env: dict[str, str] | None = None) -> Settings:
-    """Read settings from ``env`` (default: the process environment).
+    def as_env(self) -> dict[str, str]:
+        """These settings as the variables ``load_settings`` reads back to the same values."""
+        env = {
+            "FORECAST_DATA_DIR": str(self.data_dir),
+            "FORECAST_DATASET": self.dataset,
+            "MLFLOW_TRACKING_URI": self.mlflow_tracking_uri,
+            "DAGSTER_HOME": str(self.dagster_home),
+            "BENTOML_HOME": str(self.bentoml_home),
+            "FORECAST_BUNDLE": self.bundle_name,
+            "FORECAST_MAX_BATCH": str(self.max_batch),
+            "FORECAST_RETRAIN_COOLDOWN_MINUTES": str(self.retrain_cooldown_minutes),
+        }
+        optional = {"FORECAST_SOURCE_DIR": self.source_dir, "FORECAST_API_KEY": self.api_key,
+                    "FORECAST_ADMIN_KEY": self.admin_key,
+                    "FORECAST_ALERT_WEBHOOK_URL": self.alert_webhook_url}
+        env.update({k: str(v) for k, v in optional.items() if v})
+        return env
+
+
+def child_env(settings: Settings, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment for a child process (``dagster dev``, ``bentoml serve``): this process's
+    own (PATH, locale...) with the settings and ``extra`` on top, so the child resolves the
+    very same settings without the parent ever writing its own environment."""
+    return {**os.environ, **settings.as_env(), **(extra or {})}
+
+
+def _number(env: Mapping[str, str], name: str, default: str, kind: type, example: str,
+            minimum: float) -> float | int:
+    raw = env.get(name) or default
+    try:
+        value = kind(raw)
+    except ValueError:
+        raise ValueError(f"{name}={raw!r} is not a {kind.__name__} (e.g. {example})") from None
+    if value < minimum:
+        raise ValueError(f"{name}={raw!r} must be >= {minimum:g}")
+    return value
+
+
+def load_settings(env: Mapping[str, str] | None = None,
+                  overrides: Mapping[str, str | None] | None = None) -> Settings:
+    """Read settings from ``env`` (default: the process environment), with ``overrides``
+    (variable -> value, e.g. from command-line flags; None means "not given") on top.
 
     Paths are made absolute at load time so that a run's working directory cannot move files.
     """
     env = dict(os.environ if env is None else env)
+    env.update({k: v for k, v in (overrides or {}).items() if v})
     data_dir = Path(env.get("FORECAST_DATA_DIR") or "data").expanduser().resolve()
     source = env.get("FORECAST_SOURCE_DIR")
     mlflow_uri = env.get("MLFLOW_TRACKING_URI") or f"sqlite:///{data_dir / 'mlflow.db'}"
     dagster_home = Path(env.get("DAGSTER_HOME") or data_dir / "dagster_home").expanduser().resolve()
     bentoml_home = env.get("BENTOML_HOME")
-    cooldown = env.get("FORECAST_RETRAIN_COOLDOWN_MINUTES") or "360"
-    try:
-        cooldown_minutes = float(cooldown)
-    except ValueError:
-        raise ValueError(f"FORECAST_RETRAIN_COOLDOWN_MINUTES={cooldown!r} is not a number of "
-                         "minutes (e.g. 360)") from None
-    if cooldown_minutes < 0:
-        raise ValueError(f"FORECAST_RETRAIN_COOLDOWN_MINUTES={cooldown!r} must be >= 0")
     return Settings(
         data_dir=data_dir,
         dataset=env.get("FORECAST_DATASET") or DEFAULT_DATASET,
@@ -94,6 +154,12 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         mlflow_tracking_uri=mlflow_uri,
         dagster_home=dagster_home,
         bentoml_dir=Path(bentoml_home).expanduser().resolve() if bentoml_home else None,
+        bundle_name=env.get("FORECAST_BUNDLE") or DEFAULT_BUNDLE_NAME,
+        max_batch=int(_number(env, "FORECAST_MAX_BATCH", str(DEFAULT_MAX_BATCH), int, "1000",
+                              1)),
+        api_key=env.get("FORECAST_API_KEY") or None,
+        admin_key=env.get("FORECAST_ADMIN_KEY") or None,
         alert_webhook_url=env.get("FORECAST_ALERT_WEBHOOK_URL") or None,
-        retrain_cooldown_minutes=cooldown_minutes,
+        retrain_cooldown_minutes=float(_number(env, "FORECAST_RETRAIN_COOLDOWN_MINUTES", "360",
+                                               float, "360", 0)),
     )

@@ -31,7 +31,7 @@ def settings(tmp_path: Path) -> Settings:
 
 
 def range_tags(start: dt.date | str, end: dt.date | str) -> dict[str, str]:
-    from forecast_platform.sensors import RANGE_END, RANGE_START
+    from forecast_platform.defs.automation import RANGE_END, RANGE_START
 
     return {RANGE_START: str(start), RANGE_END: str(end)}
 
@@ -72,7 +72,7 @@ def materialized(result) -> set[str]:
 
 def metadata(result, asset: str) -> dict:
     """The metadata of ``asset``'s materialization in a run result; fails if there is none."""
-    from forecast_platform.assets.metadata import run_metadata
+    from forecast_platform.defs.metadata import run_metadata
 
     meta = run_metadata(result, asset)
     assert meta is not None, f"{asset} was not materialized"

@@ -26,8 +26,8 @@ from forecast_platform.datasets.spec import DatasetSpec
 from forecast_platform.datasets.synthetic import SyntheticConfig, generate_sales
 from forecast_platform.features.offline import compute_features, feature_frame, load_sales
 from forecast_platform.features.sql import plan_features
-from forecast_platform.models import registry
-from forecast_platform.models.forecaster import (
+from forecast_platform.forecasting import registry
+from forecast_platform.forecasting.forecaster import (
     Forecaster,
     ForecasterParams,
     default_model_features,
@@ -90,10 +90,10 @@ def add_anomaly_detector(settings: Settings, spec: DatasetSpec, start: dt.date, 
     import dagster as dg
     import mlflow
 
-    from forecast_platform.assets.anomalies import build_anomaly_assets
-    from forecast_platform.assets.forecasting import build_forecasting_assets
-    from forecast_platform.resources import PlatformResource
-    from forecast_platform.tracking import mlflow_resource
+    from forecast_platform.defs.anomalies import build_anomaly_assets
+    from forecast_platform.defs.forecasting import build_forecasting_assets
+    from forecast_platform.defs.resources import Platform
+    from forecast_platform.defs.tracking import mlflow_resource
 
     plan = plan_features(spec)
     with connect(settings.warehouse_path) as con:
@@ -102,7 +102,7 @@ def add_anomaly_detector(settings: Settings, spec: DatasetSpec, start: dt.date, 
               if a.key.to_user_string() in ANOMALY_ASSETS]
     try:
         result = dg.materialize(
-            assets, resources={"platform": PlatformResource.from_settings(settings),
+            assets, resources={"platform": Platform.from_settings(settings),
                                "mlflow": mlflow_resource},
             run_config={"ops": {"anomaly_model": {"config": dict(config)}}} if config else None)
     finally:

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from forecast_platform.models.anomaly import (
+from forecast_platform.anomalies.detector import (
     AnomalyDetector,
     _nb_tail,
     classify,
@@ -21,7 +21,7 @@ from forecast_platform.models.anomaly import (
     tail_threshold,
     with_day_factors,
 )
-from forecast_platform.models.injection import inject_anomalies
+from forecast_platform.anomalies.injection import inject_anomalies
 
 START = pd.Timestamp("2017-01-01")
 N_DAYS = 260
@@ -313,7 +313,7 @@ def test_a_date_between_periods_is_refused_naming_it(clean):
 
 
 def test_expected_values_need_a_quarter_of_usable_rows_whatever_the_period():
-    from forecast_platform.models.expected import min_train_periods, rolling_origins
+    from forecast_platform.anomalies.expected import min_train_periods, rolling_origins
 
     assert min_train_periods(1) == 91 and min_train_periods(7) == 13
     first = dt.date(2011, 2, 4)

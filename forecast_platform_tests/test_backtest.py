@@ -14,9 +14,13 @@ from forecast_platform.datasets.registry import get_spec
 from forecast_platform.datasets.synthetic import SyntheticConfig, generate_sales
 from forecast_platform.features import offline
 from forecast_platform.features.sql import plan_features
-from forecast_platform.models.backtest import CHAMPION, MODEL, origins_for, run_backtest
-from forecast_platform.models.forecaster import Forecaster, ForecasterParams, default_model_features
-from forecast_platform.models.gate import evaluate
+from forecast_platform.forecasting.backtest import CHAMPION, MODEL, origins_for, run_backtest
+from forecast_platform.forecasting.forecaster import (
+    Forecaster,
+    ForecasterParams,
+    default_model_features,
+)
+from forecast_platform.forecasting.gate import evaluate
 
 SPEC = get_spec("synthetic")
 PLAN = plan_features(SPEC)
@@ -76,7 +80,7 @@ def test_gate_names_the_baseline_a_model_fails_to_beat(clean_and_tampered):
     _, clean, _ = clean_and_tampered
     bad = clean.predictions.assign(p50=clean.predictions["p50"] * 3)
     worse = type(clean)(clean.origins, bad, clean.metrics.copy(), clean.methods, 0.0)
-    from forecast_platform.models.backtest import score
+    from forecast_platform.forecasting.backtest import score
 
     worse = type(clean)(clean.origins, bad, score(bad, clean.methods), clean.methods, 0.0)
     verdict = evaluate(worse, "smape", 0.0)
@@ -85,7 +89,7 @@ def test_gate_names_the_baseline_a_model_fails_to_beat(clean_and_tampered):
 
 
 def test_a_retrain_of_the_champions_recipe_on_newer_data_replaces_it(clean_and_tampered):
-    from forecast_platform.models.backtest import score
+    from forecast_platform.forecasting.backtest import score
 
     _, clean, _ = clean_and_tampered
     # A challenger whose backtest beats every baseline (its P50 is the actual).

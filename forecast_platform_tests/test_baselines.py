@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from forecast_platform.models.baselines import dow_mean, moving_average, seasonal_naive
+from forecast_platform.forecasting.baselines import dow_mean, moving_average, seasonal_naive
 
 DAY = pd.Timedelta(days=1)
 

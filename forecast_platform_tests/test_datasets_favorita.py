@@ -15,7 +15,7 @@ import pytest
 
 from forecast_platform.datasets.registry import favorita_select, get_spec
 from forecast_platform.datasets.spec import DatasetSpec
-from forecast_platform.quality import checks
+from forecast_platform.ingestion import checks
 from forecast_platform_tests.conftest import (
     SHARED_DATA,
     check_results,

@@ -10,8 +10,8 @@ from pathlib import Path
 import dagster as dg
 import yaml
 
+from forecast_platform.cli.instance import FALLBACK_CONFIG, PROJECT_YAML
 from forecast_platform.definitions import build_definitions
-from forecast_platform.instance import FALLBACK_CONFIG, PROJECT_YAML
 from forecast_platform_tests.conftest import make_settings
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -15,9 +15,9 @@ from forecast_platform.datasets.registry import get_spec
 from forecast_platform.datasets.synthetic import SyntheticConfig, generate_sales
 from forecast_platform.features.offline import feature_frame, load_sales
 from forecast_platform.features.sql import plan_features
-from forecast_platform.models import metrics
-from forecast_platform.models.baselines import seasonal_naive
-from forecast_platform.models.forecaster import Forecaster, ForecasterParams, model_features
+from forecast_platform.forecasting import metrics
+from forecast_platform.forecasting.baselines import seasonal_naive
+from forecast_platform.forecasting.forecaster import Forecaster, ForecasterParams, model_features
 
 SPEC = get_spec("synthetic")
 PLAN = plan_features(SPEC)
@@ -59,7 +59,7 @@ def model(split) -> Forecaster:
 def test_model_features_are_the_recipe_set():
     assert FEATURES == ["dow", "month", "dom", "doy", "yoy", "promo"]
     weekly = plan_features(dataclasses.replace(SPEC, frequency="W", horizon=13))
-    # Weekly: the seasonal recipe's parts (models/seasonal.py) and where the holiday falls.
+    # Weekly: the seasonal recipe's parts (forecasting/seasonal.py) and where the holiday falls.
     assert model_features(weekly.names, "W") == ["recipe_h", "recipe_growth",
                                                  "recipe_own_growth", "recipe_holiday",
                                                  "days_to_holiday", "holiday_in_week"]

@@ -89,8 +89,8 @@ def test_declared_column_schemas_match_the_tables_and_stay_out_of_each_partition
         landed, first_run):
     """Schemas are declared on the assets (static), so they must equal the real tables; the
     per-partition materializations then do not repeat them."""
-    from forecast_platform.assets.metadata import column_schema
     from forecast_platform.definitions import build_definitions
+    from forecast_platform.defs.metadata import column_schema
 
     specs = {s.key.to_user_string(): s for s in build_definitions(landed).resolve_all_asset_specs()}
     with duckdb.connect(str(landed.warehouse_path), read_only=True) as con:
@@ -111,7 +111,7 @@ def test_declared_column_schemas_match_the_tables_and_stay_out_of_each_partition
 
 def partition_metadata(result, asset: str) -> dict[str, dict]:
     """Each partition's materialization metadata (plain values) in a run, by partition key."""
-    from forecast_platform.assets.metadata import metadata_values
+    from forecast_platform.defs.metadata import metadata_values
 
     out = {}
     for event in result.all_events:
@@ -129,7 +129,7 @@ WAREHOUSE_ASSETS = {"raw_sales": "partition_date", "validated_sales": "date",
 def test_a_long_range_carries_lean_honest_metadata_on_every_partition(landed, first_run):
     """Over DETAIL_MAX_PARTITIONS partitions, every partition keeps the scalar figures, with the
     run's row total labelled as such (not as the partition's row count) and no preview."""
-    from forecast_platform.assets.metadata import DETAIL_MAX_PARTITIONS
+    from forecast_platform.defs.metadata import DETAIL_MAX_PARTITIONS
 
     assert DAYS > DETAIL_MAX_PARTITIONS
     for asset, date_column in WAREHOUSE_ASSETS.items():

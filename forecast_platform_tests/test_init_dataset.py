@@ -139,7 +139,7 @@ def graph(tmp_path_factory):
         # The spec is found through the data directory, as the CLI and code location find it.
         mp.setenv("FORECAST_DATA_DIR", str(settings.data_dir))
         assert main(["init-dataset", "--csv", str(csv), *ARGS]) == 0
-        spec = get_spec("shop")
+        spec = get_spec("shop", settings.datasets_dir)
         spec.lander(spec, settings.landing_dir(), settings.source_dir)
         instance = dg.DagsterInstance.ephemeral()
 

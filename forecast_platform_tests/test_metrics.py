@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from forecast_platform.models import metrics as m
+from forecast_platform.forecasting import metrics as m
 
 A = np.array([10.0, 20.0, 0.0, 40.0])
 F = np.array([12.0, 15.0, 0.0, 40.0])

@@ -26,7 +26,7 @@ from forecast_platform.datasets.registry import get_spec
 from forecast_platform.datasets.synthetic import SyntheticConfig, generate_sales
 from forecast_platform.features.offline import feature_frame, load_sales
 from forecast_platform.features.sql import plan_features
-from forecast_platform.models import metrics
+from forecast_platform.forecasting import metrics
 from forecast_platform.monitoring import (
     ALERTS_TABLE,
     Alert,

@@ -20,9 +20,9 @@ import pytest
 
 from forecast_platform.datasets.registry import get_spec, land_synthetic
 from forecast_platform.definitions import build_definitions
+from forecast_platform.defs.monitoring_sensors import DRIFT, PERFORMANCE, evaluate_trigger
 from forecast_platform.monitoring.alerts import Alert
 from forecast_platform.monitoring.spool import spool_alert
-from forecast_platform.monitoring_sensors import DRIFT, PERFORMANCE, evaluate_trigger
 from forecast_platform.settings import load_settings
 from forecast_platform_tests.conftest import metadata, range_tags
 

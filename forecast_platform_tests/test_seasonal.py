@@ -1,4 +1,4 @@
-"""The weekly seasonal recipe (models/seasonal.py) and the forecaster built on it: what a
+"""The weekly seasonal recipe (forecasting/seasonal.py) and the forecaster built on it: what a
 forecast from an origin reads, Easter, holidays, growth pools, and the anchored model's life
 (round trip, a later origin, the correction's identity) on small panels; then its accuracy on
 the real Walmart holdout."""
@@ -12,9 +12,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from forecast_platform.models import metrics
-from forecast_platform.models.forecaster import Forecaster, ForecasterParams, model_features
-from forecast_platform.models.seasonal import SEASON, Panel, Recipe, anchor_at
+from forecast_platform.forecasting import metrics
+from forecast_platform.forecasting.forecaster import Forecaster, ForecasterParams, model_features
+from forecast_platform.forecasting.seasonal import SEASON, Panel, Recipe, anchor_at
 from forecast_platform_tests.conftest import SHARED_DATA
 
 FIRST = pd.Timestamp("2010-01-08")  # a Friday: weeks labelled by their last day

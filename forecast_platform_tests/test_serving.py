@@ -24,14 +24,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from forecast_platform.assets.anomalies import build_anomaly_assets
-from forecast_platform.assets.serving import build_serving_assets
 from forecast_platform.datasets.registry import get_spec
+from forecast_platform.defs.anomalies import build_anomaly_assets
+from forecast_platform.defs.resources import Platform
+from forecast_platform.defs.serving import build_serving_assets
 from forecast_platform.features.offline import HOLIDAYS_SOURCE, history_source
 from forecast_platform.features.sql import features_select, plan_features
-from forecast_platform.models.forecaster import ForecasterParams
-from forecast_platform.models.future import future_params, future_source
-from forecast_platform.resources import PlatformResource
+from forecast_platform.forecasting.forecaster import ForecasterParams
+from forecast_platform.forecasting.future import future_params, future_source
 from forecast_platform.serving.bundle import build_bundle, load_bundle, model_store
 from forecast_platform.serving.log import LOG_TABLE, log_file
 from forecast_platform.serving.online import NotAvailable, OnlineModel
@@ -103,7 +103,7 @@ def bundle_tag(settings, warehouse) -> str:
     """The serving_bundle asset, materialized for real; its metadata names the tag."""
     assets = build_serving_assets(SPEC)
     result = dg.materialize([assets[0]],
-                            resources={"platform": PlatformResource.from_settings(settings)})
+                            resources={"platform": Platform.from_settings(settings)})
     assert result.success
     meta = result.asset_materializations_for_node("serving_bundle")[0].metadata
     assert meta["model_version"].value == 1
@@ -315,7 +315,7 @@ def test_score_anomaly_equals_the_sales_anomalies_asset(client, settings, online
         with connect(copy.warehouse_path) as con, registered(con, "_landed", landed):
             con.execute(sql, params)
         result = dg.materialize([anomalies], partition_key=str(day),
-                                resources={"platform": PlatformResource.from_settings(copy)})
+                                resources={"platform": Platform.from_settings(copy)})
         assert result.success
 
     score_day(after, "INSERT INTO validated_sales BY NAME SELECT * FROM _landed", [])
@@ -432,11 +432,11 @@ def test_prediction_log_lines_and_the_prediction_log_asset(client, settings):
 
     log_asset = build_serving_assets(SPEC)[1]
     result = dg.materialize([log_asset], partition_key=today.isoformat(),
-                            resources={"platform": PlatformResource.from_settings(settings)})
+                            resources={"platform": Platform.from_settings(settings)})
     assert result.success
     for _ in range(2):  # re-materializing replaces the day: no duplicates
         dg.materialize([log_asset], partition_key=today.isoformat(),
-                       resources={"platform": PlatformResource.from_settings(settings)})
+                       resources={"platform": Platform.from_settings(settings)})
     with connect(settings.warehouse_path, read_only=True) as con:
         rows = con.execute(f"SELECT ds, p50 FROM {LOG_TABLE} WHERE request_id = ? ORDER BY ds",
                            [request_id]).fetchall()

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from forecast_platform.models.anomaly import AnomalyDetector, context_features, with_day_factors
+from forecast_platform.anomalies.detector import AnomalyDetector, context_features, with_day_factors
 from forecast_platform.serving.anomaly import (
     ActualOutOfRange,
     AnomalyContext,
@@ -26,8 +26,8 @@ from forecast_platform.serving.anomaly import (
     score_day,
 )
 
-CONTEXT_DAYS = 210  # the asset's window (assets/anomalies.py); the bundle packs the asset's own
-CONTEXT_PERIODS = 210  # assets/anomalies.py: in periods, so 210 weeks for weekly data
+CONTEXT_DAYS = 210  # the asset's window (defs/anomalies.py); the bundle packs the asset's own
+CONTEXT_PERIODS = 210  # defs/anomalies.py: in periods, so 210 weeks for weekly data
 N_SERIES, N_DAYS = 40, 260
 SHIFT = 1.6  # every series sells this much above expectation on the last three days
 

@@ -35,7 +35,7 @@ from hypothesis import strategies as st  # noqa: E402
 from schemathesis.generation.modes import GenerationMode  # noqa: E402
 
 from forecast_platform.datasets.registry import get_spec  # noqa: E402
-from forecast_platform.models.forecaster import ForecasterParams  # noqa: E402
+from forecast_platform.forecasting.forecaster import ForecasterParams  # noqa: E402
 from forecast_platform.serving.bundle import build_bundle  # noqa: E402
 from forecast_platform.settings import load_settings  # noqa: E402
 from forecast_platform.warehouse.store import connect  # noqa: E402

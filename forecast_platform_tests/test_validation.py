@@ -10,8 +10,8 @@ import duckdb
 import pytest
 
 from forecast_platform.datasets.registry import get_spec
-from forecast_platform.quality.validation import validate_range
-from forecast_platform.warehouse.ingest import ingest_files
+from forecast_platform.ingestion.raw import ingest_files
+from forecast_platform.ingestion.validation import validate_range
 
 SPEC = get_spec("synthetic")
 DAY = dt.date(2017, 3, 1)

@@ -13,12 +13,12 @@ import pandas as pd
 import pytest
 
 from forecast_platform.datasets.registry import get_spec, land_walmart, walmart_select
+from forecast_platform.defs.partitions import partitions_for
 from forecast_platform.features.calendar import calendar_frame
 from forecast_platform.features.offline import CALENDAR, HOLIDAYS_SOURCE, history_source
 from forecast_platform.features.sql import features_select, plan_features
-from forecast_platform.models.forecaster import default_model_features
-from forecast_platform.models.future import future_params, future_source
-from forecast_platform.partitions import partitions_for
+from forecast_platform.forecasting.forecaster import default_model_features
+from forecast_platform.forecasting.future import future_params, future_source
 from forecast_platform_tests.conftest import (
     SHARED_DATA,
     check_results,
@@ -120,7 +120,7 @@ def test_statics_holidays_and_the_weekly_norm(warehouse):
     expected = 0.5 * ok["snaive_growth"] + 0.5 * ok["pooled_profile"]
     assert np.allclose(ok["norm"], expected)
     assert np.allclose(ok["snaive_ratio"] + ok["pooled_ratio"], 2.0)
-    # The model reads the seasonal recipe at its origin (models/seasonal.py), not these rows.
+    # The model reads the seasonal recipe at its origin (forecasting/seasonal.py), not these rows.
     assert set(default_model_features(plan.names, "W", [])) >= {"recipe_h", "recipe_growth"}
 
 
@@ -292,10 +292,10 @@ def test_walmart_drift_p50_forecasts_each_window_from_just_before_it(graph):
     """Drift compares the champion's P50 over windows a year apart (one per reference year): a
     weekly model forecasts each window from the week before it, and a window too early for the
     seasonal recipe gets no P50 rather than a failed report."""
-    from forecast_platform.assets.monitoring import _with_predictions
-    from forecast_platform.models import registry
-    from forecast_platform.models.forecaster import Forecaster
-    from forecast_platform.models.future import at_origin
+    from forecast_platform.defs.monitoring import _with_predictions
+    from forecast_platform.forecasting import registry
+    from forecast_platform.forecasting.forecaster import Forecaster
+    from forecast_platform.forecasting.future import at_origin
 
     settings = graph[0]
     windows = [(dt.date(2010, 3, 5), dt.date(2010, 3, 26)),  # 5 weeks into the data

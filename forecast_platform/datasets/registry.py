@@ -301,21 +301,22 @@ BUILTIN = {"synthetic": _synthetic_spec, "store_item": _store_item_spec,
 def get_spec(name: str, datasets_dir: Path | None = None) -> DatasetSpec:
     """A built-in spec, or a user's YAML spec ``<datasets_dir>/<name>.yaml``.
 
-    ``datasets_dir`` defaults to the settings' (``FORECAST_DATA_DIR``/datasets), where
-    ``forecast-platform init-dataset`` writes: every process of one data directory (CLI, code
-    location, run workers) finds the same specs.
+    ``datasets_dir`` is the settings' (``Settings.datasets_dir``, where ``forecast-platform
+    init-dataset`` writes), passed by the caller that resolved them, so every process of one
+    data directory (CLI, code location, run workers) finds the same specs.
     """
     if name in BUILTIN:
         return BUILTIN[name]()
     from forecast_platform.datasets.custom import load_spec
-    from forecast_platform.settings import load_settings
 
-    folder = datasets_dir or load_settings().datasets_dir
-    path = folder / f"{name}.yaml"
+    if datasets_dir is None:
+        raise ValueError(f"unknown dataset {name!r}: expected one of {sorted(BUILTIN)}, or a "
+                         "user dataset with the folder of its spec (Settings.datasets_dir)")
+    path = datasets_dir / f"{name}.yaml"
     if path.is_file():
         return load_spec(path)
-    users = sorted(p.stem for p in folder.glob("*.yaml")) if folder.is_dir() else []
+    users = sorted(p.stem for p in datasets_dir.glob("*.yaml")) if datasets_dir.is_dir() else []
     raise ValueError(
         f"unknown dataset {name!r}: expected one of {sorted(BUILTIN) + users} (FORECAST_DATASET)"
-        f"; a CSV of your own becomes one with `forecast-platform init-dataset` ({folder})"
+        f"; a CSV of your own becomes one with `forecast-platform init-dataset` ({datasets_dir})"
     )

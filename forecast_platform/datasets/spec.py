@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Literal
 
 Frequency = Literal["D", "W"]
-# Metrics of record the backtest computes and the champion gate can compare (models/metrics.py).
+# Metrics of record the backtest computes and the champion gate compares (forecasting/metrics.py).
 METRICS = ("smape", "mae", "rmse", "wmae")
 ColumnType = Literal["int", "float", "str", "bool"]
 

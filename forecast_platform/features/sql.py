@@ -58,7 +58,7 @@ ways, none of which touches daily features:
   keys) smoothed same-week-last-year index. The first keeps the series' own shape, the second
   denoises it with the group's shape. The weekly forecaster does not train on these rows'
   norm: its growth would be a horizon old; it reads the seasonal recipe computed at its origin
-  (``models/seasonal.py``). They stay for drift monitoring and to mark the first usable week.
+  (``forecasting/seasonal.py``). They stay for drift monitoring and to mark the first usable week.
 * static attributes and their categories (also for daily specs that have them) are joined on
   the spec's ``group_keys`` from ``validated_sales``.
 """

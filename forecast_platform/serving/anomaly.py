@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from forecast_platform.models.anomaly import (
+from forecast_platform.anomalies.detector import (
     FEATURE_VERSION,
     INPUT_COLUMNS,
     AnomalyDetector,

@@ -33,18 +33,18 @@ from typing import TYPE_CHECKING, Any
 import duckdb
 import pandas as pd
 
-from forecast_platform.datasets.spec import DatasetSpec
-from forecast_platform.features.sql import FeaturePlan, plan_features
-from forecast_platform.models import registry
-from forecast_platform.models.anomaly import INPUT_COLUMNS, anomaly_model_name, with_day_factors
-from forecast_platform.models.expected import (
+from forecast_platform.anomalies.detector import INPUT_COLUMNS, anomaly_model_name, with_day_factors
+from forecast_platform.anomalies.expected import (
     CONTEXT_PERIODS,
     EXPECTED,
     context_days,
     expected_with_actuals,
 )
-from forecast_platform.models.forecaster import Forecaster
-from forecast_platform.models.future import at_origin
+from forecast_platform.datasets.spec import DatasetSpec
+from forecast_platform.features.sql import FeaturePlan, plan_features
+from forecast_platform.forecasting import registry
+from forecast_platform.forecasting.forecaster import Forecaster
+from forecast_platform.forecasting.future import at_origin
 from forecast_platform.warehouse.store import quote, table_exists
 from forecast_platform.warehouse.tables import CALENDAR, VALIDATED
 
@@ -300,7 +300,7 @@ def build_bundle(con: duckdb.DuckDBPyConnection, spec: DatasetSpec, model_name: 
     with bentoml.models.create(name or bundle_name(), labels=labels, metadata=metadata,
                                _model_store=model_store(bentoml_home)) as ref:
         root = Path(ref.path)
-        # A weekly model's seasonal recipe moves to the bundle's origin (models/future.py).
+        # A weekly model's seasonal recipe moves to the bundle's origin (forecasting/future.py).
         forecaster = at_origin(con, spec, Forecaster.from_bytes(champion.model_bytes), origin)
         (root / FORECASTER_FILE).write_bytes(forecaster.to_bytes())
         history.to_parquet(root / HISTORY_FILE, index=False)

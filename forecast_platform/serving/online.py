@@ -35,10 +35,10 @@ import duckdb
 import numpy as np
 import pandas as pd
 
+from forecast_platform.anomalies.detector import AnomalyDetector
 from forecast_platform.features.offline import HOLIDAYS_SOURCE
 from forecast_platform.features.sql import features_select
-from forecast_platform.models.anomaly import AnomalyDetector
-from forecast_platform.models.future import future_params, future_source
+from forecast_platform.forecasting.future import future_params, future_source
 from forecast_platform.serving.anomaly import (
     AnomalyContext,
     Expected,

@@ -1,5 +1,5 @@
-"""Every warehouse table's name, said once: assets, core modules, the CLI and the service read
-them from here, so a core module never imports Dagster wiring to learn a name.
+"""Every warehouse table's and asset's name, said once: assets, core modules, the CLI and the
+service read them from here, so a core module never imports Dagster wiring to learn a name.
 
 Each table is the asset of the same name (``dagster/table_name`` ``warehouse.main.<name>``),
 except the registry, which the forecaster asset writes as versioned rows.
@@ -20,6 +20,12 @@ DRIFT_COLUMNS = "drift_columns"  # per report, each column's drift test
 PERFORMANCE = "forecast_performance"  # per day and model version, the forecast in force's error
 ALERTS = "alerts"  # failed runs, failed blocking checks, drift and degradation
 PREDICTION_LOG = "prediction_log"  # the service's requests and answers
+
+# Assets that are not tables: a model row, a packed bundle, a report on disk.
+FORECASTER = "forecaster"  # rows of REGISTRY (the forecaster's versions), tracked in MLflow
+ANOMALY_MODEL = "anomaly_model"  # rows of REGISTRY (the detector's versions)
+SERVING_BUNDLE = "serving_bundle"  # the champion packed into the BentoML model store
+DRIFT_REPORT = "drift_report"  # Evidently HTML/JSON per day, rows in DRIFT_SUMMARY/COLUMNS
 
 # In the order the CLI's summary lists them (the asset graph's order).
 ALL = (RAW, VALIDATED, REJECTS, CALENDAR, FEATURES, REGISTRY, FORECASTS, EXPLANATIONS, EXPECTED,

@@ -1,4 +1,5 @@
-"""Sensors: landed files start ingestion by themselves, each file exactly once.
+"""Automation: landed files start ingestion by themselves, each file exactly once; schedules
+keep forecasts, the serving bundle and anomaly scores current between retrains.
 
 The cursor is the newest file modification time already requested, so a file re-landed with
 corrected content (a newer mtime) is ingested again, and an unchanged file never is. New files
@@ -6,14 +7,16 @@ for consecutive dates become one range run (a single-run backfill), not one run 
 """
 
 
+from __future__ import annotations
+
 import datetime as dt
 
 import dagster as dg
 
 from forecast_platform.datasets.landing import landed_files
 from forecast_platform.datasets.spec import DatasetSpec
-from forecast_platform.jobs import INGEST_JOB
-from forecast_platform.resources import PlatformResource
+from forecast_platform.defs.jobs import ANOMALY_JOB, INGEST_JOB, REFRESH_JOB
+from forecast_platform.defs.resources import PlatformResource
 
 RANGE_START = "dagster/asset_partition_range_start"
 RANGE_END = "dagster/asset_partition_range_end"
@@ -30,7 +33,7 @@ def contiguous_ranges(days: list[dt.date], step_days: int) -> list[tuple[dt.date
     return ranges
 
 
-def build_sensors(spec: DatasetSpec) -> list[dg.SensorDefinition]:
+def build_landing_sensors(spec: DatasetSpec) -> list[dg.SensorDefinition]:
     @dg.sensor(
         name="landing_sensor",
         job_name=INGEST_JOB,
@@ -68,3 +71,22 @@ def build_sensors(spec: DatasetSpec) -> list[dg.SensorDefinition]:
         return dg.SensorResult(run_requests=requests, cursor=str(newest))
 
     return [landing_sensor]
+
+
+def build_schedules(jobs: list[dg.UnresolvedAssetJobDefinition]) -> list[dg.ScheduleDefinition]:
+    anomaly_job = next(job for job in jobs if job.name == ANOMALY_JOB)
+    return [
+        dg.build_schedule_from_partitioned_job(
+            anomaly_job, name="daily_anomalies", hour_of_day=7,
+            default_status=dg.DefaultScheduleStatus.RUNNING,
+            description="Every morning: score yesterday's sales for anomalies.",
+        ),
+        dg.ScheduleDefinition(
+            name="daily_refresh",
+            job_name=REFRESH_JOB,
+            cron_schedule="0 6 * * *",
+            default_status=dg.DefaultScheduleStatus.RUNNING,
+            description="Every morning: the champion's forecasts from the newest data, and a "
+                        "serving bundle with the newest history snapshot.",
+        )
+    ]

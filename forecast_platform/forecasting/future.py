@@ -15,8 +15,8 @@ import pandas as pd
 
 from forecast_platform.datasets.spec import DatasetSpec
 from forecast_platform.features.offline import history_source
-from forecast_platform.models.forecaster import Forecaster
-from forecast_platform.models.seasonal import Recipe
+from forecast_platform.forecasting.forecaster import Forecaster
+from forecast_platform.forecasting.seasonal import Recipe
 from forecast_platform.warehouse.store import quote
 from forecast_platform.warehouse.tables import FEATURES, VALIDATED
 

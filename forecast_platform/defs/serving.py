@@ -12,17 +12,16 @@ import json
 
 import dagster as dg
 
-from forecast_platform.assets.forecasting import model_name
-from forecast_platform.assets.metadata import table_metadata
 from forecast_platform.datasets.spec import DatasetSpec
-from forecast_platform.partitions import date_range
-from forecast_platform.resources import PlatformResource
+from forecast_platform.defs.forecasting import model_name
+from forecast_platform.defs.metadata import OWNERS_FORECASTING, table_metadata
+from forecast_platform.defs.partitions import date_range
+from forecast_platform.defs.resources import PlatformResource
 from forecast_platform.serving.bundle import build_bundle, bundle_name, load_manifest
 from forecast_platform.serving.log import LOG_TABLE, log_file, log_select
+from forecast_platform.warehouse import tables
 from forecast_platform.warehouse.store import connect, replace_range
 
-OWNERS = ["team:forecasting"]
-SERVING_BUNDLE = "serving_bundle"
 # Served traffic is dated by the wall clock (UTC), not by the dataset's calendar.
 PREDICTION_LOG_START = "2025-01-01"
 prediction_log_partitions = dg.DailyPartitionsDefinition(
@@ -33,11 +32,11 @@ def build_serving_assets(spec: DatasetSpec) -> list:
     name = model_name(spec)
 
     @dg.asset(
-        name=SERVING_BUNDLE,
-        deps=["forecaster", "anomaly_model"],
+        name=tables.SERVING_BUNDLE,
+        deps=[tables.FORECASTER, tables.ANOMALY_MODEL],
         group_name="serving",
         kinds={"bentoml"},
-        owners=OWNERS,
+        owners=OWNERS_FORECASTING,
         pool="duckdb",
         description=(
             "The champion forecaster (and the anomaly detector when one exists) with the feature "
@@ -74,7 +73,7 @@ def build_serving_assets(spec: DatasetSpec) -> list:
         name=LOG_TABLE,
         group_name="serving",
         kinds={"duckdb", "json"},
-        owners=OWNERS,
+        owners=OWNERS_FORECASTING,
         partitions_def=prediction_log_partitions,
         backfill_policy=dg.BackfillPolicy.single_run(),
         pool="duckdb",

@@ -24,12 +24,12 @@ from dataclasses import dataclass
 
 import dagster as dg
 
-from forecast_platform.assets.metadata import metadata_values
-from forecast_platform.jobs import ALERTS_JOB, INGEST_JOB, MONITOR_JOB, TRAIN_JOB
+from forecast_platform.defs.automation import RANGE_END
+from forecast_platform.defs.jobs import ALERTS_JOB, INGEST_JOB, MONITOR_JOB, TRAIN_JOB
+from forecast_platform.defs.metadata import metadata_values
+from forecast_platform.defs.resources import PlatformResource
 from forecast_platform.monitoring.alerts import Alert, post_webhook
 from forecast_platform.monitoring.spool import spool_alert
-from forecast_platform.resources import PlatformResource
-from forecast_platform.sensors import RANGE_END
 from forecast_platform.warehouse import tables
 
 IN_FLIGHT = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED,
@@ -101,7 +101,7 @@ def evaluate_trigger(context: dg.SensorEvaluationContext, trigger: Trigger,
     return dg.SensorResult(run_requests=[request], cursor=json.dumps(state))
 
 
-DRIFT = Trigger("drift", "drift_report", "retrain", lambda m: {
+DRIFT = Trigger("drift", tables.DRIFT_REPORT, "retrain", lambda m: {
     "drifted_share": str(m.get("drifted_share")),
     "drifted_columns": str(m.get("retrain_columns"))[:200]})
 PERFORMANCE = Trigger("performance", tables.PERFORMANCE, "degraded", lambda m: {
@@ -114,7 +114,7 @@ def _retrain_sensor(trigger: Trigger, description: str) -> dg.SensorDefinition:
                minimum_interval_seconds=SENSOR_INTERVAL,
                default_status=dg.DefaultSensorStatus.RUNNING, description=description)
     def retrain_sensor(context: dg.SensorEvaluationContext, platform: PlatformResource):
-        return evaluate_trigger(context, trigger, platform.retrain_cooldown_minutes)
+        return evaluate_trigger(context, trigger, platform.settings.retrain_cooldown_minutes)
 
     return retrain_sensor
 
@@ -152,7 +152,7 @@ def build_monitoring_sensors(jobs: list) -> list[dg.SensorDefinition]:
         partition = run.tags.get(RANGE_END) or run.tags.get("dagster/partition")
         if not partition:
             return dg.SkipReason(f"ingest run {run.run_id} has no partition")
-        trained = context.instance.fetch_materializations(dg.AssetKey("forecaster"), limit=1)
+        trained = context.instance.fetch_materializations(dg.AssetKey(tables.FORECASTER), limit=1)
         if not trained.records:
             return dg.SkipReason("no forecaster yet: nothing to monitor against")
         return dg.RunRequest(run_key=f"monitor:{run.run_id}", partition_key=partition,

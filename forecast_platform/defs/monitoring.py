@@ -2,7 +2,7 @@
 
 Thin wiring around ``forecast_platform.monitoring``: read the window from the warehouse, call
 the pure core, write the summary rows and the report files, raise alerts, and put in the
-materialization metadata exactly what the sensors in ``monitoring_sensors.py`` act on
+materialization metadata exactly what the sensors in ``defs/monitoring_sensors.py`` act on
 (``retrain`` and ``degraded``), so they never need to open DuckDB.
 """
 
@@ -15,16 +15,18 @@ import duckdb
 import numpy as np
 import pandas as pd
 
-from forecast_platform.assets.forecasting import model_name
-from forecast_platform.assets.metadata import preview
 from forecast_platform.datasets.spec import DatasetSpec
+from forecast_platform.defs.forecasting import model_name
+from forecast_platform.defs.metadata import OWNERS_FORECASTING, preview
+from forecast_platform.defs.partitions import date_range, partitions_for
+from forecast_platform.defs.resources import PlatformResource
 from forecast_platform.features.offline import FEATURES
 from forecast_platform.features.sql import plan_features
-from forecast_platform.models import registry
-from forecast_platform.models.backtest import MODEL
-from forecast_platform.models.forecaster import Forecaster
-from forecast_platform.models.future import at_origin
-from forecast_platform.models.seasonal import ShortHistory
+from forecast_platform.forecasting import registry
+from forecast_platform.forecasting.backtest import MODEL
+from forecast_platform.forecasting.forecaster import Forecaster
+from forecast_platform.forecasting.future import at_origin
+from forecast_platform.forecasting.seasonal import ShortHistory
 from forecast_platform.monitoring.alerts import ALERTS_TABLE, Alert, raise_alert
 from forecast_platform.monitoring.drift import (
     DEFAULT_MAX_ROWS,
@@ -35,12 +37,10 @@ from forecast_platform.monitoring.drift import (
 )
 from forecast_platform.monitoring.retrain import PREDICTION, decide_retrain, retrain_columns
 from forecast_platform.monitoring.spool import drain_spool
-from forecast_platform.partitions import date_range, partitions_for
-from forecast_platform.resources import PlatformResource
+from forecast_platform.warehouse import tables
 from forecast_platform.warehouse.store import connect, registered, replace_range, table_exists
 from forecast_platform.warehouse.tables import DRIFT_COLUMNS, DRIFT_SUMMARY, FORECASTS, PERFORMANCE
 
-OWNERS = ["team:forecasting"]
 # Metrics performance_degradation computes per point; others (e.g. WMAE) are judged by MAE.
 POINT_METRICS = ("smape", "mae", "rmse", "mape")
 
@@ -148,12 +148,12 @@ def build_monitoring_assets(spec: DatasetSpec) -> list:
     watched = retrain_columns(spec)
 
     @dg.asset(
-        name="drift_report",
-        deps=[FEATURES, "forecaster"],
+        name=tables.DRIFT_REPORT,
+        deps=[FEATURES, tables.FORECASTER],
         partitions_def=partitions,
         group_name="monitoring",
         kinds={"evidently", "duckdb"},
-        owners=OWNERS,
+        owners=OWNERS_FORECASTING,
         pool="duckdb",
         description=(
             "Evidently DataDriftPreset: the last window_days of features, target and the "
@@ -226,7 +226,7 @@ def build_monitoring_assets(spec: DatasetSpec) -> list:
                              "drifted_share": round(summary.drifted_share, 4),
                              "drifted_columns": summary.drifted_columns,
                              "report": str(html)},
-                    run_id=context.run_id, asset_key="drift_report", partition_key=str(day),
+                    run_id=context.run_id, asset_key=tables.DRIFT_REPORT, partition_key=str(day),
                 ), settings.alert_webhook_url, context.log)
         top = summary.top(10)[["column", "method", "score", "threshold", "drifted",
                                "reference_mean", "current_mean"]]
@@ -254,7 +254,7 @@ def build_monitoring_assets(spec: DatasetSpec) -> list:
         partitions_def=partitions,
         group_name="monitoring",
         kinds={"duckdb"},
-        owners=OWNERS,
+        owners=OWNERS_FORECASTING,
         pool="duckdb",
         description=(
             "Once actuals arrive: the error of the forecasts in force for each day (newest origin "
@@ -324,7 +324,7 @@ def build_monitoring_assets(spec: DatasetSpec) -> list:
         name=ALERTS_TABLE,
         group_name="monitoring",
         kinds={"duckdb"},
-        owners=OWNERS,
+        owners=OWNERS_FORECASTING,
         pool="duckdb",
         description=(
             "Every alert (drift, degradation, failed check, failed run) as a row. Alerts raised "

@@ -10,31 +10,31 @@ import mlflow
 import numpy as np
 import pandas as pd
 
-from forecast_platform.assets.metadata import preview
 from forecast_platform.datasets.spec import DatasetSpec
+from forecast_platform.defs.metadata import OWNERS_FORECASTING, preview
+from forecast_platform.defs.resources import PlatformResource
 from forecast_platform.features.offline import FEATURES, HOLIDAYS_SOURCE
 from forecast_platform.features.sql import features_select, plan_features
-from forecast_platform.models import registry
-from forecast_platform.models.backtest import (
+from forecast_platform.forecasting import registry
+from forecast_platform.forecasting.backtest import (
     CHAMPION,
     MODEL,
     origins_for,
     relative_gain,
     run_backtest,
 )
-from forecast_platform.models.forecaster import (
+from forecast_platform.forecasting.forecaster import (
     Forecaster,
     ForecasterParams,
     default_model_features,
 )
-from forecast_platform.models.future import at_origin, future_params, future_source
-from forecast_platform.models.gate import evaluate, same_recipe
-from forecast_platform.models.report import importance_figure, plt, render
-from forecast_platform.resources import PlatformResource
+from forecast_platform.forecasting.future import at_origin, future_params, future_source
+from forecast_platform.forecasting.gate import evaluate, same_recipe
+from forecast_platform.forecasting.report import importance_figure, plt, render
+from forecast_platform.warehouse import tables
 from forecast_platform.warehouse.store import connect, quote, registered, replace_range
 from forecast_platform.warehouse.tables import EXPLANATIONS, FORECASTS, VALIDATED
 
-OWNERS = ["team:forecasting"]
 TOP_CONTRIBUTIONS = 3
 
 
@@ -123,7 +123,7 @@ def load_champion(champion_row: registry.ModelRecord | None, log) -> Forecaster 
 def champion_rival(champion: Forecaster | None, challenger: Forecaster, frame: pd.DataFrame
                    ) -> dict[str, Callable[[], Forecaster]]:
     """The champion's recipe as a backtest rival, when the challenger's recipe differs from it
-    and the training frame still has every feature it reads (see models/gate.py).
+    and the training frame still has every feature it reads (see forecasting/gate.py).
 
     A refit, not the stored champion: scored on the same points with the same training rows
     per origin, the two recipes compete on equal terms. A retrain of the same recipe needs no
@@ -144,11 +144,11 @@ def build_forecasting_assets(spec: DatasetSpec) -> list:
     features = default_model_features(plan.names, spec.frequency, spec.trained_covariates)
 
     @dg.asset(
-        name="forecaster",
+        name=tables.FORECASTER,
         deps=[FEATURES],
         group_name="forecasting",
         kinds={"xgboost", "mlflow", "duckdb"},
-        owners=OWNERS,
+        owners=OWNERS_FORECASTING,
         required_resource_keys={"mlflow", "platform"},
         pool="duckdb",
         description=(
@@ -159,7 +159,7 @@ def build_forecasting_assets(spec: DatasetSpec) -> list:
             "(a retrain of the champion's own recipe on newer data needs only the baselines)."
         ),
         check_specs=[dg.AssetCheckSpec(
-            "champion_gate", asset="forecaster", blocking=True,
+            "champion_gate", asset=tables.FORECASTER, blocking=True,
             description="The new model beats every baseline and the champion on the same "
                         "backtest: a changed recipe against the champion's recipe refit at the "
                         "same origins; a retrain of the champion's recipe on newer data against "
@@ -214,7 +214,7 @@ def build_forecasting_assets(spec: DatasetSpec) -> list:
         figure = importance_figure(model.importance())
         mlflow.log_figure(figure, "feature_importance.png")
         plt.close(figure)
-        info = mlflow.xgboost.log_model(model.booster, name="forecaster",
+        info = mlflow.xgboost.log_model(model.booster, name=tables.FORECASTER,
                                         registered_model_name=name, model_format="ubj")
         mlflow_version = str(info.registered_model_version)
         run_id = mlflow.active_run().info.run_id
@@ -293,10 +293,10 @@ def build_forecasting_assets(spec: DatasetSpec) -> list:
 
     @dg.asset(
         name=FORECASTS,
-        deps=["forecaster"],
+        deps=[tables.FORECASTER],
         group_name="forecasting",
         kinds={"xgboost", "duckdb"},
-        owners=OWNERS,
+        owners=OWNERS_FORECASTING,
         pool="duckdb",
         description=(
             "The champion's P10/P50/P90 for every active series over the horizon after the last "

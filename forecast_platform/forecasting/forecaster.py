@@ -14,7 +14,7 @@ is roughly homoscedastic, so two quantiles of z give the band at any level,
 ``p50 + q(z) * sqrt(p50)``. The two quantiles are stored with the model.
 
 Weekly data is different (``anchored``): its normaliser is the seasonal recipe computed at the
-origin (``models/seasonal.py``), because any feature safe for a 39-week horizon carries a
+origin (``forecasting/seasonal.py``), because any feature safe for a 39-week horizon carries a
 39-week-old growth. The model keeps the recipe's forecast from the end of its training data
 (its ``anchor``), and XGBoost learns a correction factor ``y / recipe_base`` on rows built the
 same way: the recipe at past origins inside the training window, each forecasting the weeks
@@ -38,7 +38,7 @@ import numpy as np
 import pandas as pd
 import xgboost as xgb
 
-from forecast_platform.models.seasonal import (
+from forecast_platform.forecasting.seasonal import (
     ANCHOR_COLUMNS,
     Anchor,
     Panel,

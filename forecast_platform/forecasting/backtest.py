@@ -15,14 +15,14 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from forecast_platform.models import baselines, metrics
-from forecast_platform.models.forecaster import Forecaster
+from forecast_platform.forecasting import baselines, metrics
+from forecast_platform.forecasting.forecaster import Forecaster
 
 MODEL = "model"
 # The columns of a backtest prediction that are not a method's forecast.
 PREDICTION_COLUMNS = ("ds", "series_id", "y", "is_holiday", "origin", "p10", "p50", "p90")
 # The champion's recipe refit at the backtest's origins (a rival, not a baseline): what a
-# challenger with a changed recipe must beat on the same points (see models/gate.py).
+# challenger with a changed recipe must beat on the same points (see forecasting/gate.py).
 CHAMPION = "champion_recipe"
 
 

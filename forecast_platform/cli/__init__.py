@@ -12,11 +12,11 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from forecast_platform.assets.metadata import run_metadata
+from forecast_platform.cli.instance import ensure_dagster_home
 from forecast_platform.datasets.landing import landed_files
 from forecast_platform.datasets.registry import get_spec
 from forecast_platform.datasets.spec import METRICS
-from forecast_platform.instance import ensure_dagster_home
+from forecast_platform.defs.metadata import run_metadata
 from forecast_platform.settings import Settings, load_settings
 from forecast_platform.warehouse import tables
 
@@ -31,22 +31,23 @@ ANOMALY_HISTORY_DAYS = 28  # a series needs this many scored residuals before it
 
 
 def _configure(args: argparse.Namespace) -> Settings:
-    """Command-line flags win over the environment; both end up in the environment so that
-    the code location Dagster loads sees the same settings."""
-    for flag, var in (("data_dir", "FORECAST_DATA_DIR"), ("dataset", "FORECAST_DATASET"),
-                      ("source_dir", "FORECAST_SOURCE_DIR")):
-        value = getattr(args, flag, None)
-        if value:
-            os.environ[var] = str(Path(value).resolve()) if flag.endswith("dir") else value
-    settings = load_settings()
-    os.environ["FORECAST_DATA_DIR"] = str(settings.data_dir)
+    """Settings from the environment with the command-line flags on top, resolved once and
+    passed down (the process environment is never written)."""
+    def absolute(value: str | None) -> str | None:
+        return str(Path(value).resolve()) if value else None
+
+    settings = load_settings(overrides={
+        "FORECAST_DATA_DIR": absolute(getattr(args, "data_dir", None)),
+        "FORECAST_DATASET": getattr(args, "dataset", None),
+        "FORECAST_SOURCE_DIR": absolute(getattr(args, "source_dir", None)),
+    })
     ensure_dagster_home(settings)
     return settings
 
 
 def land(settings: Settings, start: dt.date | None, stores: int, items: int,
          end: dt.date | None = None) -> list[Path]:
-    spec = get_spec(settings.dataset)
+    spec = get_spec(settings.dataset, settings.datasets_dir)
     if spec.lander is None:
         raise SystemExit(f"dataset {spec.name!r} has no lander: drop files into "
                          f"{settings.landing_dir()} yourself")
@@ -64,7 +65,7 @@ def run_range(settings: Settings, job_name: str, start: dt.date | None = None,
     import dagster as dg
 
     from forecast_platform.definitions import build_definitions
-    from forecast_platform.sensors import RANGE_END, RANGE_START
+    from forecast_platform.defs.automation import RANGE_END, RANGE_START
 
     job = build_definitions(settings).resolve_job_def(job_name)
     run_tags = dict(tags or {"trigger": "cli"})
@@ -82,7 +83,7 @@ def run_range(settings: Settings, job_name: str, start: dt.date | None = None,
 
 def forecaster_summary(result) -> list[str]:
     """The backtest table (model vs baselines), the gate's verdict and the report's path."""
-    meta = run_metadata(result, "forecaster")
+    meta = run_metadata(result, tables.FORECASTER)
     if meta is None:
         return []
     return [
@@ -112,7 +113,7 @@ def anomaly_summary(result) -> list[str]:
 
 def drift_summary(result) -> list[str]:
     """The drift report's verdict for the last day, and where the HTML is."""
-    meta = run_metadata(result, "drift_report")
+    meta = run_metadata(result, tables.DRIFT_REPORT)
     if meta is None:
         return []
     return ["", f"Drift report ({meta['window']}, vs champion v{meta['model_version']}): "
@@ -192,7 +193,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     first, last = min(landed), max(landed)
     print(f"Materializing the asset graph for {first}..{last} ({len(landed)} partitions) "
           "as one run ...")
-    from forecast_platform.jobs import ANOMALY_JOB, INGEST_JOB, MONITOR_JOB, TRAIN_JOB
+    from forecast_platform.defs.jobs import ANOMALY_JOB, INGEST_JOB, MONITOR_JOB, TRAIN_JOB
 
     results = [run_range(settings, INGEST_JOB, first, last)]
     if results[0].success:
@@ -229,14 +230,14 @@ def cmd_simulate_drift(args: argparse.Namespace) -> int:
     import dagster as dg
     import duckdb
 
-    from forecast_platform.assets.forecasting import model_name
     from forecast_platform.datasets.registry import land_synthetic
     from forecast_platform.definitions import build_definitions
-    from forecast_platform.jobs import INGEST_JOB, MONITOR_JOB, TRAIN_JOB
-    from forecast_platform.models import registry
+    from forecast_platform.defs.forecasting import model_name
+    from forecast_platform.defs.jobs import INGEST_JOB, MONITOR_JOB, TRAIN_JOB
+    from forecast_platform.forecasting import registry
 
     settings = _configure(args)
-    spec = get_spec(settings.dataset)
+    spec = get_spec(settings.dataset, settings.datasets_dir)
     if spec.name != "synthetic":
         raise SystemExit("simulate-drift uses the synthetic generator's drift switch: run it "
                          "with --dataset synthetic (the default)")
@@ -260,7 +261,7 @@ def cmd_simulate_drift(args: argparse.Namespace) -> int:
     if not ingest.success:
         return 1
     monitor = run_range(settings, MONITOR_JOB, partition=end, tags={"trigger": "landing"})
-    drift = run_metadata(monitor, "drift_report")
+    drift = run_metadata(monitor, tables.DRIFT_REPORT)
     perf = run_metadata(monitor, tables.PERFORMANCE) or {}
     if not monitor.success:
         print("3. monitor_job FAILED; see the Dagster UI for the step's error")
@@ -286,7 +287,7 @@ def cmd_simulate_drift(args: argparse.Namespace) -> int:
     tags = requests[0].tags
     print(f"4. drift_sensor requested {TRAIN_JOB} with tags {dict(tags)}")
     retrain = run_range(settings, TRAIN_JOB, tags=tags)
-    model = run_metadata(retrain, "forecaster") or {}
+    model = run_metadata(retrain, tables.FORECASTER) or {}
     seconds = time.perf_counter() - started
     print(f"5. Retrain run {retrain.run_id[:8]}: forecaster v{model.get('model_version')} is the "
           f"{model.get('status')} ({seconds:.0f} s after landing)")
@@ -299,7 +300,7 @@ def cmd_simulate_drift(args: argparse.Namespace) -> int:
               f"trained to {train_end:%Y-%m-%d}  {reasons}")
     if model.get("status") == "champion":
         again = run_range(settings, MONITOR_JOB, partition=end)
-        drift = run_metadata(again, "drift_report") or {}
+        drift = run_metadata(again, tables.DRIFT_REPORT) or {}
         print(f"6. The same day's drift report against the new champion "
               f"v{drift.get('model_version')}: retrain {drift.get('retrain')} "
               f"({drift.get('retrain_reason')})")
@@ -337,7 +338,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"no {tag} in {settings.bentoml_home}: run `forecast-platform demo` (or "
               "materialize serving_bundle) first")
         return 1
-    bentos = Path(__file__).resolve().parents[1] / "bentos"
+    bentos = Path(__file__).resolve().parents[2] / "bentos"
     env = {**os.environ, "BENTOML_HOME": str(settings.bentoml_home), "DO_NOT_TRACK": "1",
            "BENTOML_DO_NOT_TRACK": "True"}
     exe = Path(sys.executable).with_name("bentoml")

@@ -22,9 +22,9 @@ from dataclasses import asdict, dataclass, field
 
 import pandas as pd
 
-from forecast_platform.models import metrics
-from forecast_platform.models.backtest import CHAMPION, MODEL, BacktestResult
-from forecast_platform.models.forecaster import Forecaster
+from forecast_platform.forecasting import metrics
+from forecast_platform.forecasting.backtest import CHAMPION, MODEL, BacktestResult
+from forecast_platform.forecasting.forecaster import Forecaster
 
 METRICS = {"smape": metrics.smape, "mae": metrics.mae, "rmse": metrics.rmse}
 

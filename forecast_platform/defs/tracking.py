@@ -15,7 +15,7 @@ import mlflow
 from dagster_mlflow import end_mlflow_on_run_finished
 from dagster_mlflow.resources import MlFlow
 
-from forecast_platform.resources import PlatformResource
+from forecast_platform.defs.resources import PlatformResource
 
 __all__ = ["end_mlflow_on_run_finished", "experiment_name", "mlflow_resource"]
 

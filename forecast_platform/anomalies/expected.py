@@ -17,7 +17,7 @@ import duckdb
 import pandas as pd
 
 from forecast_platform.datasets.spec import DatasetSpec
-from forecast_platform.models.forecaster import Forecaster
+from forecast_platform.forecasting.forecaster import Forecaster
 from forecast_platform.warehouse.store import quote, table_exists
 from forecast_platform.warehouse.tables import EXPECTED, FORECASTS, VALIDATED
 

@@ -16,7 +16,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from forecast_platform.models.backtest import BacktestResult  # noqa: E402
+from forecast_platform.forecasting.backtest import BacktestResult  # noqa: E402
 
 STYLE = """
 body{font-family:system-ui,sans-serif;margin:2rem auto;max-width:1100px;color:#222}

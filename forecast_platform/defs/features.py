@@ -4,12 +4,15 @@
 
 import dagster as dg
 
-from forecast_platform.assets.metadata import (
+from forecast_platform.datasets.spec import DatasetSpec
+from forecast_platform.defs.metadata import (
+    OWNERS_FORECASTING,
     TYPE_NAMES,
     partition_metadata,
     qualified_name,
 )
-from forecast_platform.datasets.spec import DatasetSpec
+from forecast_platform.defs.partitions import date_range, partitions_for
+from forecast_platform.defs.resources import PlatformResource
 from forecast_platform.features.offline import (
     CALENDAR,
     FEATURES,
@@ -17,14 +20,10 @@ from forecast_platform.features.offline import (
     write_calendar,
 )
 from forecast_platform.features.sql import KNOWN_IN_ADVANCE, FeaturePlan, plan_features
-from forecast_platform.models.forecaster import ForecasterParams
-from forecast_platform.partitions import date_range, partitions_for
-from forecast_platform.quality.validation import SQL_TYPES
-from forecast_platform.resources import PlatformResource
+from forecast_platform.forecasting.forecaster import ForecasterParams
+from forecast_platform.ingestion.validation import SQL_TYPES
 from forecast_platform.warehouse.store import connect, quote
 from forecast_platform.warehouse.tables import VALIDATED
-
-OWNERS = ["team:forecasting"]
 
 
 def feature_schema(plan: FeaturePlan) -> dg.TableSchema:
@@ -50,7 +49,7 @@ def build_feature_assets(spec: DatasetSpec) -> list:
         name=CALENDAR,
         group_name="features",
         kinds={"duckdb", "pandas"},
-        owners=OWNERS,
+        owners=OWNERS_FORECASTING,
         description="One row per day with holiday flag, name and days to the next holiday, "
                     "running a year past the data so forecasts see future holidays.",
         pool="duckdb",
@@ -69,7 +68,7 @@ def build_feature_assets(spec: DatasetSpec) -> list:
         deps=[VALIDATED, CALENDAR],
         group_name="features",
         kinds={"duckdb", "sql"},
-        owners=OWNERS,
+        owners=OWNERS_FORECASTING,
         description=(
             f"Model features per series and date for a {plan.horizon}-period horizon: calendar, "
             "known covariates, lags, rolling means and spreads, same-weekday profiles, "

@@ -1,6 +1,6 @@
 """expected_sales, anomaly_model and sales_anomalies: which series-days behaved strangely, and why.
 
-Expected values are out-of-sample forecasts (see models/expected.py); for days after the last
+Expected values are out-of-sample forecasts (see anomalies/expected.py); for days after the last
 refit, the champion's forward forecasts (the forecasts table) serve, always made before the day.
 """
 
@@ -11,33 +11,33 @@ import dagster as dg
 import mlflow
 import pandas as pd
 
-from forecast_platform.assets.forecasting import model_name
-from forecast_platform.assets.metadata import check_result, preview
-from forecast_platform.datasets.registry import LABELS_FILE
-from forecast_platform.datasets.spec import DatasetSpec
-from forecast_platform.features.offline import FEATURES
-from forecast_platform.models import registry
-from forecast_platform.models.anomaly import (
+from forecast_platform.anomalies.detector import (
     AnomalyDetector,
     anomaly_model_name,
     classify,
     context_features,
     with_day_factors,
 )
-from forecast_platform.models.expected import (
+from forecast_platform.anomalies.expected import (
     EXPECTED,
     context_days,
     expected_values,
     expected_with_actuals,
 )
-from forecast_platform.models.forecaster import Forecaster
-from forecast_platform.partitions import date_range, partitions_for
-from forecast_platform.quality.checks import Outcome
-from forecast_platform.resources import PlatformResource
+from forecast_platform.datasets.registry import LABELS_FILE
+from forecast_platform.datasets.spec import DatasetSpec
+from forecast_platform.defs.forecasting import model_name
+from forecast_platform.defs.metadata import OWNERS_FORECASTING, check_result, preview
+from forecast_platform.defs.partitions import date_range, partitions_for
+from forecast_platform.defs.resources import PlatformResource
+from forecast_platform.features.offline import FEATURES
+from forecast_platform.forecasting import registry
+from forecast_platform.forecasting.forecaster import Forecaster
+from forecast_platform.ingestion.checks import Outcome
+from forecast_platform.warehouse import tables
 from forecast_platform.warehouse.store import connect, registered, replace_range, table_exists
 from forecast_platform.warehouse.tables import ANOMALIES, FORECASTS, VALIDATED
 
-OWNERS = ["team:forecasting"]
 MAX_DAILY_RATE = 0.05  # above this share of series flagged on one day: a data problem
 # A day whose series ALL sit this far from expectation (day factor outside the band) is a
 # closure, an outage or a forecaster miss: absorbed by the day factor, reported by the check.
@@ -99,10 +99,10 @@ def build_anomaly_assets(spec: DatasetSpec) -> list:
 
     @dg.asset(
         name=EXPECTED,
-        deps=["forecaster", FEATURES],
+        deps=[tables.FORECASTER, FEATURES],
         group_name="anomalies",
         kinds={"xgboost", "duckdb"},
-        owners=OWNERS,
+        owners=OWNERS_FORECASTING,
         pool="duckdb",
         description=(
             "Out-of-sample P10/P50/P90 for every historical series-day: the champion's recipe "
@@ -135,11 +135,11 @@ def build_anomaly_assets(spec: DatasetSpec) -> list:
         })
 
     @dg.asset(
-        name="anomaly_model",
+        name=tables.ANOMALY_MODEL,
         deps=[EXPECTED, VALIDATED],
         group_name="anomalies",
         kinds={"pyod", "mlflow", "duckdb"},
-        owners=OWNERS,
+        owners=OWNERS_FORECASTING,
         required_resource_keys={"mlflow", "platform"},
         pool="duckdb",
         description=(
@@ -151,7 +151,7 @@ def build_anomaly_assets(spec: DatasetSpec) -> list:
             "MLflow."
         ),
         check_specs=[dg.AssetCheckSpec(
-            "matches_forecaster", asset="anomaly_model", blocking=True,
+            "matches_forecaster", asset=tables.ANOMALY_MODEL, blocking=True,
             description="The detector was built on the current champion forecaster's residuals.",
         )],
     )
@@ -214,10 +214,10 @@ def build_anomaly_assets(spec: DatasetSpec) -> list:
 
     @dg.asset(
         name=ANOMALIES,
-        deps=["anomaly_model", EXPECTED, FORECASTS, VALIDATED],
+        deps=[tables.ANOMALY_MODEL, EXPECTED, FORECASTS, VALIDATED],
         group_name="anomalies",
         kinds={"pyod", "duckdb"},
-        owners=OWNERS,
+        owners=OWNERS_FORECASTING,
         partitions_def=partitions,
         backfill_policy=dg.BackfillPolicy.single_run(),
         pool="duckdb",

@@ -5,9 +5,9 @@ from __future__ import annotations
 import dagster as dg
 from dagster_mlflow import end_mlflow_on_run_finished
 
-from forecast_platform.assets.serving import prediction_log_partitions
 from forecast_platform.datasets.spec import DatasetSpec
-from forecast_platform.partitions import partitions_for
+from forecast_platform.defs.partitions import partitions_for
+from forecast_platform.defs.serving import prediction_log_partitions
 from forecast_platform.warehouse import tables
 
 INGEST_JOB = "ingest_job"
@@ -15,7 +15,8 @@ TRAIN_JOB = "train_job"
 INGEST_ASSETS = [tables.RAW, tables.VALIDATED, tables.REJECTS, tables.CALENDAR,
                  tables.FEATURES]
 # The bundle is refreshed by every retrain; a rejected challenger (blocking gate) skips it.
-TRAIN_ASSETS = ["forecaster", tables.FORECASTS, tables.EXPECTED, "anomaly_model", "serving_bundle"]
+TRAIN_ASSETS = [tables.FORECASTER, tables.FORECASTS, tables.EXPECTED, tables.ANOMALY_MODEL,
+                tables.SERVING_BUNDLE]
 ANOMALY_JOB = "anomaly_job"
 SERVING_JOB = "serving_job"
 REFRESH_JOB = "refresh_job"
@@ -47,11 +48,12 @@ def build_jobs(spec: DatasetSpec) -> list[dg.UnresolvedAssetJobDefinition]:
                         "detector.",
         ),
         dg.define_asset_job(
-            REFRESH_JOB, selection=dg.AssetSelection.assets(tables.FORECASTS, "serving_bundle"),
+            REFRESH_JOB,
+            selection=dg.AssetSelection.assets(tables.FORECASTS, tables.SERVING_BUNDLE),
             description="Forecasts and serving snapshot from the newest data, current champion.",
         ),
         dg.define_asset_job(
-            SERVING_JOB, selection=dg.AssetSelection.assets("serving_bundle"),
+            SERVING_JOB, selection=dg.AssetSelection.assets(tables.SERVING_BUNDLE),
             description="Pack the champion and the feature snapshot into the BentoML store.",
         ),
         dg.define_asset_job(
@@ -60,7 +62,7 @@ def build_jobs(spec: DatasetSpec) -> list[dg.UnresolvedAssetJobDefinition]:
             description="Load the service's prediction log files into the warehouse.",
         ),
         dg.define_asset_job(
-            MONITOR_JOB, selection=dg.AssetSelection.assets("drift_report",
+            MONITOR_JOB, selection=dg.AssetSelection.assets(tables.DRIFT_REPORT,
                                                             tables.PERFORMANCE),
             partitions_def=partitions_for(spec),
             description="Drift report and forecast performance for a day; the drift and "

@@ -10,13 +10,13 @@ import yaml
 
 from forecast_platform.settings import Settings
 
-PROJECT_YAML = Path(__file__).resolve().parents[1] / "dagster.yaml"
+PROJECT_YAML = Path(__file__).resolve().parents[2] / "dagster.yaml"
 
 # Used when the package is installed without its source tree (no dagster.yaml beside it);
 # a test keeps it equal to the project's dagster.yaml.
 FALLBACK_CONFIG = {
     "event_log_storage": {
-        "module": "forecast_platform.instance_storage",
+        "module": "forecast_platform.defs.instance_storage",
         "class": "TunedSqliteEventLogStorage",
         "config": {"base_dir": {"env": "DAGSTER_HOME"}, "synchronous": "NORMAL",
                    "connections": "pooled"},

@@ -1,35 +1,43 @@
-"""validated_sales and sales_rejects: one pass splits raw rows; nothing is dropped silently.
+"""The ingestion group: landing files -> raw_sales -> validated_sales + sales_rejects.
 
-Both tables are written in one transaction per run, so raw = validated + rejected always holds.
-The checks on validated_sales protect the models and are blocking; the checks on sales_rejects
-make the quarantine visible (warnings: the bad rows are already kept away from the models).
+raw_sales keeps every landed value as text. One validation pass then splits each run's raw rows,
+and both tables are written in one transaction per run, so raw = validated + rejected always
+holds. The checks on validated_sales protect the models and are blocking; the checks on
+sales_rejects make the quarantine visible (warnings: the bad rows are already kept away from
+the models).
 """
-
 
 import datetime as dt
 
 import dagster as dg
-import duckdb
 
-from forecast_platform.assets.ingest import SCHEMA, TABLE_NAME, declared_schema
-from forecast_platform.assets.metadata import (
+from forecast_platform.datasets.landing import landed_files
+from forecast_platform.datasets.spec import DatasetSpec
+from forecast_platform.defs.metadata import (
+    OWNERS_DATA_PLATFORM,
+    SCHEMA,
+    TABLE_NAME,
     check_result,
+    declared_schema,
     detailed,
     partition_count,
     partition_metadata,
     preview,
     qualified_name,
 )
-from forecast_platform.datasets.spec import DatasetSpec
-from forecast_platform.partitions import date_range, partitions_for
-from forecast_platform.quality import checks
-from forecast_platform.quality.validation import SQL_TYPES, Split, column_types, validate_range
-from forecast_platform.resources import PlatformResource
-from forecast_platform.warehouse.ingest import RAW_TABLE
-from forecast_platform.warehouse.store import connect, quote, replace_range
+from forecast_platform.defs.partitions import date_range, partitions_for
+from forecast_platform.defs.resources import PlatformResource
+from forecast_platform.ingestion import checks
+from forecast_platform.ingestion.raw import PARTITION_COLUMN, RAW_TABLE, ingest_files
+from forecast_platform.ingestion.validation import (
+    SQL_TYPES,
+    column_types,
+    validate_range,
+    write_rejects,
+    write_validated,
+)
+from forecast_platform.warehouse.store import connect, quote
 from forecast_platform.warehouse.tables import REJECTS, VALIDATED
-
-OWNERS = ["team:data-platform"]
 
 BLOCKING_CHECKS = {
     "valid_rows_contract": "No null date, key or target; no negative target; unique (date, keys).",
@@ -46,26 +54,57 @@ QUARANTINE_CHECKS = {
 }
 
 
-def write_validated(con: duckdb.DuckDBPyConnection, spec: DatasetSpec, split: Split,
-                    start: dt.date, end: dt.date) -> int:
-    typed = [spec.date_column, *column_types(spec)]
-    keys = ", ".join(f"CAST({quote(k)} AS VARCHAR)" for k in spec.keys)
-    select = (
-        f"SELECT {', '.join(quote(c) for c in typed)}, concat_ws('|', {keys}) AS series_id, "
-        f"_source_file, _ingested_at FROM ({split.valid_sql})"
-    )
-    return replace_range(con, VALIDATED, spec.date_column, start, end, select)
+def raw_schema(spec: DatasetSpec) -> dg.TableSchema:
+    return declared_schema([
+        (PARTITION_COLUMN, "DATE"), *((c, "VARCHAR") for c in spec.columns),
+        ("_source_file", "VARCHAR"), ("_source_line", "BIGINT"), ("_ingested_at", "TIMESTAMP"),
+        ("_schema_note", "VARCHAR"),
+    ])
 
 
-def write_rejects(con: duckdb.DuckDBPyConnection, spec: DatasetSpec, split: Split,
-                  start: dt.date, end: dt.date) -> int:
-    originals = ", ".join(f"{quote('raw:' + c)} AS {quote(c)}" for c in spec.columns)
-    select = (
-        f"SELECT partition_date, {originals}, CAST(rules AS VARCHAR) AS rules, "
-        "CAST(reason AS VARCHAR) AS reason, _source_file, _source_line, "
-        f"_ingested_at, now()::TIMESTAMP AS _rejected_at FROM ({split.rejects_sql})"
+def _build_raw_assets(spec: DatasetSpec) -> list:
+    partitions = partitions_for(spec)
+
+    @dg.asset(
+        name=RAW_TABLE,
+        group_name="ingestion",
+        kinds={"duckdb", "csv"},
+        owners=OWNERS_DATA_PLATFORM,
+        description=(
+            "The landed rows of each partition exactly as they came, every value as text, with "
+            "source file, line and ingestion time. Re-materializing replaces the partition."
+        ),
+        partitions_def=partitions,
+        backfill_policy=dg.BackfillPolicy.single_run(),
+        pool="duckdb",
+        metadata={SCHEMA: raw_schema(spec), TABLE_NAME: qualified_name(RAW_TABLE)},
+        check_specs=[
+            dg.AssetCheckSpec("columns_match_spec", asset=RAW_TABLE,
+                              description="Each file has exactly the spec's columns."),
+            dg.AssetCheckSpec("freshness", asset=RAW_TABLE,
+                              description="Every landed file has been ingested (no backlog)."),
+        ],
     )
-    return replace_range(con, REJECTS, "partition_date", start, end, select)
+    def raw_sales(context: dg.AssetExecutionContext, platform: PlatformResource):
+        start, end = date_range(context)
+        landed = landed_files(platform.landing_dir)
+        files = {day: path for day, path in landed.items() if start <= day <= end}
+        partitions = partition_count(start, end, spec.step_days)
+        with connect(platform.warehouse_path) as con:
+            facts = ingest_files(con, spec, files, start, end, dt.datetime.now())
+            metadata = partition_metadata(context, con, RAW_TABLE, PARTITION_COLUMN, start, end,
+                                          facts["rows"], spec.step_days)
+            header_outcome = checks.file_headers(con, start, end)
+            fresh = checks.freshness(con, list(landed))
+        missing = partitions - len(files)
+        yield dg.MaterializeResult(
+            metadata={**metadata, "files": len(files), "partitions_without_file": missing}
+        )
+        yield check_result(RAW_TABLE, "columns_match_spec", header_outcome,
+                           dg.AssetCheckSeverity.WARN)
+        yield check_result(RAW_TABLE, "freshness", fresh, dg.AssetCheckSeverity.WARN)
+
+    return [raw_sales]
 
 
 def validated_schema(spec: DatasetSpec) -> dg.TableSchema:
@@ -86,7 +125,7 @@ def rejects_schema(spec: DatasetSpec) -> dg.TableSchema:
     ])
 
 
-def build_validate_assets(spec: DatasetSpec) -> list:
+def _build_validate_assets(spec: DatasetSpec) -> list:
     partitions = partitions_for(spec)
     check_specs = [
         dg.AssetCheckSpec(name, asset=VALIDATED, blocking=True,
@@ -102,14 +141,14 @@ def build_validate_assets(spec: DatasetSpec) -> list:
         specs=[
             dg.AssetSpec(
                 VALIDATED, deps=[RAW_TABLE], group_name="ingestion", kinds={"duckdb", "pandera"},
-                owners=OWNERS, partitions_def=partitions,
+                owners=OWNERS_DATA_PLATFORM, partitions_def=partitions,
                 metadata={SCHEMA: validated_schema(spec), TABLE_NAME: qualified_name(VALIDATED)},
                 description="Raw rows that pass the dataset's pandera schema, typed, with a "
                             "series_id. The only sales table features and models read.",
             ),
             dg.AssetSpec(
                 REJECTS, deps=[RAW_TABLE], group_name="ingestion", kinds={"duckdb", "pandera"},
-                owners=OWNERS, partitions_def=partitions,
+                owners=OWNERS_DATA_PLATFORM, partitions_def=partitions,
                 metadata={SCHEMA: rejects_schema(spec), TABLE_NAME: qualified_name(REJECTS)},
                 description="Quarantine: raw rows that failed validation, with their original "
                             "values, the rule families they broke and a readable reason.",
@@ -164,3 +203,7 @@ def build_validate_assets(spec: DatasetSpec) -> list:
             yield check_result(REJECTS, name, outcome, dg.AssetCheckSeverity.WARN)
 
     return [validate_sales]
+
+
+def build_ingestion_assets(spec: DatasetSpec) -> list:
+    return [*_build_raw_assets(spec), *_build_validate_assets(spec)]

@@ -17,7 +17,8 @@ import pandera.pandas as pa
 from pandera.errors import SchemaErrors
 
 from forecast_platform.datasets.spec import ColumnType, DatasetSpec
-from forecast_platform.warehouse.store import quote, registered
+from forecast_platform.warehouse.store import quote, registered, replace_range
+from forecast_platform.warehouse.tables import REJECTS, VALIDATED
 
 SQL_TYPES: dict[ColumnType, str] = {
     "int": "BIGINT",
@@ -224,3 +225,25 @@ def validate_range(
         rows=len(typed),
         rejected=rejected,
     )
+
+
+def write_validated(con: duckdb.DuckDBPyConnection, spec: DatasetSpec, split: Split,
+                    start: dt.date, end: dt.date) -> int:
+    typed = [spec.date_column, *column_types(spec)]
+    keys = ", ".join(f"CAST({quote(k)} AS VARCHAR)" for k in spec.keys)
+    select = (
+        f"SELECT {', '.join(quote(c) for c in typed)}, concat_ws('|', {keys}) AS series_id, "
+        f"_source_file, _ingested_at FROM ({split.valid_sql})"
+    )
+    return replace_range(con, VALIDATED, spec.date_column, start, end, select)
+
+
+def write_rejects(con: duckdb.DuckDBPyConnection, spec: DatasetSpec, split: Split,
+                  start: dt.date, end: dt.date) -> int:
+    originals = ", ".join(f"{quote('raw:' + c)} AS {quote(c)}" for c in spec.columns)
+    select = (
+        f"SELECT partition_date, {originals}, CAST(rules AS VARCHAR) AS rules, "
+        "CAST(reason AS VARCHAR) AS reason, _source_file, _source_line, "
+        f"_ingested_at, now()::TIMESTAMP AS _rejected_at FROM ({split.rejects_sql})"
+    )
+    return replace_range(con, REJECTS, "partition_date", start, end, select)
