@@ -50,14 +50,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from accuracy import load_warehouse  # noqa: E402
 from results import append_section, default_source_dir, machine  # noqa: E402
 
-from forecast_platform.anomalies.detector import (  # noqa: E402
-    DETECTOR_FEATURES,
-    AnomalyDetector,
-    classify,
+from forecast_platform.anomalies.classify import classify  # noqa: E402
+from forecast_platform.anomalies.context import (  # noqa: E402
     context_features,
     raw_features,
     with_day_factors,
 )
+from forecast_platform.anomalies.detector import DETECTOR_FEATURES, AnomalyDetector  # noqa: E402
 from forecast_platform.anomalies.injection import inject_anomalies  # noqa: E402
 from forecast_platform.datasets.registry import get_spec  # noqa: E402
 from forecast_platform.features.offline import HOLIDAYS_SOURCE, history_source  # noqa: E402

@@ -107,10 +107,15 @@ def write_dagster_yaml(home: Path, event_log_storage: dict | None) -> None:
     """The project's dagster.yaml, optionally with another event_log_storage block."""
     import yaml
 
+    from forecast_platform.cli.instance import with_home
+
     home.mkdir(parents=True, exist_ok=True)
     config = yaml.safe_load((ROOT / "dagster.yaml").read_text())
     if event_log_storage is not None:
         config["event_log_storage"] = event_log_storage
+    # The home's path in place of {env: DAGSTER_HOME}, as the CLI writes it: the instance is
+    # opened from the folder (DagsterInstance.from_config), no environment variable needed.
+    config = with_home(config, home)
     (home / "dagster.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
 
 
@@ -184,7 +189,6 @@ def floor_definitions(partitions):
 
 def floor_child(home: Path, start: dt.date, end: dt.date) -> dict:
     """In a fresh process: the no-op ingest_job over start..end on the instance at home."""
-    os.environ["DAGSTER_HOME"] = str(home)
     import dagster as dg
 
     from forecast_platform.datasets.registry import get_spec
@@ -194,15 +198,15 @@ def floor_child(home: Path, start: dt.date, end: dt.date) -> dict:
     job = defs.resolve_job_def("ingest_job")
     # Warm-up, outside the timing as in run_backfill: storage modules imported, a new instance's
     # databases created. The timed part then opens the instance and runs, as run_range does.
-    with dg.DagsterInstance.get() as instance:
+    with dg.DagsterInstance.from_config(str(home)) as instance:
         storage = type(instance.event_log_storage).__name__
     cpu0, t0 = time.process_time(), time.perf_counter()
-    with dg.DagsterInstance.get() as instance:
+    with dg.DagsterInstance.from_config(str(home)) as instance:
         result = job.execute_in_process(instance=instance, tags=run_tags(start, end),
                                         run_config=RUN_CONFIG)
     seconds = time.perf_counter() - t0
     cpu = time.process_time() - cpu0
-    with dg.DagsterInstance.get() as instance:
+    with dg.DagsterInstance.from_config(str(home)) as instance:
         events = len(instance.all_logs(result.run_id))
         steps, run_level = step_breakdown(instance, result.run_id)
     db_file = home / "event_log.db"
@@ -289,23 +293,22 @@ def run_backfill_child(workdir: Path, source_dir: Path, n_partitions: int | None
 
 
 def run_backfill(workdir: Path, source_dir: Path, n_partitions: int | None) -> dict:
-    os.environ.update({
-        "FORECAST_DATA_DIR": str(workdir / "data"),
-        "FORECAST_DATASET": "store_item",
-        "FORECAST_SOURCE_DIR": str(source_dir),
-        "DAGSTER_HOME": str(workdir / "data" / "dagster_home"),
-    })
-    import dagster as dg
     import duckdb
 
     from forecast_platform.cli import run_range
-    from forecast_platform.cli.instance import ensure_dagster_home
+    from forecast_platform.cli.instance import ensure_dagster_home, open_instance
     from forecast_platform.datasets.landing import landed_files
     from forecast_platform.datasets.registry import get_spec
     from forecast_platform.defs.jobs import INGEST_JOB
     from forecast_platform.settings import load_settings
 
-    settings = load_settings()
+    settings = load_settings({
+        **os.environ,
+        "FORECAST_DATA_DIR": str(workdir / "data"),
+        "FORECAST_DATASET": "store_item",
+        "FORECAST_SOURCE_DIR": str(source_dir),
+        "DAGSTER_HOME": str(workdir / "data" / "dagster_home"),
+    })  # this process's settings; its environment is not written
     ensure_dagster_home(settings)
     spec = get_spec(settings.dataset)
 
@@ -327,7 +330,7 @@ def run_backfill(workdir: Path, source_dir: Path, n_partitions: int | None) -> d
     build_definitions(settings)  # imports (pandera, ...) once, outside the timings
     # Likewise Dagster's storage modules and the new instance's databases (~1 s on first open),
     # which the floor also creates before its timing: both time opening the instance + the run.
-    with dg.DagsterInstance.get():
+    with open_instance(settings):
         pass
     print(f"backfill: ingest_job over {len(days)} partitions as one run ...", flush=True)
     cpu0, t0 = time.process_time(), time.perf_counter()
@@ -336,7 +339,7 @@ def run_backfill(workdir: Path, source_dir: Path, n_partitions: int | None) -> d
     backfill_cpu = time.process_time() - cpu0
     if not result.success:
         raise SystemExit(f"backfill run {result.run_id} failed")
-    with dg.DagsterInstance.get() as instance:
+    with open_instance(settings) as instance:
         steps, run_level = step_breakdown(instance, result.run_id)
     checks = [e.event_specific_data for e in result.all_events
               if e.event_type_value == "ASSET_CHECK_EVALUATION"]

@@ -53,17 +53,16 @@ def _env(data_dir: Path) -> dict[str, str]:
 
 def setup(data_dir: Path, args: argparse.Namespace) -> tuple[object, dt.date]:
     """Train a champion before the drift and ingest all but the last drifted day."""
-    os.environ.update(_env(data_dir))
     import dagster as dg
 
     from forecast_platform.cli import run_range
-    from forecast_platform.cli.instance import ensure_dagster_home
+    from forecast_platform.cli.instance import ensure_dagster_home, open_instance
     from forecast_platform.datasets.registry import get_spec, land_synthetic
     from forecast_platform.definitions import build_definitions
     from forecast_platform.defs.jobs import INGEST_JOB
     from forecast_platform.settings import load_settings
 
-    settings = load_settings()
+    settings = load_settings(_env(data_dir))  # this process's settings; its env is not written
     ensure_dagster_home(settings)
     spec = get_spec("synthetic")
     world = {"n_stores": args.stores, "n_items": args.items, "drift_from": args.drift_from,
@@ -74,7 +73,7 @@ def setup(data_dir: Path, args: argparse.Namespace) -> tuple[object, dt.date]:
     land_synthetic(spec, settings.landing_dir(), start=args.start, end=before, **world)
     assert run_range(settings, INGEST_JOB, args.start, before).success
     defs = build_definitions(settings)
-    with dg.DagsterInstance.get() as instance:
+    with open_instance(settings) as instance:
         trained = dg.materialize(defs.assets, selection=[tables.FORECASTER, "forecasts"],
                                  instance=instance, resources=defs.resources,
                                  tags={"trigger": "benchmark-setup"})
@@ -116,6 +115,7 @@ def wait_for(what: str, predicate, timeout: float, t0: float, marks: dict) -> fl
 def loop(settings, last: dt.date, args: argparse.Namespace) -> dict:
     import dagster as dg
 
+    from forecast_platform.cli.instance import open_instance
     from forecast_platform.datasets.registry import get_spec, land_synthetic
     from forecast_platform.defs.metadata import metadata_values
 
@@ -127,7 +127,7 @@ def loop(settings, last: dt.date, args: argparse.Namespace) -> dict:
     marks: dict[str, float] = {}
     try:
         time.sleep(args.daemon_warmup)  # the daemon loads the code location and ticks once
-        with dg.DagsterInstance.get() as instance:
+        with open_instance(settings) as instance:
             def runs(job: str) -> list:
                 return instance.get_run_records(dg.RunsFilter(job_name=job))
 

@@ -10,7 +10,7 @@ What it does, all through the platform's own code:
    ``--start .. --end`` (default 2016-01-01 .. 2017-12-31) in a DuckDB warehouse, the real
    feature SQL, the ``Forecaster`` with its default parameters registered and promoted as
    champion, the real ``forecasts``, ``expected_sales`` and ``anomaly_model`` assets (the
-   anomaly detector and its out-of-sample expectations), then ``build_bundle`` (what the
+   anomaly detector and its out-of-sample expectations), then ``save_bundle`` (what the
    ``serving_bundle`` asset runs) into a temporary BENTOML_HOME. ``--reuse DIR`` keeps that
    directory and skips this step when it is there.
 2. In this process, without HTTP: ``OnlineModel.forecast`` (the service's online forecast call)
@@ -58,15 +58,15 @@ sys.path.insert(0, str(ROOT))
 from results import append_section, machine  # noqa: E402
 
 from forecast_platform.datasets.registry import get_spec  # noqa: E402
-from forecast_platform.serving.bundle import build_bundle, load_bundle, model_store  # noqa: E402
-from forecast_platform.serving.online import OnlineModel  # noqa: E402
-from forecast_platform.settings import load_settings  # noqa: E402
-from forecast_platform.warehouse.store import connect  # noqa: E402
-from forecast_platform_tests.serving_support import (  # noqa: E402
-    add_anomaly_detector,
+from forecast_platform.defs.bentoml_store import load_stored_bundle, save_bundle  # noqa: E402
+from forecast_platform.defs.harness import add_anomaly_detector  # noqa: E402
+from forecast_platform.serving.harness import (  # noqa: E402
     bentoml_server,
     build_champion_warehouse,
 )
+from forecast_platform.serving.online import OnlineModel  # noqa: E402
+from forecast_platform.settings import load_settings  # noqa: E402
+from forecast_platform.warehouse.store import connect  # noqa: E402
 
 MODEL = "synthetic_forecaster"
 DONE_MARKER = "bundle.done"
@@ -98,7 +98,7 @@ def prepare(args: argparse.Namespace, root: Path) -> tuple[dict[str, str], str, 
     timings["anomaly_s"] = round(time.perf_counter() - t0, 1)
     t0 = time.perf_counter()
     with connect(settings.warehouse_path) as con:
-        tag = build_bundle(con, spec, MODEL, bentoml_home=settings.bentoml_home)
+        tag = save_bundle(con, spec, MODEL, settings)
     timings["bundle_s"] = round(time.perf_counter() - t0, 1)
     marker.write_text(tag)
     return env, tag, timings
@@ -109,7 +109,7 @@ def inprocess(env: dict[str, str], tag: str, args: argparse.Namespace
     """The bare ``OnlineModel.forecast`` cost, single series and one batch, and the bare
     ``score_anomaly`` cost; the served series and the score requests to send."""
     t0 = time.perf_counter()
-    online = OnlineModel(load_bundle(tag, store=model_store(Path(env["BENTOML_HOME"]))),
+    online = OnlineModel(load_stored_bundle(tag, Path(env["BENTOML_HOME"])),
                          max_batch=max(1000, args.batch_size))
     load_s = time.perf_counter() - t0
     keys = list(online.spec.keys)

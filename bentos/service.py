@@ -5,7 +5,7 @@ with ``forecast_platform.serving.online``, the same feature SQL the offline asse
 never opens the DuckDB warehouse; every served value is appended to the JSON-lines prediction
 log under the data directory, which the ``prediction_log`` asset loads.
 
-Environment:
+Environment, read once at start through ``forecast_platform.settings`` (``SETTINGS``):
     FORECAST_BUNDLE       bundle (BentoML model) name, default ``forecast_bundle``
     BENTOML_HOME          BentoML store; default ``<FORECAST_DATA_DIR>/bentoml``
     FORECAST_DATA_DIR     data directory (prediction log under ``prediction_log/``)
@@ -24,16 +24,15 @@ from __future__ import annotations
 import datetime as dt
 import hmac
 import json
-import os
 import threading
 from collections.abc import Callable
 from typing import Annotated, Any
 
-from forecast_platform.settings import load_settings
+from forecast_platform.settings import export_bentoml_home, load_settings
 
 SETTINGS = load_settings()
 # Before BentoML first touches its store: serve the platform's store, not ~/bentoml.
-os.environ.setdefault("BENTOML_HOME", str(SETTINGS.bentoml_home))
+export_bentoml_home(SETTINGS)
 
 import anyio.to_thread  # noqa: E402
 import bentoml  # noqa: E402
@@ -42,15 +41,12 @@ from bentoml.validators import ContentType  # noqa: E402
 from pydantic import Field, StrictFloat, StrictInt, StrictStr  # noqa: E402
 from starlette.responses import JSONResponse, Response  # noqa: E402
 
-from forecast_platform.serving.bundle import bundle_name, load_bundle  # noqa: E402
+from forecast_platform.serving.bundle import load_bundle  # noqa: E402
 from forecast_platform.serving.log import PredictionLog, new_request_id  # noqa: E402
-from forecast_platform.serving.online import (  # noqa: E402
-    DEFAULT_MAX_BATCH,
-    OnlineModel,
-    ServingError,
-)
+from forecast_platform.serving.online import OnlineModel  # noqa: E402
+from forecast_platform.serving.requests import ServingError  # noqa: E402
 
-BUNDLE = bundle_name()
+BUNDLE = SETTINGS.bundle_name
 API_KEY_ENV = "FORECAST_API_KEY"
 ADMIN_KEY_ENV = "FORECAST_ADMIN_KEY"
 API_KEY_HEADER = "x-api-key"
@@ -90,9 +86,11 @@ Horizon = Annotated[
 class KeyAuth:
     """API-key and admin-key checks before a request body is even read.
 
-    Keys come only from the environment (read per request, so rotating a key needs no code).
-    Missing key: 401; wrong key: 403; both with a message saying which header is expected.
-    Health, metrics and docs stay open.
+    Keys come from ``SETTINGS`` (FORECAST_API_KEY, FORECAST_ADMIN_KEY), looked up per request
+    rather than bound when BentoML builds the middleware, so that replacing ``SETTINGS`` (as
+    the tests do to configure keys) takes effect without rebuilding the app. Missing key: 401;
+    wrong key: 403; both with a message saying which header is expected. Health, metrics and
+    docs stay open.
     """
 
     def __init__(self, app: Callable, **_: Any):
@@ -103,9 +101,11 @@ class KeyAuth:
             name = scope.get("path", "").strip("/")
             denied = None
             if name in ADMIN_APIS:
-                denied = self._check(scope, ADMIN_KEY_ENV, ADMIN_KEY_HEADER, required=True)
+                denied = self._check(scope, SETTINGS.admin_key, ADMIN_KEY_ENV,
+                                     ADMIN_KEY_HEADER, required=True)
             elif name in PREDICTION_APIS:
-                denied = self._check(scope, API_KEY_ENV, API_KEY_HEADER, required=False)
+                denied = self._check(scope, SETTINGS.api_key, API_KEY_ENV, API_KEY_HEADER,
+                                     required=False)
             if denied is not None:
                 await denied(scope, receive, send)
                 return
@@ -115,8 +115,8 @@ class KeyAuth:
         await self.app(scope, receive, send)
 
     @staticmethod
-    def _check(scope: dict, env: str, header: str, required: bool) -> JSONResponse | None:
-        expected = os.environ.get(env)
+    def _check(scope: dict, expected: str | None, env: str, header: str, required: bool
+               ) -> JSONResponse | None:
         if not expected:
             if not required:
                 return None
@@ -208,11 +208,6 @@ class FastJSONResponse(Response):
         return pydantic_core.to_json(content, inf_nan_mode="null", fallback=str)
 
 
-def _max_batch() -> int:
-    value = os.environ.get("FORECAST_MAX_BATCH")
-    return int(value) if value else DEFAULT_MAX_BATCH
-
-
 @bentoml.service(name="forecast_platform", traffic={"timeout": 60})
 class ForecastService:
     """Forecasts (P10/P50/P90), what-ifs, explanations and anomaly scores of the champion."""
@@ -225,10 +220,9 @@ class ForecastService:
         except bentoml.exceptions.BentoMLException as exc:
             raise RuntimeError(
                 f"no serving bundle {BUNDLE!r} in the BentoML store "
-                f"({os.environ.get('BENTOML_HOME')}): materialize the serving_bundle asset "
-                "first") from exc
+                f"({SETTINGS.bentoml_home}): materialize the serving_bundle asset first") from exc
         self.online = OnlineModel(load_bundle(ref.path, tag=str(ref.tag)),
-                                  max_batch=_max_batch())
+                                  max_batch=SETTINGS.max_batch)
         self.log = PredictionLog(SETTINGS.prediction_log_dir)
         self._reload_lock = threading.Lock()
 
@@ -365,7 +359,7 @@ class ForecastService:
                         "model_version": current.bundle.model_version,
                         "message": "already serving the newest bundle"}
             self.online = OnlineModel(load_bundle(ref.path, tag=str(ref.tag)),
-                                      max_batch=_max_batch())
+                                      max_batch=SETTINGS.max_batch)
         return {"reloaded": True, "previous_bundle": current.bundle.tag,
                 "bundle": self.online.bundle.tag,
                 "model_version": self.online.bundle.model_version}

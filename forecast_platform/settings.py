@@ -121,6 +121,16 @@ def child_env(settings: Settings, extra: Mapping[str, str] | None = None) -> dic
     return {**os.environ, **settings.as_env(), **(extra or {})}
 
 
+def export_bentoml_home(settings: Settings) -> None:
+    """Point this process's BentoML at ``settings.bentoml_home`` unless BENTOML_HOME is set.
+
+    For the service alone, before it imports BentoML: BentoML reads its home only from the
+    environment, and a ``bentoml serve`` started by hand with just FORECAST_DATA_DIR must serve
+    that data directory's store, not ``~/bentoml``.
+    """
+    os.environ.setdefault("BENTOML_HOME", str(settings.bentoml_home))
+
+
 def _number(env: Mapping[str, str], name: str, default: str, kind: type, example: str,
             minimum: float) -> float | int:
     raw = env.get(name) or default
@@ -163,3 +173,15 @@ def load_settings(env: Mapping[str, str] | None = None,
         retrain_cooldown_minutes=float(_number(env, "FORECAST_RETRAIN_COOLDOWN_MINUTES", "360",
                                                float, "360", 0)),
     )
+
+
+def disable_telemetry() -> None:
+    """Opt out of usage telemetry before a library that reports it (Evidently) is imported.
+
+    Monitoring runs inside Dagster runs and sensors, often offline or behind a firewall: a
+    library phoning home must not slow a report down or leak that it ran. Evidently checks
+    ``DO_NOT_TRACK`` whenever it would report, so setting it before the import covers
+    everything it does from then on; ``setdefault`` leaves a user's explicit choice alone.
+    Kept here because only this module touches the environment.
+    """
+    os.environ.setdefault("DO_NOT_TRACK", "1")

@@ -7,21 +7,29 @@ what is anomalous; the benchmark measures the real thing on real data.
 from __future__ import annotations
 
 import datetime as dt
+import types
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from forecast_platform.anomalies.detector import (
-    AnomalyDetector,
+from forecast_platform.anomalies.checks import (
+    MAX_DAILY_RATE,
+    anomaly_rate,
+    detector_matches_forecaster,
+)
+from forecast_platform.anomalies.classify import classify
+from forecast_platform.anomalies.context import (
     _nb_tail,
-    classify,
     context_features,
     day_factors,
-    tail_threshold,
     with_day_factors,
 )
+from forecast_platform.anomalies.detector import AnomalyDetector, tail_threshold
+from forecast_platform.anomalies.fitting import fit_window_start
 from forecast_platform.anomalies.injection import inject_anomalies
+from forecast_platform.anomalies.labels import label_scores, labelled_series, labels_between
+from forecast_platform.anomalies.scoring import OUTPUT_COLUMNS, ScoredRange, score_range
 
 START = pd.Timestamp("2017-01-01")
 N_DAYS = 260
@@ -336,3 +344,84 @@ def test_nb_tail_prices_a_sale_by_its_probability_under_the_series_dispersion():
     assert tail[0] < tail[3] < -0.5
     assert np.isnan(_nb_tail(np.array([[np.nan]]), np.array([[1.0]]), np.array([[1.0]]),
                              np.array([[1.0]]))).all()
+
+
+# --------------------------------------------------------------------------- the assets' core
+
+DAILY = types.SimpleNamespace(step_days=1, keys=["store", "item"])
+
+
+def test_score_range_gives_the_stored_rows_typed_only_where_flagged(clean, detector):
+    day = FIT_END + pd.Timedelta(days=20)
+    frame = set_y(clean, "s05", day, 1, 3.5)
+    result = score_range(frame, DAILY, FIT_END + pd.Timedelta(days=1), detector, 7)
+    rows = result.rows
+    assert list(rows.columns) == OUTPUT_COLUMNS and result.problem is None
+    assert result.skipped["detector_mismatch"] == 0 and (rows["detector_version"] == 7).all()
+    spike = rows[(rows["series_id"] == "s05") & (rows["ds"] == day)].iloc[0]
+    assert spike["is_anomaly"] and spike["anomaly_type"] == "spike"
+    assert rows.loc[~rows["is_anomaly"], "anomaly_type"].isna().all()
+    assert rows.loc[rows["is_anomaly"], "reason"].notna().all()
+
+
+def test_score_range_skips_what_the_detector_cannot_read(clean, detector):
+    stale = AnomalyDetector.from_bytes(detector.to_bytes())
+    stale.info = {**stale.info, "feature_version": "context-v0", "forecaster_version": 3}
+    result = score_range(clean, DAILY, FIT_END + pd.Timedelta(days=1), stale, 2)
+    assert result.rows.empty and list(result.rows.columns) == OUTPUT_COLUMNS
+    assert result.skipped["detector_mismatch"] == 80 * 40
+    assert "detector v2 cannot score them" in result.messages[-1]
+    outcome = detector_matches_forecaster(stale, 2, 3, result)
+    assert not outcome.passed and "3200 rows not scored" in outcome.summary
+    assert outcome.figures == {"rows_not_scored": 3200}
+    fresh = AnomalyDetector.from_bytes(detector.to_bytes())
+    fresh.info = {**fresh.info, "forecaster_version": 3}
+    ok = score_range(clean, DAILY, FIT_END + pd.Timedelta(days=1), fresh, 2)
+    assert detector_matches_forecaster(fresh, 2, 3, ok).passed
+    assert not detector_matches_forecaster(fresh, 2, 4, ok).passed
+
+
+def test_anomaly_rate_reports_bursts_and_days_shifted_as_a_whole():
+    days = np.repeat(pd.to_datetime(["2017-03-01", "2017-03-02", "2017-03-03"]), 20)
+    flags = np.zeros(60, dtype=bool)
+    flags[20:22] = True  # 10 % of the second day's series
+    rows = pd.DataFrame({"ds": days, "series_id": np.tile(np.arange(20), 3),
+                         "is_anomaly": flags,
+                         "day_factor": np.repeat([1.0, 1.0, 1.5], 20)})
+    outcome = anomaly_rate(ScoredRange(rows, {"short_history": 4}, [], None))
+    assert not outcome.passed
+    assert f"1 days flag more than {MAX_DAILY_RATE:.0%}" in outcome.summary
+    assert "1 days have ALL series at a common factor outside 0.8-1.25" in outcome.summary
+    assert outcome.figures == {"days_over_limit": 1, "max_daily_share": 0.1,
+                               "common_shift_days": 1, "rows_skipped": 4}
+    assert list(outcome.examples["what"]) == ["share of series flagged",
+                                               "day factor (all series)"]
+    calm = rows.assign(is_anomaly=False, day_factor=1.0)
+    outcome = anomaly_rate(ScoredRange(calm, {}, [], None))
+    assert outcome.passed and outcome.examples is None
+
+
+def test_label_scores_on_the_scored_range_only():
+    labels = labelled_series(pd.DataFrame({
+        "store": [1, 1, 2, 2], "item": [5, 5, 5, 5], "event_id": [0, 0, 1, 2],
+        "date": ["2017-03-01", "2017-03-02", "2017-03-01", "2017-04-01"],
+    }), DAILY)
+    assert list(labels["series_id"].unique()) == ["1|5", "2|5"]
+    window = labels_between(labels, dt.date(2017, 3, 1), dt.date(2017, 3, 31))
+    assert list(window["event_id"]) == [0, 0, 1]
+    scored = pd.DataFrame({"series_id": ["1|5", "1|5", "2|5", "3|5"],
+                           "ds": pd.to_datetime(["2017-03-01", "2017-03-02", "2017-03-01",
+                                                 "2017-03-01"]),
+                           "is_anomaly": [True, False, False, True]})
+    assert label_scores(scored, window) == {
+        "precision": 0.5, "recall": 0.3333, "f1": 0.4, "event_recall": 0.5,
+        "labelled_points": 3, "flagged_points": 2,
+    }
+
+
+def test_fit_window_counts_periods_and_starts_no_earlier_than_the_expected_values():
+    last = dt.date(2017, 12, 31)
+    assert fit_window_start(dt.date(2015, 1, 1), last, 182, 1) == dt.date(2017, 7, 3)
+    assert fit_window_start(dt.date(2017, 9, 1), last, 182, 7) == dt.date(2017, 9, 1)
+    with pytest.raises(ValueError, match="fit_periods must be at least 1"):
+        fit_window_start(dt.date(2015, 1, 1), last, 0, 1)

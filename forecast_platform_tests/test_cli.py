@@ -3,11 +3,24 @@ lands data, runs the graph, ends with a summary a person can use."""
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
+import signal
+import socket
 import subprocess
 import sys
+import time
+import urllib.request
+from pathlib import Path
 
 import duckdb
+import psutil
+
+from forecast_platform.cli.ui import FALLBACK_WORKSPACE, WORKSPACE_YAML
+
+VENV_BIN = Path(sys.executable).parent
+LOCATIONS = "{ workspaceOrError { ... on Workspace { locationEntries { name loadStatus } } } }"
 
 
 def test_demo_builds_the_warehouse_and_summarizes(tmp_path):
@@ -21,6 +34,10 @@ def test_demo_builds_the_warehouse_and_summarizes(tmp_path):
     )
     out = done.stdout
     assert done.returncode == 0, out + done.stderr[-3000:]
+    # A command prints its progress and summary: no warning blocks, no exit-time dump.
+    printed = out + done.stderr
+    assert "Warning:" not in printed, printed[-3000:]
+    assert "leaked" not in printed, printed[-3000:]
     assert "succeeded" in out
     assert str(data / "warehouse.duckdb") in out
     assert "forecast-platform ui" in out
@@ -40,3 +57,68 @@ def test_demo_builds_the_warehouse_and_summarizes(tmp_path):
     assert f"sales_features {rows:>12}".replace(" ", "") in out.replace(" ", "")
     assert champions == 2  # the forecaster and the anomaly detector
     assert any((data / "bentoml" / "models").iterdir())
+
+
+def test_workspace_yaml_matches_the_fallback():
+    assert WORKSPACE_YAML.read_text() == FALLBACK_WORKSPACE
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _locations(port: int) -> list[dict]:
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/graphql", data=json.dumps({"query": LOCATIONS}).encode(),
+        headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=5) as response:
+        return json.load(response)["data"]["workspaceOrError"]["locationEntries"]
+
+
+def test_ui_runs_without_the_venv_on_path_and_stops_whole_on_ctrl_c(tmp_path):
+    """`.venv/bin/forecast-platform ui` with a bare PATH serves the UI with the code location
+    `forecast_platform`; Ctrl-C (SIGINT to the command) ends dagster dev and every process it
+    started (webserver, daemon, code server)."""
+    port = _free_port()
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "DO_NOT_TRACK": "1",
+           "FORECAST_DATA_DIR": str(tmp_path / "data")}
+    cli = subprocess.Popen([str(VENV_BIN / "forecast-platform"), "ui", "--port", str(port)],
+                           env=env, cwd=tmp_path, stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    groups: set[int] = set()
+    try:
+        deadline, entries = time.monotonic() + 45, []
+        while time.monotonic() < deadline and cli.poll() is None:
+            try:
+                entries = _locations(port)
+                if entries and entries[0]["loadStatus"] == "LOADED":
+                    break
+            except (OSError, KeyError, TypeError, ValueError):
+                pass
+            time.sleep(0.5)
+        assert cli.poll() is None, cli.stdout.read()
+        assert [e["name"] for e in entries] == ["forecast_platform"], entries
+        assert entries[0]["loadStatus"] == "LOADED", entries
+        started = psutil.Process(cli.pid).children(recursive=True)
+        groups = {os.getpgid(p.pid) for p in started}
+        assert len(started) >= 3 and cli.pid not in groups  # dagster dev has its own group
+
+        cli.send_signal(signal.SIGINT)  # what a terminal's Ctrl-C sends the command
+        cli.wait(timeout=25)
+        _, alive = psutil.wait_procs(started, timeout=5)
+        assert not alive, [p.cmdline() for p in alive]
+        left = [p.pid for p in psutil.process_iter() if _pgid(p.pid) in groups]
+        assert not left, left
+    finally:
+        for group in groups | ({cli.pid} if cli.poll() is None else set()):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(group, signal.SIGKILL)
+
+
+def _pgid(pid: int) -> int | None:
+    try:
+        return os.getpgid(pid)
+    except ProcessLookupError:
+        return None

@@ -153,3 +153,15 @@ def test_a_constant_feature_is_harmless(split):
     preds = model.predict(test.assign(dow=3))
     assert preds.notna().all().all()
     assert (model.contributions(test.assign(dow=3))["dow"] == 0).all()
+
+
+def test_top_contributions_are_each_forecasts_largest_by_size():
+    from forecast_platform.forecasting.forecast import top_contributions
+
+    contribs = pd.DataFrame({"a": [1.0, -5.0], "b": [-3.0, 2.0], "c": [2.0, np.nan],
+                             "bias": [10.0, 10.0]})
+    rows = pd.DataFrame({"ds": ["2017-01-01", "2017-01-02"], "series_id": ["s1", "s2"]})
+    out = top_contributions(contribs, rows, 2)
+    assert list(out["feature"]) == ["b", "c", "a", "b"]  # a NaN contribution ranks last
+    assert list(out["rank"]) == [1, 2, 1, 2] and list(out["series_id"]) == ["s1", "s1", "s2", "s2"]
+    assert list(out["contribution"]) == [-3.0, 2.0, -5.0, 2.0]

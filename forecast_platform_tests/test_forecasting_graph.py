@@ -93,7 +93,7 @@ def test_forecasts_cover_every_series_over_the_horizon_with_intervals(trained):
     fc = query(settings, "SELECT * FROM forecasts")
     assert len(fc) == SERIES * SPEC.horizon
     assert str(fc["ds"].min())[:10] == "2018-01-01"
-    assert (fc["model_version"] == 1).all()
+    assert (fc["forecaster_version"] == 1).all()
     assert ((fc["p10"] <= fc["p50"]) & (fc["p50"] <= fc["p90"])).all()
     explain = query(settings, "SELECT series_id, ds, count(*) AS n FROM forecast_explanations "
                               "GROUP BY ALL")

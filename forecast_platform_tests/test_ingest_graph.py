@@ -215,3 +215,32 @@ def test_real_store_item_data_lands_and_validates_clean(tmp_path):
     # Only two months of the five landed years were ingested: freshness says so.
     fresh = checks["raw_sales.freshness"]
     assert not fresh.passed and fresh.metadata["backlog_partitions"].value == 1826 - days
+
+
+def test_an_excel_bom_file_ingests_and_stray_names_are_reported_not_ingested(tmp_path):
+    """Excel's byte-order mark is decoded, not taken for part of the first column's name; a
+    file named for a day that does not exist, or for one far past the partitions, never
+    crashes the listing nor widens a run: the landing_file_names check names both."""
+    settings = make_settings(tmp_path)
+    land_synthetic(SPEC, settings.landing_dir(), start=dt.date(2017, 12, 18), n_stores=4,
+                   n_items=5, mistakes=False)
+    files = landed_files(settings.landing_dir())
+    bom_day = dt.date(2017, 12, 20)
+    files[bom_day].write_bytes(b"\xef\xbb\xbf" + files[bom_day].read_bytes())
+    header = ",".join(SPEC.columns) + "\n"
+    (settings.landing_dir() / "sales_2017-02-30.csv").write_text(header)
+    (settings.landing_dir() / "sales_2099-01-01.csv").write_text(header)
+    assert set(landed_files(settings.landing_dir())) == {*files, dt.date(2099, 1, 1)}
+
+    result = run_job(settings, dt.date(2017, 12, 18), END)
+    assert result.success
+    rows = query(settings, "SELECT count(*) FROM validated_sales WHERE date = '2017-12-20'")
+    assert rows == [(20,)]
+    assert query(settings, "SELECT count(*) FROM sales_rejects") == [(0,)]
+    names = check_results(result)["raw_sales.landing_file_names"]
+    assert not names.passed
+    assert names.metadata["stray_files"].value == 1
+    assert names.metadata["files_outside_partitions"].value == 1
+    examples = names.metadata["examples"].value
+    assert "sales_2017-02-30.csv" in examples and "sales_2099-01-01.csv" in examples
+    assert check_results(result)["raw_sales.freshness"].passed

@@ -200,14 +200,14 @@ def test_the_users_series_are_served_as_forecast_offline(graph):
     """The train job packs the user's champion into a serving bundle: the service forecasts a
     late-starting series of the CSV exactly as the forecasts asset did, and a planned promotion
     (a known covariate the model trained on) is a what-if the service answers."""
-    from forecast_platform.serving.bundle import load_bundle, model_store
-    from forecast_platform.serving.online import InvalidInput, OnlineModel
+    from forecast_platform.defs.bentoml_store import load_stored_bundle
+    from forecast_platform.serving.online import OnlineModel
+    from forecast_platform.serving.requests import InvalidInput
 
     settings, spec, _, train = graph
     assert "serving_bundle" in materialized(train)
     meta = train.asset_materializations_for_node("serving_bundle")[0].metadata
-    model = OnlineModel(load_bundle(meta["bentoml_tag"].value,
-                                    store=model_store(settings.bentoml_home)))
+    model = OnlineModel(load_stored_bundle(meta["bentoml_tag"].value, settings.bentoml_home))
     served = model.forecast([{"region": "south", "sku": 103}])[0]
     with duckdb.connect(str(settings.warehouse_path), read_only=True) as con:
         offline = con.execute("SELECT ds, p50 FROM forecasts WHERE series_id = 'south|103' "

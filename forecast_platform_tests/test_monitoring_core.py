@@ -38,6 +38,7 @@ from forecast_platform.monitoring import (
     record_alert,
     seasonal_reference,
 )
+from forecast_platform.monitoring.verdicts import assess_performance, promised_errors
 
 SPEC = get_spec("synthetic")
 PLAN = plan_features(SPEC)
@@ -180,7 +181,7 @@ def forecast_points(days: int = 60, bad_from: int = 30, version: int | None = No
     day = np.repeat(np.arange(days), 20)
     y = np.full(len(ds), 100.0)
     frame = pd.DataFrame({"ds": ds, "y": y, "p50": np.where(day < bad_from, 110.0, 150.0)})
-    return frame if version is None else frame.assign(model_version=version)
+    return frame if version is None else frame.assign(forecaster_version=version)
 
 
 def test_degradation_flags_a_sustained_rise_and_not_a_normal_error():
@@ -197,7 +198,7 @@ def test_degradation_flags_a_sustained_rise_and_not_a_normal_error():
     assert out["threshold"].iloc[0] == pytest.approx(expected * 1.5)
 
 
-def test_degradation_needs_a_full_window_and_judges_each_model_version():
+def test_degradation_needs_a_full_window_and_judges_each_forecaster_version():
     expected = metrics.smape([100.0], [110.0])
     # Bad from the first day: nothing is flagged until the window has min_days of points.
     early = performance_degradation(forecast_points(10, bad_from=0), expected, 1.5, window=7)
@@ -206,24 +207,42 @@ def test_degradation_needs_a_full_window_and_judges_each_model_version():
     mixed = pd.concat([forecast_points(40, bad_from=20, version=1),
                        forecast_points(40, bad_from=99, version=2)])
     out = performance_degradation(mixed, expected, 1.5, window=7)
-    assert out.loc[out["model_version"] == 1, "degraded"].any()
-    assert not out.loc[out["model_version"] == 2, "degraded"].any()
+    assert out.loc[out["forecaster_version"] == 1, "degraded"].any()
+    assert not out.loc[out["forecaster_version"] == 2, "degraded"].any()
     mae = performance_degradation(forecast_points(), 10.0, 2.0, 7, metric="mae")
     assert mae["degraded"].iloc[-1] and not mae["degraded"].iloc[29]
     assert performance_degradation(forecast_points().iloc[:0], 10.0, 2.0, 7).empty
 
 
-def test_each_model_version_is_held_to_its_own_backtest():
+def test_each_forecaster_version_is_held_to_its_own_backtest():
     expected = metrics.smape([100.0], [110.0])
     both_bad = pd.concat([forecast_points(40, bad_from=20, version=1),
                           forecast_points(40, bad_from=20, version=2)])
     # Version 2 promised an error as large as the bad days': it is not degraded, version 1 is.
     out = performance_degradation(both_bad, {1: expected, 2: 100.0}, 1.5, window=7)
-    assert out.loc[out["model_version"] == 1, "degraded"].any()
-    assert not out.loc[out["model_version"] == 2, "degraded"].any()
-    assert set(out.loc[out["model_version"] == 2, "threshold"]) == {150.0}
-    with pytest.raises(ValueError, match=r"no expected_error for model versions \[2\]"):
+    assert out.loc[out["forecaster_version"] == 1, "degraded"].any()
+    assert not out.loc[out["forecaster_version"] == 2, "degraded"].any()
+    assert set(out.loc[out["forecaster_version"] == 2, "threshold"]) == {150.0}
+    with pytest.raises(ValueError, match=r"no expected_error for forecaster versions \[2\]"):
         performance_degradation(both_bad, {1: expected}, 1.5, window=7)
+
+
+def test_a_partition_is_judged_on_its_own_days_and_every_version_needs_a_backtest():
+    history = pd.DataFrame({"version": [1, 2],
+                            "metrics": [json.dumps({"model": {"smape": 9.5}}),
+                                        json.dumps({"model": {}})]})
+    promised = promised_errors(history, "smape")
+    assert promised == {1: 9.5, 2: None}
+    # The errors start a window before the partition, so its first day's window is whole.
+    first, last = dt.date(2017, 2, 1), dt.date(2017, 2, 9)
+    perf = assess_performance(forecast_points(40, bad_from=20, version=1), promised, "m",
+                              "smape", first, last, factor=1.5, window_days=7, min_days=7)
+    assert set(perf.table["ds"]) == {first + dt.timedelta(days=i) for i in range(9)}
+    assert list(perf.newest["ds"]) == [last] and perf.degraded
+    assert perf.worst["forecaster_version"] == 1
+    with pytest.raises(ValueError, match=r"versions \[2\] have no backtest smape"):
+        assess_performance(forecast_points(10, version=2), promised, "m", "smape", first, last,
+                           factor=1.5, window_days=7, min_days=7)
 
 
 # ----------------------------------------------------------------------------------- alerts

@@ -128,6 +128,7 @@ def test_drifted_days_are_reported_stored_and_alerted(world, webhook):
     assert html.exists() and html.stat().st_size > 100_000
     summary = query(settings, "SELECT * FROM drift_summary WHERE ds = ?", [DRIFT_END])
     assert len(summary) == 1 and bool(summary["retrain"].iloc[0])
+    assert summary["forecaster_version"].iloc[0] == 1
     columns = query(settings, "SELECT * FROM drift_columns WHERE ds = ?", [DRIFT_END])
     y = columns.set_index("column").loc["y"]
     assert bool(y["drifted"]) and y["current_mean"] > 1.3 * y["reference_mean"]
@@ -144,7 +145,7 @@ def test_forecasts_for_drifted_days_are_flagged_as_degraded(world):
     assert perf["ratio"] > 1.5 and perf["model_version"] == 1
     rows = query(settings, "SELECT * FROM forecast_performance")
     assert set(rows["ds"].astype(str)) == {str(DRIFT_END)}
-    assert bool(rows["degraded"].iloc[0])
+    assert bool(rows["degraded"].iloc[0]) and rows["forecaster_version"].iloc[0] == 1
 
 
 def test_sensor_requests_a_tagged_retrain_which_records_a_new_version(world):
@@ -226,6 +227,15 @@ def test_retrain_sensors_honour_flags_cooldown_and_run_keys():
         perf = evaluate_trigger(context(), PERFORMANCE, cooldown_minutes=60)
         assert perf.run_requests[0].tags["trigger"] == "performance"
         assert perf.run_requests[0].tags["error_ratio"] == "2.1"
+        assert perf.run_requests[0].tags["champion_version"] == "1"
+
+        # No version in the metadata: no champion_version tag, no version in the run key.
+        _report(instance, "forecast_performance", "2017-07-05", degraded=True, ratio=2.2,
+                rolling_error=31.0, expected_error=14.0)
+        [unversioned] = evaluate_trigger(context(perf.cursor), PERFORMANCE,
+                                         cooldown_minutes=0).run_requests
+        assert "champion_version" not in unversioned.tags
+        assert unversioned.run_key == "performance:2017-07-05"
 
 
 def test_a_failed_run_raises_an_alert_and_a_dead_webhook_fails_nothing(world, tmp_path):

@@ -66,3 +66,32 @@ def test_new_files_are_requested_once_and_relanded_files_again(tmp_path):
         third = tick(defs, instance, cursor=first.cursor)
         assert [r.partition_key for r in third.run_requests] == ["2017-01-02"]
         assert third.run_requests[0].run_key != single.run_key
+
+
+def test_files_the_cli_ingested_are_not_requested_again(tmp_path):
+    """`demo` ingests the landed files before the daemon ever ticks: the sensor's first tick
+    (no cursor) must not ingest them all again; a file re-landed afterwards is requested."""
+    import pandas as pd
+
+    from forecast_platform_tests.conftest import run_job
+
+    settings = make_settings(tmp_path)
+    defs = build_definitions(settings)
+    days = ["2017-01-01", "2017-01-02", "2017-01-03"]
+    land_days(settings, days)
+    with dg.instance_for_test() as instance:
+        ingest = run_job(settings, days[0], days[-1], instance=instance)  # as run_range does
+        assert {r.partition_key for r in instance.fetch_materializations(
+            dg.AssetKey("raw_sales"), limit=10).records} == set(days), ingest.success
+
+        first = tick(defs, instance)
+        assert not first.run_requests
+        assert first.cursor  # the files were seen: the next tick does not look them up again
+
+        # Upstream corrects one day: only that partition is requested, with or without cursor.
+        frame = pd.DataFrame({"date": ["2017-01-02"], "store": 1, "item": 1, "sales": 5,
+                              "promo": 0})
+        write_landing_files(frame, settings.landing_dir(), "date", overwrite=True)
+        assert [r.partition_key for r in tick(defs, instance, first.cursor).run_requests] \
+            == ["2017-01-02"]
+        assert [r.partition_key for r in tick(defs, instance).run_requests] == ["2017-01-02"]

@@ -26,23 +26,25 @@ import pytest
 
 from forecast_platform.datasets.registry import get_spec
 from forecast_platform.defs.anomalies import build_anomaly_assets
+from forecast_platform.defs.bentoml_store import load_stored_bundle, model_store, save_bundle
+from forecast_platform.defs.harness import add_anomaly_detector
 from forecast_platform.defs.resources import Platform
 from forecast_platform.defs.serving import build_serving_assets
 from forecast_platform.features.offline import HOLIDAYS_SOURCE, history_source
 from forecast_platform.features.sql import features_select, plan_features
 from forecast_platform.forecasting.forecaster import ForecasterParams
 from forecast_platform.forecasting.future import future_params, future_source
-from forecast_platform.serving.bundle import build_bundle, load_bundle, model_store
-from forecast_platform.serving.log import LOG_TABLE, log_file
-from forecast_platform.serving.online import NotAvailable, OnlineModel
-from forecast_platform.settings import Settings, load_settings
-from forecast_platform.warehouse.store import connect, registered
-from forecast_platform_tests.serving_support import (
+from forecast_platform.serving.bundle import load_bundle
+from forecast_platform.serving.harness import (
     SERVICE_FILE,
-    add_anomaly_detector,
     bentoml_server,
     build_champion_warehouse,
 )
+from forecast_platform.serving.log import LOG_TABLE, log_file
+from forecast_platform.serving.online import OnlineModel
+from forecast_platform.serving.requests import NotAvailable
+from forecast_platform.settings import Settings, load_settings
+from forecast_platform.warehouse.store import connect, registered
 
 SPEC = get_spec("synthetic")
 PLAN = plan_features(SPEC)
@@ -113,7 +115,7 @@ def bundle_tag(settings, warehouse) -> str:
 
 @pytest.fixture(scope="module")
 def online(settings, bundle_tag) -> OnlineModel:
-    return OnlineModel(load_bundle(bundle_tag, store=model_store(settings.bentoml_home)))
+    return OnlineModel(load_stored_bundle(bundle_tag, settings.bentoml_home))
 
 
 @pytest.fixture(scope="module")
@@ -169,9 +171,9 @@ def test_bundle_packs_the_champion_and_a_bounded_snapshot(settings, bundle_tag, 
     assert b.windows.origin == END
     assert b.history[SPEC.date_column].min() >= pd.Timestamp(b.windows.history_start)
     assert b.plan.names == PLAN.names
-    from forecast_platform.serving import online as online_mod
+    from forecast_platform.serving import snapshot
 
-    assert online_mod.HOLIDAYS_SOURCE is HOLIDAYS_SOURCE  # the service runs the offline SQL
+    assert snapshot.HOLIDAYS_SOURCE is HOLIDAYS_SOURCE  # the service runs the offline SQL
     import bentoml
 
     stored = bentoml.models.get(bundle_tag, _model_store=model_store(settings.bentoml_home))
@@ -383,8 +385,14 @@ def test_score_anomaly_is_a_what_if_on_a_past_day(client, online):
     assert "2000" in spike.json()["reason"]
 
 
-def test_api_key_is_enforced_when_configured(client, monkeypatch):
-    monkeypatch.setenv("FORECAST_API_KEY", "s3cret")
+def configure(monkeypatch, service, env: dict[str, str], **variables: str) -> None:
+    """The service as if started with ``variables`` set too: it reads its settings once, at
+    import, so they replace its ``SETTINGS`` (resolved from the variables, as at start)."""
+    monkeypatch.setattr(service, "SETTINGS", load_settings({**env, **variables}))
+
+
+def test_api_key_is_enforced_when_configured(client, service, env, monkeypatch):
+    configure(monkeypatch, service, env, FORECAST_API_KEY="s3cret")
     body = {"series": S12, "horizon": 1}
     missing = client.post("/forecast", json=body)
     assert missing.status_code == 401 and "x-api-key" in missing.json()["error"]
@@ -397,9 +405,10 @@ def test_api_key_is_enforced_when_configured(client, monkeypatch):
     assert client.get("/readyz").status_code == 200
 
 
-def test_reload_needs_the_admin_key_and_swaps_the_bundle(client, settings, online, monkeypatch):
+def test_reload_needs_the_admin_key_and_swaps_the_bundle(client, service, env, settings, online,
+                                                         monkeypatch):
     assert client.post("/reload").status_code == 403  # no admin key configured: disabled
-    monkeypatch.setenv("FORECAST_ADMIN_KEY", "adm1n")
+    configure(monkeypatch, service, env, FORECAST_ADMIN_KEY="adm1n")
     missing = client.post("/reload")
     assert missing.status_code == 401 and "x-admin-key" in missing.json()["error"]
     assert client.post("/reload", headers={"X-Admin-Key": "wrong"}).status_code == 403
@@ -407,7 +416,7 @@ def test_reload_needs_the_admin_key_and_swaps_the_bundle(client, settings, onlin
     assert same.status_code == 200 and same.json()["reloaded"] is False
     before = client.post("/forecast", json={"series": S12, "horizon": 5}).json()
     with connect(settings.warehouse_path) as con:  # a newer bundle lands in the store
-        new_tag = build_bundle(con, SPEC, MODEL, bentoml_home=settings.bentoml_home)
+        new_tag = save_bundle(con, SPEC, MODEL, settings)
     r = client.post("/reload", headers={"X-Admin-Key": "adm1n"})
     assert r.status_code == 200 and r.json()["reloaded"] is True
     assert r.json()["bundle"] == new_tag and r.json()["previous_bundle"] == online.bundle.tag

@@ -2,21 +2,25 @@
 cross-section big enough for day factors (the serving module's 6 series never get one).
 
 The asset's computation is written out here with the anomaly core's public functions exactly as
-``sales_anomalies`` calls them (``context_features(with_day_factors(frame), start=D)`` over
-``D - CONTEXT_DAYS .. D``, then ``AnomalyDetector.score``); the online side is the serving
-module's one-series path. Small synthetic data: 40 series x 260 days, no Dagster, no HTTP.
+``sales_anomalies`` calls them (``score_context``, i.e. ``context_features(with_day_factors(
+frame), start=D)`` over ``D - CONTEXT_DAYS .. D``, then ``AnomalyDetector.score``); the online
+side is the serving module's one-series path. Small synthetic data: 40 series x 260 days, no
+Dagster, no HTTP.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import types
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from forecast_platform.anomalies.detector import AnomalyDetector, context_features, with_day_factors
+from forecast_platform.anomalies.context import context_features, with_day_factors
+from forecast_platform.anomalies.detector import AnomalyDetector
+from forecast_platform.anomalies.scoring import score_context
 from forecast_platform.serving.anomaly import (
     ActualOutOfRange,
     AnomalyContext,
@@ -26,10 +30,11 @@ from forecast_platform.serving.anomaly import (
     score_day,
 )
 
-CONTEXT_DAYS = 210  # the asset's window (defs/anomalies.py); the bundle packs the asset's own
-CONTEXT_PERIODS = 210  # defs/anomalies.py: in periods, so 210 weeks for weekly data
+CONTEXT_DAYS = 210  # the asset's window (anomalies/expected.py); the bundle packs the asset's own
+CONTEXT_PERIODS = 210  # anomalies/expected.py: in periods, so 210 weeks for weekly data
 N_SERIES, N_DAYS = 40, 260
 SHIFT = 1.6  # every series sells this much above expectation on the last three days
+DAILY = types.SimpleNamespace(step_days=1)  # what score_context reads of a DatasetSpec
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +65,7 @@ def asset_rows(frame: pd.DataFrame, day: pd.Timestamp, detector: AnomalyDetector
                ) -> pd.DataFrame:
     """What ``sales_anomalies`` computes for the partition ``day``."""
     window = frame[(frame["ds"] >= day - pd.Timedelta(days=CONTEXT_DAYS)) & (frame["ds"] <= day)]
-    features = context_features(with_day_factors(window), start=day)
+    features = score_context(window, DAILY, day)
     return pd.concat([features.rows, detector.score(features)], axis=1).set_index("series_id")
 
 
@@ -145,7 +150,7 @@ def test_weekly_series_scored_online_equals_the_asset(frame):
     day = pd.Timestamp(days[-2])
     window = weekly[(weekly["ds"] >= day - pd.Timedelta(days=context_days))
                     & (weekly["ds"] <= day)]
-    features = context_features(with_day_factors(window), start=day, step_days=step)
+    features = score_context(window, types.SimpleNamespace(step_days=step), day)
     asset = pd.concat([features.rows, detector.score(features)], axis=1).set_index("series_id")
     assert len(asset) == N_SERIES  # every series has 28+ past weekly residuals
     for series_id in ("s00", "s19"):

@@ -35,16 +35,16 @@ from hypothesis import strategies as st  # noqa: E402
 from schemathesis.generation.modes import GenerationMode  # noqa: E402
 
 from forecast_platform.datasets.registry import get_spec  # noqa: E402
+from forecast_platform.defs.bentoml_store import save_bundle  # noqa: E402
+from forecast_platform.defs.harness import add_anomaly_detector  # noqa: E402
 from forecast_platform.forecasting.forecaster import ForecasterParams  # noqa: E402
-from forecast_platform.serving.bundle import build_bundle  # noqa: E402
-from forecast_platform.settings import load_settings  # noqa: E402
-from forecast_platform.warehouse.store import connect  # noqa: E402
-from forecast_platform_tests.serving_support import (  # noqa: E402
+from forecast_platform.serving.harness import (  # noqa: E402
     RunningServer,
-    add_anomaly_detector,
     bentoml_server,
     build_champion_warehouse,
 )
+from forecast_platform.settings import load_settings  # noqa: E402
+from forecast_platform.warehouse.store import connect  # noqa: E402
 
 SPEC = get_spec("synthetic")
 MODEL = "synthetic_forecaster"
@@ -93,7 +93,7 @@ def server(tmp_path_factory) -> Iterator[RunningServer]:
                              start=START, end=END, params=ForecasterParams(n_estimators=10))
     add_anomaly_detector(settings_, SPEC, START, END)
     with connect(settings_.warehouse_path) as con:
-        build_bundle(con, SPEC, MODEL, bentoml_home=settings_.bentoml_home)
+        save_bundle(con, SPEC, MODEL, settings_)
     with bentoml_server(env) as running:
         yield running
 

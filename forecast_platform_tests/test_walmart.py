@@ -236,8 +236,9 @@ def test_walmart_trains_gates_on_wmae_and_forecasts(graph):
 def test_walmart_expected_sales_anomalies_and_bundle(graph):
     """The anomaly assets count in weeks (expected values after 13 weeks of usable rows,
     context windows of periods), and the bundle serves a weekly series in process."""
-    from forecast_platform.serving.bundle import load_bundle, model_store
-    from forecast_platform.serving.online import InvalidInput, OnlineModel
+    from forecast_platform.defs.bentoml_store import load_stored_bundle
+    from forecast_platform.serving.online import OnlineModel
+    from forecast_platform.serving.requests import InvalidInput
 
     settings, _, train, scored, _ = graph
     assert {"expected_sales", "anomaly_model", "serving_bundle"} <= materialized(train)
@@ -249,8 +250,7 @@ def test_walmart_expected_sales_anomalies_and_bundle(graph):
     assert not flagged["reason"].str.contains(" day").any()  # reasons speak of weeks
 
     meta = train.asset_materializations_for_node("serving_bundle")[0].metadata
-    model = OnlineModel(load_bundle(meta["bentoml_tag"].value,
-                                    store=model_store(settings.bentoml_home)))
+    model = OnlineModel(load_stored_bundle(meta["bentoml_tag"].value, settings.bentoml_home))
     assert model.anomaly_missing is None  # the detector and its weekly context were packed
     served = model.forecast([{"Store": 3, "Dept": 1}])[0]
     offline = query(settings, "SELECT ds, p50 FROM forecasts WHERE series_id = '3|1' "
@@ -292,10 +292,10 @@ def test_walmart_drift_p50_forecasts_each_window_from_just_before_it(graph):
     """Drift compares the champion's P50 over windows a year apart (one per reference year): a
     weekly model forecasts each window from the week before it, and a window too early for the
     seasonal recipe gets no P50 rather than a failed report."""
-    from forecast_platform.defs.monitoring import _with_predictions
     from forecast_platform.forecasting import registry
     from forecast_platform.forecasting.forecaster import Forecaster
     from forecast_platform.forecasting.future import at_origin
+    from forecast_platform.monitoring.windows import with_predictions
 
     settings = graph[0]
     windows = [(dt.date(2010, 3, 5), dt.date(2010, 3, 26)),  # 5 weeks into the data
@@ -307,7 +307,7 @@ def test_walmart_drift_p50_forecasts_each_window_from_just_before_it(graph):
             "SELECT * FROM sales_features WHERE y IS NOT NULL AND ("
             + " OR ".join("ds BETWEEN ? AND ?" for _ in windows) + ")",
             [d for w in windows for d in w]).df()
-        out = _with_predictions(con, SPEC, frame, model)
+        out = with_predictions(con, SPEC, frame, model)
         last = frame["ds"] >= pd.Timestamp(windows[2][0])
         direct = at_origin(con, SPEC, model, dt.date(2012, 9, 21)).predict(frame[last])
     early = frame["ds"] < pd.Timestamp(windows[1][0])

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
+import subprocess
+import sys
 
 import duckdb
 import pytest
 
-from forecast_platform.warehouse.store import replace_range
+from forecast_platform.warehouse.store import WarehouseLocked, connect, replace_range
 
 D1, D2 = dt.date(2024, 1, 1), dt.date(2024, 1, 2)
 
@@ -68,3 +70,42 @@ def test_rows_with_a_null_date_are_refused(tmp_path):
                       "SELECT CASE WHEN i < 2 THEN NULL ELSE DATE '2024-01-01' END AS d, i, 5 AS v "
                       "FROM range(4) t(i)")
     assert con.execute("SELECT count(*), max(v) FROM t").fetchone() == (3, 1)
+
+
+def _hold_warehouse(path, seconds: float) -> subprocess.Popen:
+    """Another process (as `duckdb -readonly` would) holding the file read-only for a while."""
+    code = ("import duckdb, sys, time; con = duckdb.connect(sys.argv[1], read_only=True); "
+            "print('held', flush=True); time.sleep(float(sys.argv[2])); con.close()")
+    proc = subprocess.Popen([sys.executable, "-c", code, str(path), str(seconds)],
+                            stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "held"
+    return proc
+
+
+def test_a_writer_waits_for_a_reader_then_writes(tmp_path):
+    path = tmp_path / "w.duckdb"
+    with connect(path) as con:
+        con.execute("CREATE TABLE t AS SELECT 1 AS x")
+    reader = _hold_warehouse(path, 2.0)
+    heard: list[str] = []
+    try:
+        with connect(path, wait_seconds=60, on_wait=heard.append) as con:
+            con.execute("INSERT INTO t VALUES (2)")
+            assert con.execute("SELECT count(*) FROM t").fetchone()[0] == 2
+    finally:
+        reader.wait(timeout=30)
+    assert heard and f"PID {reader.pid}" in heard[0]
+
+
+def test_a_writer_gives_up_after_its_wait_naming_the_holder(tmp_path):
+    path = tmp_path / "w.duckdb"
+    with connect(path) as con:
+        con.execute("CREATE TABLE t AS SELECT 1 AS x")
+    reader = _hold_warehouse(path, 10.0)
+    try:
+        with pytest.raises(WarehouseLocked, match=f"PID {reader.pid}.*waited"), \
+                connect(path, wait_seconds=0.5):
+            pass
+    finally:
+        reader.kill()
+        reader.wait(timeout=30)

@@ -22,9 +22,32 @@ def landing_file(landing_dir: Path, day: dt.date) -> Path:
 
 
 def partition_of(path: Path) -> dt.date | None:
-    """The partition date a landing file belongs to, or None if it is not a landing file."""
+    """The partition date a landing file belongs to, or None if it is not a landing file.
+
+    A name of the landing pattern whose date does not exist (``sales_2017-02-30.csv``) is not a
+    landing file either: ``stray_files`` names it, so it is reported instead of crashing every
+    listing of the folder.
+    """
     match = FILE_PATTERN.match(path.name)
-    return dt.date.fromisoformat(match.group(1)) if match else None
+    if not match:
+        return None
+    try:
+        return dt.date.fromisoformat(match.group(1))
+    except ValueError:
+        return None
+
+
+def stray_files(landing_dir: Path) -> list[tuple[str, str]]:
+    """Files that look like landing files but name no real date: (name, reason) each."""
+    if not landing_dir.is_dir():
+        return []
+    stray = []
+    for entry in os.scandir(landing_dir):
+        match = FILE_PATTERN.match(entry.name)
+        if match and partition_of(Path(entry.name)) is None:
+            stray.append((entry.name, f"{match.group(1)!r} is not a calendar date "
+                                      "(expected sales_YYYY-MM-DD.csv with a real date)"))
+    return sorted(stray)
 
 
 def landed_files(landing_dir: Path) -> dict[dt.date, Path]:

@@ -4,46 +4,38 @@ Expected values are out-of-sample forecasts (see anomalies/expected.py); for day
 refit, the champion's forward forecasts (the forecasts table) serve, always made before the day.
 """
 
-import datetime as dt
 import json
 
 import dagster as dg
 import mlflow
 import pandas as pd
 
-from forecast_platform.anomalies.detector import (
-    AnomalyDetector,
-    anomaly_model_name,
-    classify,
-    context_features,
-    with_day_factors,
+from forecast_platform.anomalies.checks import (
+    MAX_DAILY_RATE,
+    anomaly_rate,
+    detector_matches_forecaster,
 )
-from forecast_platform.anomalies.expected import (
-    EXPECTED,
-    context_days,
-    expected_values,
-    expected_with_actuals,
+from forecast_platform.anomalies.detector import AnomalyDetector, anomaly_model_name
+from forecast_platform.anomalies.expected import EXPECTED, expected_with_actuals
+from forecast_platform.anomalies.fitting import (
+    expected_from_recipe,
+    fit_detector,
+    fit_window_start,
 )
+from forecast_platform.anomalies.labels import label_scores, labelled_series, labels_between
+from forecast_platform.anomalies.scoring import history_start, score_range
 from forecast_platform.datasets.registry import LABELS_FILE
 from forecast_platform.datasets.spec import DatasetSpec
-from forecast_platform.defs.forecasting import model_name
 from forecast_platform.defs.metadata import OWNERS_FORECASTING, check_result, preview
 from forecast_platform.defs.partitions import date_range, partitions_for
 from forecast_platform.defs.resources import PlatformResource
 from forecast_platform.features.offline import FEATURES
 from forecast_platform.forecasting import registry
+from forecast_platform.forecasting.forecast import model_name
 from forecast_platform.forecasting.forecaster import Forecaster
-from forecast_platform.ingestion.checks import Outcome
 from forecast_platform.warehouse import tables
 from forecast_platform.warehouse.store import connect, registered, replace_range, table_exists
 from forecast_platform.warehouse.tables import ANOMALIES, FORECASTS, VALIDATED
-
-MAX_DAILY_RATE = 0.05  # above this share of series flagged on one day: a data problem
-# A day whose series ALL sit this far from expectation (day factor outside the band) is a
-# closure, an outage or a forecaster miss: absorbed by the day factor, reported by the check.
-DAY_FACTOR_BAND = (0.8, 1.25)
-OUTPUT_COLUMNS = ["ds", "series_id", "y", "p10", "p50", "p90", "forecast_p50", "day_factor",
-                  "score", "is_anomaly", "anomaly_type", "reason", "detector_version"]
 
 
 class AnomalyConfig(dg.Config):
@@ -55,41 +47,12 @@ class AnomalyConfig(dg.Config):
     detector: str = "ecod"
 
 
-def score_context(frame: pd.DataFrame, spec: DatasetSpec, start: dt.date):
-    """``context_features`` of ``frame`` (with the day factors) from ``start`` on, in the spec's
-    periods: the one call the detector's fit, the scoring asset and the serving parity share."""
-    return context_features(with_day_factors(frame), start=pd.Timestamp(start),
-                            step_days=spec.step_days)
-
-
-def label_scores(scored: pd.DataFrame, labels: pd.DataFrame) -> dict[str, float]:
-    """Point precision/recall/F1 and event recall against ground-truth labels on scored rows."""
-    truth = labels.assign(ds=pd.to_datetime(labels["ds"]))[["series_id", "ds", "event_id"]]
-    rows = scored[["series_id", "ds", "is_anomaly"]].assign(ds=lambda f: pd.to_datetime(f["ds"]))
-    rows = rows.merge(truth, on=["series_id", "ds"], how="left")
-    actual = rows["event_id"].notna()
-    flagged = rows["is_anomaly"].astype(bool)
-    tp = int((actual & flagged).sum())
-    precision = tp / max(int(flagged.sum()), 1)
-    recall = tp / max(int(actual.sum()), 1)
-    events = rows[actual].groupby("event_id")["is_anomaly"].any()
-    return {
-        "precision": round(precision, 4), "recall": round(recall, 4),
-        "f1": round(2 * precision * recall / max(precision + recall, 1e-12), 4),
-        "event_recall": round(float(events.mean()) if len(events) else 0.0, 4),
-        "labelled_points": int(actual.sum()), "flagged_points": int(flagged.sum()),
-    }
-
-
 def synthetic_labels(platform: PlatformResource, spec: DatasetSpec) -> pd.DataFrame | None:
     """The generator's ground truth, when the landed data came from it."""
     path = platform.landing_dir / LABELS_FILE
     if not path.is_file():
         return None
-    labels = pd.read_csv(path)
-    keys = [labels[k].astype(str) for k in spec.keys]
-    series = keys[0].str.cat(keys[1:], sep="|") if len(keys) > 1 else keys[0]
-    return labels.assign(series_id=series, ds=labels["date"])
+    return labelled_series(pd.read_csv(path), spec)
 
 
 def build_anomaly_assets(spec: DatasetSpec) -> list:
@@ -117,12 +80,7 @@ def build_anomaly_assets(spec: DatasetSpec) -> list:
                 raise ValueError(f"no champion {forecaster_name}: expected values use its recipe")
             frame = con.execute(f"SELECT * FROM {FEATURES} ORDER BY ds").df()
         recipe = Forecaster.from_bytes(champion.model_bytes)
-
-        def make_model() -> Forecaster:
-            return Forecaster(recipe.params, recipe.features, recipe.horizon)
-
-        expected, origins = expected_values(frame, make_model, recipe.horizon, spec.step_days)
-        expected = expected.assign(forecaster_version=champion.version)
+        expected, origins = expected_from_recipe(frame, recipe, spec.step_days, champion.version)
         with connect(platform.warehouse_path) as con, registered(con, "_expected", expected):
             con.execute(f"CREATE OR REPLACE TABLE {EXPECTED} AS SELECT series_id, "
                         "CAST(ds AS DATE) AS ds, CAST(origin AS DATE) AS origin, p10, p50, p90, "
@@ -162,21 +120,12 @@ def build_anomaly_assets(spec: DatasetSpec) -> list:
             first, last = con.execute(f"SELECT min(ds), max(ds) FROM {EXPECTED}").fetchone()
             if last is None:
                 raise ValueError("expected_sales is empty: nothing to fit a detector on")
-            if config.fit_periods < 1:
-                raise ValueError(f"fit_periods must be at least 1, got {config.fit_periods}")
-            # No earlier than the first expected value: a weekly history is often shorter than
-            # fit_periods, and rows before it could only be skipped (no expectation).
-            fit_start = max(first, last - dt.timedelta(
-                days=(config.fit_periods - 1) * spec.step_days))
-            frame = expected_with_actuals(
-                con, spec, fit_start - dt.timedelta(days=context_days(spec)), last)
+            fit_start = fit_window_start(first, last, config.fit_periods, spec.step_days)
+            frame = expected_with_actuals(con, spec, history_start(spec, fit_start), last)
             expected_version = con.execute(
                 f"SELECT max(forecaster_version) FROM {EXPECTED}").fetchone()[0]
-        features = score_context(frame, spec, fit_start)
-        detector = AnomalyDetector(kind=config.detector,
-                                   target_false_alarm_rate=config.target_false_alarm_rate)
-        detector.fit(features, info={"forecaster_version": int(expected_version),
-                                     "fit_window": f"{fit_start} .. {last}"})
+        detector, features = fit_detector(frame, spec, fit_start, last, config.detector,
+                                          config.target_false_alarm_rate, expected_version)
         tracker = context.resources.mlflow
         tracker.log_params({"anomaly.detector": config.detector,
                             "anomaly.target_false_alarm_rate": config.target_false_alarm_rate,
@@ -244,33 +193,12 @@ def build_anomaly_assets(spec: DatasetSpec) -> list:
                 raise ValueError(f"no {detector_name} in model_registry: materialize "
                                  "anomaly_model first")
             forecaster = registry.champion(con, forecaster_name)
-            frame = expected_with_actuals(con, spec, start - dt.timedelta(days=context_days(spec)),
-                                          end)
+            frame = expected_with_actuals(con, spec, history_start(spec, start), end)
         detector = AnomalyDetector.from_bytes(record.model_bytes)
-        features = score_context(frame, spec, start)
-        rows = features.rows
-        skipped = {**features.skipped, "detector_mismatch": 0}
-        messages = features.messages
-        problem = detector.incompatibility(features)
-        if problem:
-            # Not scored rather than scored wrongly; the range's old rows go too (they came
-            # from a detector that no longer matches either).
-            skipped["detector_mismatch"] = len(rows)
-            messages = [*messages, f"{len(rows)} rows skipped: detector v{record.version} "
-                        f"cannot score them: {problem}"]
-            context.log.warning(messages[-1])
-            rows = rows.iloc[:0]
-            result = pd.DataFrame({"score": pd.Series(dtype=float),
-                                   "is_anomaly": pd.Series(dtype=bool)})
-        else:
-            result = detector.score(features)
-        scored = pd.concat([rows.reset_index(drop=True), result.reset_index(drop=True)], axis=1)
-        # Types and reasons only for flagged rows: classify is per row, and most rows are clean.
-        flagged_rows = scored[scored["is_anomaly"].to_numpy(dtype=bool)]
-        labels = classify(flagged_rows, spec.step_days)
-        scored = scored.assign(anomaly_type=labels["anomaly_type"], reason=labels["reason"],
-                               detector_version=record.version)
-        out = scored[OUTPUT_COLUMNS].astype({"is_anomaly": bool})
+        scored = score_range(frame, spec, start, detector, record.version)
+        if scored.problem:
+            context.log.warning(scored.messages[-1])
+        out = scored.rows
         with connect(platform.warehouse_path) as con, registered(con, "_scored", out):
             if table_exists(con, ANOMALIES):  # tables written before the day factors
                 for column in ("forecast_p50", "day_factor"):
@@ -278,57 +206,26 @@ def build_anomaly_assets(spec: DatasetSpec) -> list:
                                 f"{column} DOUBLE")
             n = replace_range(con, ANOMALIES, "ds", start, end,
                               "SELECT CAST(ds AS DATE) AS ds, * EXCLUDE (ds) FROM _scored")
+        rate = anomaly_rate(scored)
         flagged = out[out["is_anomaly"]]
-        per_day = out.groupby("ds")["is_anomaly"].mean()
-        bursts = per_day[per_day > MAX_DAILY_RATE]
-        factors = out.groupby("ds")["day_factor"].first()
-        shifted = factors[(factors < DAY_FACTOR_BAND[0]) | (factors > DAY_FACTOR_BAND[1])]
         metadata = {
             "dagster/row_count": n, "flagged": len(flagged),
             "by_type": json.dumps(flagged["anomaly_type"].value_counts().to_dict()),
-            "skipped": json.dumps(skipped),
-            "common_shift_days": len(shifted),
+            "skipped": json.dumps(scored.skipped),
+            "common_shift_days": rate.figures["common_shift_days"],
             "top_anomalies": preview(flagged.nlargest(10, "score")[
                 ["ds", "series_id", "y", "p50", "p90", "anomaly_type", "reason"]], rows=10),
         }
-        if messages:
-            metadata["skipped_why"] = "; ".join(messages)
+        if scored.messages:
+            metadata["skipped_why"] = "; ".join(scored.messages)
         truth = synthetic_labels(platform, spec)
         if truth is not None:
-            window = truth[(pd.to_datetime(truth["ds"]) >= pd.Timestamp(start))
-                           & (pd.to_datetime(truth["ds"]) <= pd.Timestamp(end))]
+            window = labels_between(truth, start, end)
             metadata.update({f"vs_labels_{k}": v for k, v in label_scores(out, window).items()})
         yield dg.MaterializeResult(metadata=metadata)
-        burst_rows = pd.concat([
-            bursts.rename("value").reset_index().assign(what="share of series flagged"),
-            shifted.rename("value").reset_index().assign(what="day factor (all series)"),
-        ]).head(10)
-        problems = []
-        if len(bursts):
-            problems.append(f"{len(bursts)} days flag more than {MAX_DAILY_RATE:.0%} of their "
-                            "series")
-        if len(shifted):
-            problems.append(
-                f"{len(shifted)} days have ALL series at a common factor outside "
-                f"{DAY_FACTOR_BAND[0]}-{DAY_FACTOR_BAND[1]} x their expectation (closure, "
-                f"outage or a forecaster miss; e.g. {shifted.index[0]} at "
-                f"{shifted.iloc[0]:.2f}x), absorbed before scoring")
-        yield check_result(ANOMALIES, "anomaly_rate", Outcome(
-            not problems,
-            "no burst of anomalies, no day shifted as a whole" if not problems else
-            "; ".join(problems) + ": check the data of those days before trusting the anomalies",
-            {"days_over_limit": len(bursts), "max_daily_share": round(float(per_day.max()), 4)
-             if len(per_day) else 0.0, "common_shift_days": len(shifted),
-             "rows_skipped": int(sum(skipped.values()))},
-            burst_rows if problems else None,
-        ), dg.AssetCheckSeverity.WARN)
-        built_on = detector.metadata.get("forecaster_version")
-        current = forecaster.version if forecaster else None
-        yield check_result(ANOMALIES, "detector_matches_forecaster", Outcome(
-            built_on == current and not problem,
-            f"detector v{record.version} built on forecaster v{built_on}; champion v{current}"
-            + (f"; {skipped['detector_mismatch']} rows not scored: {problem}" if problem else ""),
-            {"rows_not_scored": skipped["detector_mismatch"]},
+        yield check_result(ANOMALIES, "anomaly_rate", rate, dg.AssetCheckSeverity.WARN)
+        yield check_result(ANOMALIES, "detector_matches_forecaster", detector_matches_forecaster(
+            detector, record.version, forecaster.version if forecaster else None, scored,
         ), dg.AssetCheckSeverity.WARN)
 
     return [expected_sales, anomaly_model, sales_anomalies]

@@ -1,9 +1,13 @@
 """Automation: landed files start ingestion by themselves, each file exactly once; schedules
 keep forecasts, the serving bundle and anomaly scores current between retrains.
 
-The cursor is the newest file modification time already requested, so a file re-landed with
-corrected content (a newer mtime) is ingested again, and an unchanged file never is. New files
-for consecutive dates become one range run (a single-run backfill), not one run per day.
+The cursor is the newest file modification time already considered, so a file re-landed with
+corrected content (a newer mtime) is ingested again, and an unchanged file never is. A file
+newer than the cursor is still skipped when its partition of ``raw_sales`` was materialized by a
+run that started after the file was written (e.g. `forecast-platform demo` ingested it before
+the daemon ever ticked): the sensor reads that from the Dagster instance's event log, never from
+DuckDB. New files for consecutive dates become one range run (a single-run backfill), not one
+run per day.
 """
 
 
@@ -17,9 +21,12 @@ from forecast_platform.datasets.landing import landed_files
 from forecast_platform.datasets.spec import DatasetSpec
 from forecast_platform.defs.jobs import ANOMALY_JOB, INGEST_JOB, REFRESH_JOB
 from forecast_platform.defs.resources import PlatformResource
+from forecast_platform.warehouse import tables
 
 RANGE_START = "dagster/asset_partition_range_start"
 RANGE_END = "dagster/asset_partition_range_end"
+# Partitions per event-log query (an SQL IN list; well under SQLite's variable limit).
+LOOKUP_BATCH = 500
 
 
 def contiguous_ranges(days: list[dt.date], step_days: int) -> list[tuple[dt.date, dt.date]]:
@@ -31,6 +38,33 @@ def contiguous_ranges(days: list[dt.date], step_days: int) -> list[tuple[dt.date
         else:
             ranges.append((day, day))
     return ranges
+
+
+def ingested_since(instance: dg.DagsterInstance, partitions: list[str]) -> dict[str, float]:
+    """Partition -> when its newest ``raw_sales`` materialization's run started (epoch seconds;
+    the event's time when the run has no start time): the landed file it read is at least that
+    old. Partitions never materialized are absent.
+
+    Batched: one query for the newest event id per partition, one fetch of just those events
+    and one of their runs (a backfill is one run), per ``LOOKUP_BATCH`` partitions.
+    """
+    storage = instance.event_log_storage
+    key = dg.AssetKey(tables.RAW)
+    since: dict[str, float] = {}
+    for i in range(0, len(partitions), LOOKUP_BATCH):
+        batch = set(partitions[i:i + LOOKUP_BATCH])
+        ids = list(storage.get_latest_storage_id_by_partition(
+            key, dg.DagsterEventType.ASSET_MATERIALIZATION, partitions=batch).values())
+        if not ids:
+            continue
+        records = instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=key, storage_ids=ids), limit=len(ids)).records
+        runs = {r.dagster_run.run_id: r.start_time for r in instance.get_run_records(
+            dg.RunsFilter(run_ids=list({r.run_id for r in records})))}
+        for record in records:
+            started = runs.get(record.run_id)
+            since[record.partition_key] = started if started is not None else record.timestamp
+    return since
 
 
 def build_landing_sensors(spec: DatasetSpec) -> list[dg.SensorDefinition]:
@@ -57,6 +91,14 @@ def build_landing_sensors(spec: DatasetSpec) -> list[dg.SensorDefinition]:
         if not fresh:
             return dg.SkipReason("no new landing files")
         newest = max(fresh.values())
+        # Files a run (the CLI's, or one requested before) has already read unchanged.
+        since = ingested_since(context.instance, [d.isoformat() for d in in_range])
+        done = {d for d in in_range
+                if d.isoformat() in since and fresh[d] / 1e9 < since[d.isoformat()]}
+        in_range = [d for d in in_range if d not in done]
+        if not in_range:
+            return dg.SensorResult(cursor=str(newest), skip_reason=dg.SkipReason(
+                f"{len(done)} new landing files were already ingested unchanged"))
         requests = []
         for first, last in contiguous_ranges(in_range, spec.step_days):
             key = f"{spec.name}:{first}..{last}:{newest}"

@@ -11,7 +11,7 @@ import datetime as dt
 
 import dagster as dg
 
-from forecast_platform.datasets.landing import landed_files
+from forecast_platform.datasets.landing import landed_files, stray_files
 from forecast_platform.datasets.spec import DatasetSpec
 from forecast_platform.defs.metadata import (
     OWNERS_DATA_PLATFORM,
@@ -28,7 +28,7 @@ from forecast_platform.defs.metadata import (
 from forecast_platform.defs.partitions import date_range, partitions_for
 from forecast_platform.defs.resources import PlatformResource
 from forecast_platform.ingestion import checks
-from forecast_platform.ingestion.raw import PARTITION_COLUMN, RAW_TABLE, ingest_files
+from forecast_platform.ingestion.raw import PARTITION_COLUMN, ingest_files
 from forecast_platform.ingestion.validation import (
     SQL_TYPES,
     column_types,
@@ -37,7 +37,7 @@ from forecast_platform.ingestion.validation import (
     write_validated,
 )
 from forecast_platform.warehouse.store import connect, quote
-from forecast_platform.warehouse.tables import REJECTS, VALIDATED
+from forecast_platform.warehouse.tables import RAW, REJECTS, VALIDATED
 
 BLOCKING_CHECKS = {
     "valid_rows_contract": "No null date, key or target; no negative target; unique (date, keys).",
@@ -66,7 +66,7 @@ def _build_raw_assets(spec: DatasetSpec) -> list:
     partitions = partitions_for(spec)
 
     @dg.asset(
-        name=RAW_TABLE,
+        name=RAW,
         group_name="ingestion",
         kinds={"duckdb", "csv"},
         owners=OWNERS_DATA_PLATFORM,
@@ -77,12 +77,15 @@ def _build_raw_assets(spec: DatasetSpec) -> list:
         partitions_def=partitions,
         backfill_policy=dg.BackfillPolicy.single_run(),
         pool="duckdb",
-        metadata={SCHEMA: raw_schema(spec), TABLE_NAME: qualified_name(RAW_TABLE)},
+        metadata={SCHEMA: raw_schema(spec), TABLE_NAME: qualified_name(RAW)},
         check_specs=[
-            dg.AssetCheckSpec("columns_match_spec", asset=RAW_TABLE,
+            dg.AssetCheckSpec("columns_match_spec", asset=RAW,
                               description="Each file has exactly the spec's columns."),
-            dg.AssetCheckSpec("freshness", asset=RAW_TABLE,
+            dg.AssetCheckSpec("freshness", asset=RAW,
                               description="Every landed file has been ingested (no backlog)."),
+            dg.AssetCheckSpec("landing_file_names", asset=RAW,
+                              description="Every sales_*.csv file names a real day within the "
+                                          "partitions (others are skipped, never ingested)."),
         ],
     )
     def raw_sales(context: dg.AssetExecutionContext, platform: PlatformResource):
@@ -92,17 +95,21 @@ def _build_raw_assets(spec: DatasetSpec) -> list:
         partitions = partition_count(start, end, spec.step_days)
         with connect(platform.warehouse_path) as con:
             facts = ingest_files(con, spec, files, start, end, dt.datetime.now())
-            metadata = partition_metadata(context, con, RAW_TABLE, PARTITION_COLUMN, start, end,
+            metadata = partition_metadata(context, con, RAW, PARTITION_COLUMN, start, end,
                                           facts["rows"], spec.step_days)
             header_outcome = checks.file_headers(con, start, end)
-            fresh = checks.freshness(con, list(landed))
+            fresh = checks.freshness(con, [d for d in landed if spec.start <= d <= spec.end])
+        outside = [d for d in landed if not spec.start <= d <= spec.end]
+        names = checks.landing_names(stray_files(platform.landing_dir), outside, spec.start,
+                                     spec.end)
         missing = partitions - len(files)
         yield dg.MaterializeResult(
             metadata={**metadata, "files": len(files), "partitions_without_file": missing}
         )
-        yield check_result(RAW_TABLE, "columns_match_spec", header_outcome,
+        yield check_result(RAW, "columns_match_spec", header_outcome,
                            dg.AssetCheckSeverity.WARN)
-        yield check_result(RAW_TABLE, "freshness", fresh, dg.AssetCheckSeverity.WARN)
+        yield check_result(RAW, "freshness", fresh, dg.AssetCheckSeverity.WARN)
+        yield check_result(RAW, "landing_file_names", names, dg.AssetCheckSeverity.WARN)
 
     return [raw_sales]
 
@@ -140,14 +147,14 @@ def _build_validate_assets(spec: DatasetSpec) -> list:
     @dg.multi_asset(
         specs=[
             dg.AssetSpec(
-                VALIDATED, deps=[RAW_TABLE], group_name="ingestion", kinds={"duckdb", "pandera"},
+                VALIDATED, deps=[RAW], group_name="ingestion", kinds={"duckdb", "pandera"},
                 owners=OWNERS_DATA_PLATFORM, partitions_def=partitions,
                 metadata={SCHEMA: validated_schema(spec), TABLE_NAME: qualified_name(VALIDATED)},
                 description="Raw rows that pass the dataset's pandera schema, typed, with a "
                             "series_id. The only sales table features and models read.",
             ),
             dg.AssetSpec(
-                REJECTS, deps=[RAW_TABLE], group_name="ingestion", kinds={"duckdb", "pandera"},
+                REJECTS, deps=[RAW], group_name="ingestion", kinds={"duckdb", "pandera"},
                 owners=OWNERS_DATA_PLATFORM, partitions_def=partitions,
                 metadata={SCHEMA: rejects_schema(spec), TABLE_NAME: qualified_name(REJECTS)},
                 description="Quarantine: raw rows that failed validation, with their original "
@@ -162,7 +169,7 @@ def _build_validate_assets(spec: DatasetSpec) -> list:
         start, end = date_range(context)
         partitions = partition_count(start, end, spec.step_days)
         with connect(platform.warehouse_path) as con:
-            split = validate_range(con, spec, RAW_TABLE, start, end)
+            split = validate_range(con, spec, RAW, start, end)
             n_valid = write_validated(con, spec, split, start, end)
             n_rejects = write_rejects(con, spec, split, start, end)
             series = con.execute(

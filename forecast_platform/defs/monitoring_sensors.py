@@ -91,12 +91,15 @@ def evaluate_trigger(context: dg.SensorEvaluationContext, trigger: Trigger,
             f"{trigger.asset} {newest.partition_key} asks for a retrain, but a {TRAIN_JOB} run "
             "is already queued or running"), cursor=json.dumps(state))
     state["last_request"] = time.time()
-    version = meta.get("model_version", "none")
-    tags = {"trigger": trigger.name, "partition": str(newest.partition_key),
-            "champion_version": str(version), **trigger.evidence(meta)}
-    request = dg.RunRequest(
-        run_key=f"{trigger.name}:{newest.partition_key}:v{version}", job_name=TRAIN_JOB,
-        tags=tags)
+    # The forecaster version the report judged: one retrain per report and champion. Without
+    # one in the metadata (None), the tag and the run key's version are left out rather than
+    # spelling "no model".
+    version = meta.get("model_version")
+    champion = {"champion_version": str(version)} if version is not None else {}
+    tags = {"trigger": trigger.name, "partition": str(newest.partition_key), **champion,
+            **trigger.evidence(meta)}
+    run_key = f"{trigger.name}:{newest.partition_key}" + (f":v{version}" if champion else "")
+    request = dg.RunRequest(run_key=run_key, job_name=TRAIN_JOB, tags=tags)
     context.log.info(f"retrain requested: {tags}")
     return dg.SensorResult(run_requests=[request], cursor=json.dumps(state))
 

@@ -1,9 +1,10 @@
 """serving_bundle and prediction_log: what the BentoML service serves, and what it served.
 
 Both are thin wiring over ``forecast_platform.serving``: the bundle packs the champion and a
-feature snapshot into the BentoML model store (under ``Settings.bentoml_home``), and the
-prediction log asset loads the service's JSON-lines files, one UTC day per partition, into the
-warehouse so monitoring sees served traffic without the service ever opening DuckDB.
+feature snapshot into the BentoML model store (under ``Settings.bentoml_home``, through
+``defs.bentoml_store``), and the prediction log asset loads the service's JSON-lines files, one
+UTC day per partition, into the warehouse so monitoring sees served traffic without the service
+ever opening DuckDB.
 """
 
 
@@ -13,11 +14,11 @@ import json
 import dagster as dg
 
 from forecast_platform.datasets.spec import DatasetSpec
-from forecast_platform.defs.forecasting import model_name
+from forecast_platform.defs.bentoml_store import load_manifest, save_bundle
 from forecast_platform.defs.metadata import OWNERS_FORECASTING, table_metadata
 from forecast_platform.defs.partitions import date_range
 from forecast_platform.defs.resources import PlatformResource
-from forecast_platform.serving.bundle import build_bundle, bundle_name, load_manifest
+from forecast_platform.forecasting.forecast import model_name
 from forecast_platform.serving.log import LOG_TABLE, log_file, log_select
 from forecast_platform.warehouse import tables
 from forecast_platform.warehouse.store import connect, replace_range
@@ -49,9 +50,8 @@ def build_serving_assets(spec: DatasetSpec) -> list:
     def serving_bundle(context: dg.AssetExecutionContext, platform: PlatformResource):
         settings = platform.settings
         with connect(platform.warehouse_path) as con:
-            tag = build_bundle(con, spec, name, bentoml_home=settings.bentoml_home,
-                               name=bundle_name(),
-                               extra_metadata={"dagster_run_id": context.run_id})
+            tag = save_bundle(con, spec, name, settings,
+                              extra_metadata={"dagster_run_id": context.run_id})
         manifest, path = load_manifest(tag, settings.bentoml_home)
         model = manifest["model"]
         return dg.MaterializeResult(metadata={

@@ -71,7 +71,7 @@ EARLY_STOPPING_ROUNDS = 25
 # weekday shape (daily data). Real series do not all follow the pooled shares (the synthetic
 # data and Walmart's departments do not), nor one shared weekday shape: Favorita's stores do
 # not, and without dow_profile_13w the model lost to the seven-day seasonal naive on all 54
-# stores (SMAPE 8.0 vs 6.0 from 2017-07-18; 5.5 with it; Store Item Demand 12.23 -> 12.21).
+# stores (figures in docs/benchmarks.md, "Favorita transactions: the weekday profile").
 DEFAULT_EXTRA_FEATURES = ("series_dev", "dow_profile_13w")
 
 
@@ -302,8 +302,8 @@ class Forecaster:
         the periods before that origin. 0 when the correction does not beat the recipe alone on
         that horizon, or there are too few rows to tell: what the correction will face is a
         whole horizon, so it is judged on one, not on its last few weeks (on Walmart the last
-        13 weeks are the holiday season, where a correction that won lost 5 % on the next
-        39 weeks).
+        13 weeks are the holiday season, where a correction that won there did worse over the
+        next 39 weeks; see docs/benchmarks.md).
 
         Also returns the evidence, for the model's ``info`` (MLflow, the asset's metadata):
         the rows of each side and, when it was judged, the weighted mean |y / base - 1| of the
@@ -423,8 +423,9 @@ class Forecaster:
         is the seasonal recipe's base (times the correction's base score, 1).
 
         ``exact``: TreeSHAP. ``exact=False``: XGBoost's approximate (Saabas) attributions, which
-        also sum to the prediction and agree on the top feature ~98 % of the time here, at ~1/80
-        of the cost: 45,000 forecasts take 1 s instead of 83 s (docs/benchmarks.md).
+        also sum to the prediction and nearly always agree on the top feature, at a small
+        fraction of the cost: what a bulk table of every forecast can afford (figures in
+        docs/benchmarks.md).
         """
         self._check(frame)
         x, scale, known = self._inputs(frame)

@@ -55,10 +55,10 @@ def at_origin(con: duckdb.DuckDBPyConnection, spec: DatasetSpec, model: Forecast
 
     A weekly model carries the seasonal recipe's forecast from the end of its training data;
     weeks landed since then move the origin, so the recipe is recomputed from the rows of
-    sales_features up to it (the rows it was trained on; reading them takes 0.2 s on Walmart,
-    recomputing them with the feature SQL 3.7 s), and the trained correction applies
-    unchanged. Other models forecast from any origin as they are. Raises ``ShortHistory`` when
-    the history up to ``origin`` is too short for the recipe.
+    sales_features up to it (the rows it was trained on: reading them is much cheaper than
+    recomputing them with the feature SQL, see docs/benchmarks.md), and the trained correction
+    applies unchanged. Other models forecast from any origin as they are. Raises
+    ``ShortHistory`` when the history up to ``origin`` is too short for the recipe.
     """
     if not model.anchored:
         return model

@@ -265,3 +265,21 @@ def freshness(
         return Outcome(True, "every landed file is ingested", figures)
     shown = ", ".join(d.isoformat() for d in backlog[:EXAMPLES])
     return Outcome(False, f"{len(backlog)} landed partitions not ingested yet: {shown}", figures)
+
+
+def landing_names(stray: list[tuple[str, str]], outside: list[dt.date],
+                  first: dt.date, last: dt.date) -> Outcome:
+    """Files in the landing folder that are never ingested: a name that is no real date, or a
+    date outside the dataset's partitions. They never define a run's range, so a typo such as
+    ``sales_2099-01-01.csv`` cannot plan decades of partitions; this check makes them visible."""
+    figures = {"stray_files": len(stray), "files_outside_partitions": len(outside)}
+    if not stray and not outside:
+        return Outcome(True, "every landing file names a day of the partitions", figures)
+    named = [name for name, _ in stray] + [f"sales_{d.isoformat()}.csv" for d in outside]
+    examples = pd.DataFrame({
+        "file": named,
+        "reason": [reason for _, reason in stray]
+        + [f"{d} is outside the partitions {first}..{last}" for d in outside],
+    })
+    return Outcome(False, f"{len(named)} landing files are not ingested: "
+                          f"{', '.join(named[:EXAMPLES])}", figures, examples.head(EXAMPLES))

@@ -20,7 +20,6 @@ from forecast_platform.datasets.spec import DatasetSpec
 from forecast_platform.warehouse import tables
 from forecast_platform.warehouse.store import quote, registered, replace_range
 
-RAW_TABLE = tables.RAW
 PARTITION_COLUMN = "partition_date"
 
 
@@ -29,8 +28,12 @@ def _sql_text(value: str) -> str:
 
 
 def header_note(path: Path, expected: list[str]) -> tuple[list[str], str]:
-    """Read a file's header and describe how it differs from the spec's columns."""
-    with path.open(newline="") as handle:
+    """Read a file's header and describe how it differs from the spec's columns.
+
+    ``utf-8-sig``: Excel starts a UTF-8 CSV with a byte-order mark, which would otherwise
+    become part of the first column's name (and every row would miss that column).
+    """
+    with path.open(newline="", encoding="utf-8-sig") as handle:
         header = next(csv.reader(handle), [])
     header = [h.strip() for h in header]
     missing = [c for c in expected if c not in header]
@@ -122,5 +125,5 @@ def ingest_files(
     """
     params.append(ingested_at)
     with registered(con, "_files", file_info):
-        rows = replace_range(con, RAW_TABLE, PARTITION_COLUMN, start, end, select, params)
+        rows = replace_range(con, tables.RAW, PARTITION_COLUMN, start, end, select, params)
     return {"rows": rows, "files": len(files), "file_notes": notes}

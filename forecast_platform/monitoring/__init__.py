@@ -2,7 +2,7 @@
 
 Pure functions and dataclasses, no Dagster imports, so that assets, sensors, the CLI and the
 benchmarks share one implementation and the tests need no Dagster instance. Evidently is
-imported lazily inside ``drift_report`` (it costs ~5 s to import), so importing this package
+imported lazily inside ``drift_report`` (it is slow to import), so importing this package
 keeps Dagster code loading fast.
 """
 

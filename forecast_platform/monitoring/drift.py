@@ -11,11 +11,11 @@ Bounded cost: each side is sampled (deterministically, without replacement) to a
 ``max_rows`` rows, 10,000 by default. With more than 1,000 reference rows Evidently's default
 tests are distances (normed Wasserstein for numerical, Jensen-Shannon for categorical;
 threshold 0.1), which do not depend on the sample size the way p-value tests do, so sampling
-changes the scores by a little noise, not the verdict: 10,000 rows estimate a normed
-Wasserstein distance to about 0.01, against a threshold of 0.1 (``benchmarks/monitoring.py``
-compares 10k with 20k). The report's time then no longer grows with the number of series or the
-length of the reference window: most of it is Evidently building plotly figures per column
-(~0.15 s a column), and 20,000 rows per side cost ~60 % more than 10,000 on 2 busy cores.
+changes the scores by a little noise, well below the threshold, not the verdict
+(``benchmarks/monitoring.py`` compares 10k with 20k rows; figures in docs/benchmarks.md). The
+report's time then no longer grows with the number of series or the length of the reference
+window: most of it is Evidently building plotly figures per column, and more rows per side
+only add to it.
 
 ``performance_degradation`` is the other signal: once actuals arrive, the rolling error of the
 forecasts made for those days against the error the backtest promised.
@@ -24,7 +24,6 @@ forecasts made for those days against the error the backtest promised.
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -35,6 +34,7 @@ import numpy as np
 import pandas as pd
 
 from forecast_platform.features.sql import KNOWN_IN_ADVANCE, FeaturePlan
+from forecast_platform.settings import disable_telemetry
 
 DEFAULT_MAX_ROWS = 10_000
 DEFAULT_SEED = 0
@@ -186,7 +186,8 @@ class DriftSummary:
         }
 
     def save_html(self, path: str | Path) -> Path:
-        """Evidently's self-contained report (scripts inline, ~4 MB): open it from disk."""
+        """Evidently's self-contained report (scripts inline, so a few MB): it opens from disk
+        with no server, which is how people reach it from the Dagster UI's path metadata."""
         if self.snapshot is None:
             raise ValueError("this summary has no Evidently snapshot to render")
         path = Path(path)
@@ -278,7 +279,7 @@ def drift_report(
     if not 0.0 < drift_share <= 1.0:
         raise ValueError(f"drift_share must be in (0, 1], got {drift_share}")
 
-    os.environ.setdefault("DO_NOT_TRACK", "1")  # before Evidently is imported: no telemetry
+    disable_telemetry()  # before Evidently is imported
     from evidently import DataDefinition, Dataset, Report
     from evidently.presets import DataDriftPreset
 
@@ -385,8 +386,8 @@ _METRICS = ("smape", "mae", "rmse", "mape")
 
 
 def _point_terms(y: np.ndarray, f: np.ndarray, metric: str) -> np.ndarray:
-    """Per-point terms whose mean is the metric (rmse: of squares), as in models.metrics, so the
-    rolling error is the same number the backtest reports over those points."""
+    """Per-point terms whose mean is the metric (rmse: of squares), as in forecasting.metrics,
+    so the rolling error is the same number the backtest reports over those points."""
     if metric == "smape":
         denom = np.abs(y) + np.abs(f)
         return np.where(denom == 0, 0.0, 200.0 * np.abs(f - y) / np.where(denom == 0, 1.0, denom))
@@ -410,18 +411,19 @@ def performance_degradation(
     """Rolling error of forecasts against the backtest's promise; one row per day (and model).
 
     ``errors``: forecast points with actuals: ``ds``, ``y`` (actual), ``p50`` (the forecast),
-    and optionally ``model_version`` (each version is judged on its own forecasts: a retrained
-    model does not inherit the old one's bad weeks). ``expected_error`` is the backtest's
-    ``metric`` for the served model, or one per model version (each version is held to its own
-    backtest's promise; every version in ``errors`` must have one). A day is ``degraded`` when
-    the error over the ``window`` calendar days ending on it exceeds ``expected_error * factor``
-    and at least ``min_days``
-    (default ``window``) of those days have points: a single bad day is noise, not degradation.
+    and optionally ``forecaster_version`` (each version is judged on its own forecasts: a
+    retrained model does not inherit the old one's bad weeks). ``expected_error`` is the
+    backtest's ``metric`` for the served model, or one per forecaster version (each version is
+    held to its own backtest's promise; every version in ``errors`` must have one). A day is
+    ``degraded`` when the error over the ``window`` calendar days ending on it exceeds
+    ``expected_error * factor`` and at least ``min_days`` (default ``window``) of those days
+    have points: a single bad day is noise, not degradation.
 
     The rolling error pools the window's points (sum of per-point terms / their count), so it
-    equals ``models.metrics.<metric>`` over those points. Returns ``ds``, [``model_version``],
-    ``points``, ``error`` (the day's), ``rolling_error``, ``rolling_days``, ``expected_error``,
-    ``threshold``, ``ratio`` (rolling / expected) and ``degraded``.
+    equals ``forecasting.metrics.<metric>`` over those points. Returns ``ds``,
+    [``forecaster_version``], ``points``, ``error`` (the day's), ``rolling_error``,
+    ``rolling_days``, ``expected_error``, ``threshold``, ``ratio`` (rolling / expected) and
+    ``degraded``.
     """
     if metric not in _METRICS:
         raise ValueError(f"metric must be one of {_METRICS}, got {metric!r}")
@@ -436,8 +438,8 @@ def performance_degradation(
     missing = {"ds", "y", "p50"} - set(errors.columns)
     if missing:
         raise ValueError(f"errors is missing columns {sorted(missing)}")
-    by_version = "model_version" in errors.columns
-    keys = ["model_version"] if by_version else []
+    by_version = "forecaster_version" in errors.columns
+    keys = ["forecaster_version"] if by_version else []
     out_columns = ["ds", *keys, "points", "error", "rolling_error", "rolling_days",
                    "expected_error", "threshold", "ratio", "degraded"]
     points = errors.dropna(subset=["y", "p50"])
@@ -466,11 +468,12 @@ def performance_degradation(
         expected = pd.Series(float(expected_error), index=daily.index)
     else:
         if not by_version:
-            raise ValueError("expected_error per model version needs a model_version column")
-        missing_versions = sorted(set(daily["model_version"]) - set(promised))
+            raise ValueError("expected_error per forecaster version needs a forecaster_version "
+                             "column")
+        missing_versions = sorted(set(daily["forecaster_version"]) - set(promised))
         if missing_versions:
-            raise ValueError(f"no expected_error for model versions {missing_versions}")
-        expected = daily["model_version"].map(promised).astype(float)
+            raise ValueError(f"no expected_error for forecaster versions {missing_versions}")
+        expected = daily["forecaster_version"].map(promised).astype(float)
     result = pd.DataFrame({
         "ds": daily["ds"],
         **{k: daily[k] for k in keys},

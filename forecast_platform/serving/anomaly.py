@@ -34,14 +34,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from forecast_platform.anomalies.detector import (
+from forecast_platform.anomalies.classify import classify
+from forecast_platform.anomalies.context import (
     FEATURE_VERSION,
     INPUT_COLUMNS,
-    AnomalyDetector,
-    classify,
     context_features,
     with_day_factors,
 )
+from forecast_platform.anomalies.detector import AnomalyDetector
 
 # Context features returned with a score: what a person needs to read the score.
 SHOWN_FEATURES = ("z", "run_len", "run_stat", "zero_run", "zero_expected", "ref_points")

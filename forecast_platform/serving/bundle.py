@@ -1,4 +1,4 @@
-"""The serving bundle: everything the online service needs, packed into the BentoML model store.
+"""The serving bundle: everything the online service needs, as files in one folder.
 
 The service never opens the DuckDB warehouse (one writer per file, and serving must not queue
 behind a backfill), so the bundle carries a small, self-sufficient snapshot:
@@ -13,11 +13,15 @@ behind a backfill), so the bundle carries a small, self-sufficient snapshot:
                        P10/P50/P90 the ``sales_anomalies`` asset reads (``expected_with_actuals``)
                        over the detector's context window before every scorable date
 
-With those, ``online`` runs the very SQL of the ``forecasts`` asset (``future_source`` +
+With those, ``snapshot`` runs the very SQL of the ``forecasts`` asset (``future_source`` +
 ``features_select``) over an in-memory DuckDB, so online features are the offline features.
 
 The spec itself is packed (not only its name): the bundle must keep serving what its model was
 trained on even if the dataset registry changes after it was built.
+
+Only folders here: which folder (a BentoML model in its store) is the wiring's business
+(``defs/bentoml_store.py``, ``bentos/service.py``), so this module is testable and packable
+without BentoML.
 """
 
 from __future__ import annotations
@@ -25,15 +29,15 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import duckdb
 import pandas as pd
 
-from forecast_platform.anomalies.detector import INPUT_COLUMNS, anomaly_model_name, with_day_factors
+from forecast_platform.anomalies.context import INPUT_COLUMNS, with_day_factors
+from forecast_platform.anomalies.detector import anomaly_model_name
 from forecast_platform.anomalies.expected import (
     CONTEXT_PERIODS,
     EXPECTED,
@@ -48,12 +52,7 @@ from forecast_platform.forecasting.future import at_origin
 from forecast_platform.warehouse.store import quote, table_exists
 from forecast_platform.warehouse.tables import CALENDAR, VALIDATED
 
-if TYPE_CHECKING:
-    from bentoml._internal.models import ModelStore
-
 BUNDLE_FORMAT = 1
-DEFAULT_BUNDLE_NAME = "forecast_bundle"
-BUNDLE_NAME_ENV = "FORECAST_BUNDLE"
 MANIFEST_FILE = "manifest.json"
 FORECASTER_FILE = "forecaster.bin"
 HISTORY_FILE = "history.parquet"
@@ -62,29 +61,6 @@ ANOMALY_DIR = "anomaly"
 ANOMALY_MODEL_FILE = "model.bin"
 ANOMALY_INFO_FILE = "info.json"
 ANOMALY_CONTEXT_FILE = "context.parquet"
-
-
-def bundle_name(env: dict[str, str] | None = None) -> str:
-    """The bundle's BentoML model name: ``FORECAST_BUNDLE`` or ``forecast_bundle``.
-
-    The asset that writes the bundle and the service that reads it both call this, so they
-    cannot disagree on the name.
-    """
-    env = os.environ if env is None else env
-    return env.get(BUNDLE_NAME_ENV) or DEFAULT_BUNDLE_NAME
-
-
-def model_store(bentoml_home: Path) -> ModelStore:
-    """The model store under ``bentoml_home``, independent of the process's BENTOML_HOME.
-
-    A Dagster run serves many data directories over its life; BentoML's global store is fixed
-    at its first use, so the asset passes an explicit store instead.
-    """
-    from bentoml._internal.models import ModelStore
-
-    path = Path(bentoml_home) / "models"
-    path.mkdir(parents=True, exist_ok=True)
-    return ModelStore(str(path))
 
 
 # -- spec (de)serialization -------------------------------------------------------------------
@@ -220,18 +196,50 @@ def anomaly_context(con: duckdb.DuckDBPyConnection, spec: DatasetSpec, windows: 
     return frame, info
 
 
-def build_bundle(con: duckdb.DuckDBPyConnection, spec: DatasetSpec, model_name: str, *,
-                 bentoml_home: Path, name: str | None = None,
-                 extra_metadata: dict[str, Any] | None = None) -> str:
-    """Pack the champion of ``model_name`` and its feature snapshot; return the BentoML tag.
+@dataclass(frozen=True)
+class PackedBundle:
+    """A bundle ready to be written: its files' contents and what a store records about it.
+
+    Packing (reading the warehouse) and writing are apart so that where the folder lives (a
+    BentoML model, a test's temporary folder) is decided by the caller.
+    """
+
+    manifest: dict[str, Any]
+    labels: dict[str, str]
+    metadata: dict[str, Any]
+    forecaster: bytes
+    history: pd.DataFrame
+    holidays: pd.DataFrame
+    anomaly_info: dict[str, Any]
+    anomaly_model: bytes | None
+    anomaly_context: pd.DataFrame | None
+
+    def write(self, root: Path) -> None:
+        """The bundle's files in ``root`` (an existing, empty folder); the manifest last."""
+        root = Path(root)
+        (root / FORECASTER_FILE).write_bytes(self.forecaster)
+        self.history.to_parquet(root / HISTORY_FILE, index=False)
+        self.holidays.to_parquet(root / HOLIDAYS_FILE, index=False)
+        slot = root / ANOMALY_DIR
+        slot.mkdir()
+        (slot / ANOMALY_INFO_FILE).write_text(json.dumps(self.anomaly_info, indent=2,
+                                                         default=str))
+        if self.anomaly_model is not None:
+            (slot / ANOMALY_MODEL_FILE).write_bytes(self.anomaly_model)
+        if self.anomaly_context is not None:
+            self.anomaly_context.to_parquet(slot / ANOMALY_CONTEXT_FILE, index=False)
+        (root / MANIFEST_FILE).write_text(json.dumps(self.manifest, indent=2, default=str))
+
+
+def pack_bundle(con: duckdb.DuckDBPyConnection, spec: DatasetSpec, model_name: str,
+                extra_metadata: dict[str, Any] | None = None) -> PackedBundle:
+    """Pack the champion of ``model_name`` and its feature snapshot.
 
     Reads the warehouse only (``validated_sales``, ``holiday_calendar``, ``model_registry``; for
     a weekly model also ``sales_features``, the history its seasonal recipe moves to the
     bundle's origin from).
     Raises ValueError with what to do when there is nothing to pack.
     """
-    import bentoml
-
     champion = registry.champion(con, model_name)
     if champion is None:
         raise ValueError(f"no champion {model_name} in model_registry: train the forecaster and "
@@ -297,24 +305,13 @@ def build_bundle(con: duckdb.DuckDBPyConnection, spec: DatasetSpec, model_name: 
                 "mlflow_run_id": champion.mlflow_run_id or "", "created_at": created.isoformat(),
                 "backtest_metrics": json.dumps(champion.metrics),
                 "anomaly_version": anomaly.version if anomaly is not None else -1}
-    with bentoml.models.create(name or bundle_name(), labels=labels, metadata=metadata,
-                               _model_store=model_store(bentoml_home)) as ref:
-        root = Path(ref.path)
-        # A weekly model's seasonal recipe moves to the bundle's origin (forecasting/future.py).
-        forecaster = at_origin(con, spec, Forecaster.from_bytes(champion.model_bytes), origin)
-        (root / FORECASTER_FILE).write_bytes(forecaster.to_bytes())
-        history.to_parquet(root / HISTORY_FILE, index=False)
-        holidays.to_parquet(root / HOLIDAYS_FILE, index=False)
-        slot = root / ANOMALY_DIR
-        slot.mkdir()
-        (slot / ANOMALY_INFO_FILE).write_text(json.dumps(anomaly_info, indent=2, default=str))
-        if anomaly is not None:
-            (slot / ANOMALY_MODEL_FILE).write_bytes(anomaly.model_bytes)
-        if context is not None:
-            context.to_parquet(slot / ANOMALY_CONTEXT_FILE, index=False)
-        (root / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2, default=str))
-        tag = str(ref.tag)
-    return tag
+    # A weekly model's seasonal recipe moves to the bundle's origin (forecasting/future.py).
+    forecaster = at_origin(con, spec, Forecaster.from_bytes(champion.model_bytes), origin)
+    return PackedBundle(
+        manifest=manifest, labels=labels, metadata=metadata, forecaster=forecaster.to_bytes(),
+        history=history, holidays=holidays, anomaly_info=anomaly_info,
+        anomaly_model=anomaly.model_bytes if anomaly is not None else None,
+        anomaly_context=context)
 
 
 # -- loading ------------------------------------------------------------------------------------
@@ -345,33 +342,20 @@ class Bundle:
         return str(self.manifest["created_at"])
 
 
-def _resolve(tag_or_path: str | Path, store: ModelStore | None) -> tuple[str, Path]:
-    path = Path(tag_or_path)
-    if path.is_dir() and (path / MANIFEST_FILE).is_file():
-        return path.name, path
-    import bentoml
-
-    kwargs = {"_model_store": store} if store is not None else {}
-    ref = bentoml.models.get(str(tag_or_path), **kwargs)
-    return str(ref.tag), Path(ref.path)
+def read_manifest(root: Path) -> dict[str, Any]:
+    """A bundle's manifest, without loading the model or the snapshot."""
+    return json.loads((Path(root) / MANIFEST_FILE).read_text())
 
 
-def load_manifest(tag: str, bentoml_home: Path) -> tuple[dict[str, Any], Path]:
-    """A bundle's manifest and directory, without loading the model or the snapshot."""
-    _, root = _resolve(tag, model_store(bentoml_home))
-    return json.loads((root / MANIFEST_FILE).read_text()), root
-
-
-def load_bundle(tag_or_path: str | Path, store: ModelStore | None = None,
-                tag: str | None = None) -> Bundle:
-    """Load a bundle from a BentoML tag (``name:version`` or ``name:latest``) or a directory.
+def load_bundle(root: str | Path, tag: str | None = None) -> Bundle:
+    """Load the bundle written in folder ``root``; ``tag`` names it (default: the folder's name).
 
     Refuses a bundle whose feature plan no longer matches the feature code: the model would
-    be fed columns that mean something else. ``tag`` names a bundle loaded from a directory.
+    be fed columns that mean something else.
     """
-    resolved, root = _resolve(tag_or_path, store)
-    tag = tag or resolved
-    manifest = json.loads((root / MANIFEST_FILE).read_text())
+    root = Path(root)
+    tag = tag or root.name
+    manifest = read_manifest(root)
     if manifest.get("format") != BUNDLE_FORMAT:
         raise ValueError(f"bundle {tag} has format {manifest.get('format')}, this code reads "
                          f"format {BUNDLE_FORMAT}: rebuild the bundle (materialize serving_bundle)")

@@ -9,18 +9,73 @@ wrong column.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
+import logging
+import math
+import re
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import duckdb
 
+# How long a writer waits for another process's hold on the file (a run, or a reader such as
+# `duckdb -readonly`) before it fails; FORECAST_LOCK_WAIT_SECONDS in the settings.
+LOCK_WAIT_SECONDS = 180.0
+_LOCK_HOLDER = re.compile(r"Conflicting lock is held in (.+?) \(PID (\d+)\)")
+logger = logging.getLogger(__name__)
+
+
+class WarehouseLocked(RuntimeError):
+    """Another process held the warehouse for longer than the caller would wait."""
+
+
+def lock_holder(message: str) -> str:
+    """Who holds the file, as DuckDB's lock error names it (program and PID)."""
+    match = _LOCK_HOLDER.search(message)
+    return f"{match.group(1)} (PID {match.group(2)})" if match else "another process"
+
+
+def open_warehouse(path: Path, read_only: bool = False, wait_seconds: float = LOCK_WAIT_SECONDS,
+                   on_wait: Callable[[str], None] | None = None) -> duckdb.DuckDBPyConnection:
+    """Connect, waiting with backoff while another process holds the file.
+
+    DuckDB lets one process hold a file for writing and fails at once otherwise, even against
+    a read-only reader; runs already queue on the Dagster pool, so what remains is a reader or
+    a run of another instance, which let go in seconds. ``on_wait`` hears who holds the file
+    every few seconds (default: this module's logger).
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    pause, last_said = 0.1, -math.inf
+    while True:
+        try:
+            return duckdb.connect(str(path), read_only=read_only)
+        except duckdb.IOException as err:
+            if "lock" not in str(err).lower():
+                raise
+            holder, waited = lock_holder(str(err)), time.monotonic() - started
+            if waited >= wait_seconds:
+                raise WarehouseLocked(
+                    f"the warehouse {path} is held by {holder}; waited {waited:.0f} s "
+                    f"(FORECAST_LOCK_WAIT_SECONDS={wait_seconds:g}). Close that process: a "
+                    "reader should read a published snapshot, not the warehouse") from None
+            if waited - last_said >= 5.0:
+                (on_wait or logger.warning)(
+                    f"waiting for the warehouse {path}: held by {holder} ({waited:.0f} s of "
+                    f"at most {wait_seconds:g} s)")
+                last_said = waited
+            time.sleep(min(pause, max(0.0, wait_seconds - waited)))
+            pause = min(pause * 2, 2.0)
+
 
 @contextmanager
-def connect(path: Path, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
-    """Open the warehouse; only one process may hold it for writing, so hold it briefly."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    con = duckdb.connect(str(path), read_only=read_only)
+def connect(path: Path, read_only: bool = False, wait_seconds: float = LOCK_WAIT_SECONDS,
+            on_wait: Callable[[str], None] | None = None
+            ) -> Iterator[duckdb.DuckDBPyConnection]:
+    """Open the warehouse (waiting out another process's hold, see ``open_warehouse``); only
+    one process may hold it for writing, so hold it briefly."""
+    con = open_warehouse(path, read_only, wait_seconds, on_wait)
     try:
         yield con
     finally:

@@ -1,8 +1,10 @@
-"""Shared serving setup: a real champion in a real warehouse, and a real ``bentoml serve``.
+"""A real champion in a real warehouse, and a real ``bentoml serve``, for tests and benchmarks.
 
-Used by the serving tests and by ``benchmarks/serving.py``, so the benchmark measures exactly
-the bundle and server the tests check (same feature SQL, same Forecaster, same subprocess),
-only bigger. Nothing here is a test; it has no pytest dependency.
+The serving tests and ``benchmarks/serving.py`` share it, so the benchmark measures exactly the
+bundle and server the tests check (same feature SQL, same Forecaster, same subprocess), only
+bigger. It is a library, not a test (no pytest), and core: the server is a subprocess, so
+BentoML is never imported here. Materializing the anomaly assets on the warehouse is Dagster's
+part, in ``defs/harness.py``.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import pandas as pd
 
 from forecast_platform.datasets.spec import DatasetSpec
 from forecast_platform.datasets.synthetic import SyntheticConfig, generate_sales
-from forecast_platform.features.offline import compute_features, feature_frame, load_sales
+from forecast_platform.features.offline import feature_frame, load_sales
 from forecast_platform.features.sql import plan_features
 from forecast_platform.forecasting import registry
 from forecast_platform.forecasting.forecaster import (
@@ -32,10 +34,10 @@ from forecast_platform.forecasting.forecaster import (
     ForecasterParams,
     default_model_features,
 )
-from forecast_platform.settings import Settings
+from forecast_platform.settings import child_env, load_settings
 from forecast_platform.warehouse.store import connect
 
-SERVICE_DIR = Path(__file__).resolve().parents[1] / "bentos"
+SERVICE_DIR = Path(__file__).resolve().parents[2] / "bentos"
 SERVICE_FILE = SERVICE_DIR / "service.py"
 DEFAULT_METRICS = {"xgboost": {"smape": 0.2}, "seasonal_naive": {"smape": 0.3}}
 
@@ -74,45 +76,6 @@ def build_champion_warehouse(
     return model
 
 
-ANOMALY_ASSETS = ("forecasts", "expected_sales", "anomaly_model")
-
-
-def add_anomaly_detector(settings: Settings, spec: DatasetSpec, start: dt.date, end: dt.date,
-                         config: Mapping[str, Any] | None = None) -> None:
-    """``sales_features`` of ``start..end``, then the real ``forecasts``, ``expected_sales`` and
-    ``anomaly_model`` assets, materialized on a champion warehouse (see above). ``config``:
-    the ``anomaly_model`` asset's run config (``AnomalyConfig`` fields).
-
-    After this the warehouse holds what ``sales_anomalies`` and the ``serving_bundle`` read
-    for anomaly scoring: out-of-sample expectations, the champion's forward forecasts and a
-    promoted detector (tracked in the data directory's own MLflow store).
-    """
-    import dagster as dg
-    import mlflow
-
-    from forecast_platform.defs.anomalies import build_anomaly_assets
-    from forecast_platform.defs.forecasting import build_forecasting_assets
-    from forecast_platform.defs.resources import Platform
-    from forecast_platform.defs.tracking import mlflow_resource
-
-    plan = plan_features(spec)
-    with connect(settings.warehouse_path) as con:
-        compute_features(con, plan, start, end)
-    assets = [a for a in [*build_forecasting_assets(spec), *build_anomaly_assets(spec)]
-              if a.key.to_user_string() in ANOMALY_ASSETS]
-    try:
-        result = dg.materialize(
-            assets, resources={"platform": Platform.from_settings(settings),
-                               "mlflow": mlflow_resource},
-            run_config={"ops": {"anomaly_model": {"config": dict(config)}}} if config else None)
-    finally:
-        # dagster-mlflow leaves its run open outside a job (no end-of-run hook here).
-        while mlflow.active_run() is not None:
-            mlflow.end_run()
-    if not result.success:
-        raise RuntimeError(f"materializing {ANOMALY_ASSETS} failed")
-
-
 @dataclass(frozen=True)
 class RunningServer:
     """A started ``bentoml serve``: its base URL and its process (the process group leader)."""
@@ -135,6 +98,9 @@ def bentoml_server(env: Mapping[str, str], *, target: str = "service:ForecastSer
                    stderr_path: Path | None = None) -> Iterator[RunningServer]:
     """Run the real ``bentoml serve`` on 127.0.0.1; yield it once ready.
 
+    ``env``: the variables to set on top of this process's environment. The child gets the
+    settings they resolve to (``child_env``, as ``forecast-platform serve`` passes them), with
+    ``env`` itself last, so an empty value there still unsets a variable of this process.
     By default the service of ``bentos/`` (as ``forecast-platform serve`` runs it); ``target``
     may also be a built bento's tag.
 
@@ -148,7 +114,7 @@ def bentoml_server(env: Mapping[str, str], *, target: str = "service:ForecastSer
     proc = subprocess.Popen(
         [str(bentoml_cli), "serve", target, "--host", "127.0.0.1", "--port", str(port),
          *extra_args],
-        cwd=cwd, env={**os.environ, **env}, stdout=subprocess.DEVNULL,
+        cwd=cwd, env=child_env(load_settings(env), env), stdout=subprocess.DEVNULL,
         stderr=err, start_new_session=True)
     base = f"http://127.0.0.1:{port}"
 

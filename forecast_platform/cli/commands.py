@@ -1,0 +1,109 @@
+"""The commands other than simulate-drift and ui: demo, land, serve, init-dataset."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from forecast_platform.cli.runs import configure, land, run_range, scoring_range
+from forecast_platform.cli.summary import summarize
+from forecast_platform.datasets.landing import landed_files
+
+# Three years: the forecaster's yearly features need ~1.5 years before a row trains, and the
+# anomaly detector needs half a year of out-of-sample residuals before it scores.
+DEMO_START = dt.date(2015, 1, 1)
+# The synthetic calendar ends on 2017-12-31; the demo stops a month earlier so that
+# `simulate-drift` has days left to land.
+DEMO_END = dt.date(2017, 11, 30)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    settings = configure(args)
+    started = time.perf_counter()
+    landed = landed_files(settings.landing_dir())
+    if not landed:
+        start = dt.date.fromisoformat(args.start) if args.start else DEMO_START
+        end = dt.date.fromisoformat(args.end) if args.end else DEMO_END
+        print(f"Landing {settings.dataset} data into {settings.landing_dir()} ...", flush=True)
+        land(settings, start, args.stores, args.items, end)
+        landed = landed_files(settings.landing_dir())
+    first, last = min(landed), max(landed)
+    print(f"Materializing the asset graph for {first}..{last} ({len(landed)} partitions) "
+          "as one run ...", flush=True)
+    from forecast_platform.defs.jobs import ANOMALY_JOB, INGEST_JOB, MONITOR_JOB, TRAIN_JOB
+
+    results = [run_range(settings, INGEST_JOB, first, last)]
+    if results[0].success:
+        print("Training, backtesting and gating the forecaster; forecasting with the champion; "
+              "fitting the anomaly detector; packing the serving bundle ...", flush=True)
+        results.append(run_range(settings, TRAIN_JOB))
+    scored = scoring_range(settings) if results[-1].success else None
+    if scored:
+        print(f"Scoring {scored[0]}..{scored[1]} for anomalies as one run ...", flush=True)
+        results.append(run_range(settings, ANOMALY_JOB, *scored))
+    if results[1:] and results[1].success:
+        print(f"Drift report and forecast performance for {last} ...", flush=True)
+        results.append(run_range(settings, MONITOR_JOB, partition=last))
+    print(summarize(settings, results, time.perf_counter() - started))
+    return 0 if all(r.success for r in results) else 1
+
+
+def cmd_land(args: argparse.Namespace) -> int:
+    settings = configure(args)
+    start = dt.date.fromisoformat(args.start) if args.start else None
+    end = dt.date.fromisoformat(args.end) if args.end else None
+    written = land(settings, start, args.stores, args.items, end)
+    print(f"landed {len(written)} files into {settings.landing_dir()}")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Serve the newest serving bundle with `bentoml serve` from bentos/ (BENTOML_HOME set)."""
+    from bentoml.exceptions import NotFound
+
+    from forecast_platform.defs.bentoml_store import stored_bundle
+    from forecast_platform.settings import child_env
+
+    settings = configure(args)
+    tag = f"{settings.bundle_name}:latest"
+    try:
+        stored_bundle(tag, settings.bentoml_home)
+    except NotFound:
+        print(f"no {tag} in {settings.bentoml_home}: run `forecast-platform demo` (or "
+              "materialize serving_bundle) first")
+        return 1
+    bentos = Path(__file__).resolve().parents[2] / "bentos"
+    env = child_env(settings, {"DO_NOT_TRACK": "1", "BENTOML_DO_NOT_TRACK": "True"})
+    exe = Path(sys.executable).with_name("bentoml")
+    cmd = [str(exe) if exe.exists() else "bentoml", "serve", "service:ForecastService",
+           "--host", args.host, "--port", str(args.port)]
+    print(f"BENTOML_HOME={settings.bentoml_home} {' '.join(cmd)}  (in {bentos})")
+    return subprocess.call(cmd, cwd=bentos, env=env)
+
+
+def cmd_init_dataset(args: argparse.Namespace) -> int:
+    """Inspect a CSV, propose a spec and write it as YAML (nothing is written on an error)."""
+    from forecast_platform.datasets.custom import MappingError, inspect_csv, write_spec
+    from forecast_platform.datasets.registry import BUILTIN
+
+    def names(value: str | None) -> list[str]:
+        return [c.strip() for c in (value or "").split(",") if c.strip()]
+
+    if args.name in BUILTIN:
+        raise SystemExit(f"error: --name {args.name!r} is a built-in dataset; pick another name")
+    settings = configure(args)
+    try:
+        proposal = inspect_csv(Path(args.csv), args.name, args.date, names(args.keys),
+                               args.target, args.freq, names(args.known), names(args.observed),
+                               args.horizon, names(args.static), args.holiday, args.metric)
+        path = write_spec(proposal, settings.datasets_dir, overwrite=args.force)
+    except (MappingError, ValueError) as err:
+        raise SystemExit(f"error: {err}") from None
+    print(proposal.text())
+    print(f"wrote {path}\nnext: forecast-platform demo --dataset {args.name}"
+          + (f" --data-dir {settings.data_dir}" if args.data_dir else ""))
+    return 0

@@ -1,0 +1,151 @@
+"""The ``forecast-platform`` command line: its parser and entry point."""
+
+from __future__ import annotations
+
+import argparse
+import atexit
+import contextlib
+import logging
+import os
+import sys
+import warnings
+from collections.abc import Sequence
+
+from forecast_platform.cli.commands import cmd_demo, cmd_init_dataset, cmd_land, cmd_serve
+from forecast_platform.cli.simulate_drift import cmd_simulate_drift
+from forecast_platform.cli.ui import cmd_ui
+from forecast_platform.datasets.spec import METRICS
+
+DESCRIPTION = "The forecast-platform command: land data, run the graph, open the UI."
+
+
+def quiet_known_warnings() -> None:
+    """Hide warnings known to be harmless here, each by category, message and module, so that
+    a command prints its progress and summary; any other warning still shows.
+
+    - Dagster marks ``backfill_policy=`` of ``@asset`` beta: every partitioned asset uses it on
+      purpose (single-run backfills, docs/architecture.md); the pinned Dagster is tested here.
+    - dagster-mlflow's ``end_mlflow_on_run_finished`` hook is built with a beta helper when the
+      library is imported; the hook is what ends the MLflow run of a train run.
+    """
+    from dagster_shared.utils.warnings import BetaWarning  # = dagster.BetaWarning, light import
+
+    warnings.filterwarnings(
+        "ignore", category=BetaWarning, module=r"dagster\._core\.decorator_utils",
+        message=r"Parameter `backfill_policy` of function `asset` is currently in beta")
+    warnings.filterwarnings(
+        "ignore", category=BetaWarning, module=r"dagster_mlflow\.hooks",
+        message=r"Function `_create_mlflow_run_hook` is currently in beta")
+    # The MLflow resource is dagster-mlflow's ``MlFlow`` class, beta like its hook.
+    warnings.filterwarnings(
+        "ignore", category=BetaWarning, module=r"forecast_platform\.defs\.tracking",
+        message=r"Class `MlFlow` is currently in beta")
+    # MLflow logs at INFO that it creates / migrates its SQLite tables on first use.
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
+
+
+def _end_process_after_exit_handlers(code: list[int]) -> None:
+    """End the process once the other exit handlers ran, without the interpreter's module
+    teardown.
+
+    Why: after a run, DuckDB's extension (nanobind) prints "nanobind: leaked N instances!" and
+    a list of its own module-level objects (its SQL type constants, enums, methods) when the
+    interpreter tears modules down in an order that frees DuckDB's module state before them.
+    No connection, relation or result of ours is alive by then (every connection is closed by
+    its ``with`` block; a ``gc.collect()`` before exit finds no DuckDB object but those module
+    constants and does not stop the message): it is a shutdown-order report, not a leak, and
+    only appears after some sequences of runs in one process (train, then monitor). Exit
+    handlers registered after this one (MLflow's, Dagster's) have run when it runs (LIFO), and
+    logging and the standard streams are flushed first.
+    """
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):
+            stream.flush()
+    os._exit(code[0])
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="forecast-platform", description=DESCRIPTION)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def common(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--data-dir", help="where everything is written (FORECAST_DATA_DIR)")
+        p.add_argument("--dataset", help="dataset name (FORECAST_DATASET, default synthetic)")
+        p.add_argument("--source-dir", help="a real dataset's files (FORECAST_SOURCE_DIR)")
+
+    for name, func, text in (("demo", cmd_demo, "land data if needed and run the whole graph"),
+                             ("land", cmd_land, "only write landing files")):
+        p = sub.add_parser(name, help=text)
+        common(p)
+        p.add_argument("--start", help="synthetic: first landed date (default 2015-01-01)")
+        p.add_argument("--end", help="synthetic: last landed date (demo default 2017-11-30, "
+                                     "leaving December for simulate-drift)")
+        p.add_argument("--stores", type=int, default=10, help="synthetic: number of stores")
+        p.add_argument("--items", type=int, default=50, help="synthetic: items per store")
+        p.set_defaults(func=func)
+    p = sub.add_parser("simulate-drift", help="land drifted days after the demo and watch "
+                       "drift detection start a retrain")
+    common(p)
+    p.add_argument("--days", type=int, default=28, help="drifted days to land (default 28)")
+    p.set_defaults(func=cmd_simulate_drift)
+    p = sub.add_parser("ui", help="start the Dagster UI (dagster dev) on this project; Ctrl-C "
+                       "stops it with its daemon and code server")
+    common(p)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=3000)
+    p.set_defaults(func=cmd_ui)
+    p = sub.add_parser("serve", help="serve the newest serving bundle over HTTP (bentoml serve)")
+    common(p)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=3000)
+    p.set_defaults(func=cmd_serve)
+    p = sub.add_parser("init-dataset", help="map a CSV of your own onto a dataset spec (YAML "
+                       "under <data dir>/datasets), so `demo --dataset NAME` runs on it")
+    p.add_argument("--data-dir", help="where everything is written (FORECAST_DATA_DIR)")
+    p.add_argument("--csv", required=True, help="the CSV file (one row per date and series)")
+    p.add_argument("--name", required=True, help="the dataset's name (--dataset NAME later)")
+    p.add_argument("--date", required=True, help="the date column")
+    p.add_argument("--keys", required=True, help="the series key columns, comma-separated")
+    p.add_argument("--target", required=True, help="the column to forecast")
+    p.add_argument("--freq", choices=("D", "W"), help="D or W (default: guessed from the dates)")
+    p.add_argument("--known", help="covariates known in advance (promotions), comma-separated")
+    p.add_argument("--observed", help="covariates only observed (weather), comma-separated")
+    p.add_argument("--static", help="attributes constant per series or per key (a store's type "
+                                    "and size), comma-separated")
+    p.add_argument("--holiday", help="a 0/1 column flagging holiday periods (known in advance; "
+                                     "makes WMAE the default metric)")
+    p.add_argument("--metric", choices=METRICS,
+                   help="the metric of record the gate compares (default smape, wmae with "
+                        "--holiday)")
+    p.add_argument("--horizon", type=int, help="periods to forecast (default 28 daily, 13 "
+                                               "weekly)")
+    p.add_argument("--force", action="store_true", help="replace an existing spec of that name")
+    p.set_defaults(func=cmd_init_dataset)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run a command. With ``argv`` None (the process's own command line: the console script,
+    ``python -m forecast_platform.cli``) the process also ends without module teardown once
+    the exit handlers ran (see ``_end_process_after_exit_handlers``); called with a list (as
+    tests do) nothing about the process changes."""
+    args = build_parser().parse_args(argv)
+    quiet_known_warnings()
+    if argv is not None:
+        return int(args.func(args))
+    code = [1]
+    atexit.register(_end_process_after_exit_handlers, code)
+    try:
+        code[0] = int(args.func(args))
+    except SystemExit as stop:
+        code[0] = stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
+        raise
+    except KeyboardInterrupt:
+        code[0] = 130
+        raise
+    return code[0]
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,100 @@
+"""The champion's forecast over the horizon after an origin, with each forecast's explanation.
+
+What the forecasts asset stores: one row per active series and future period, and the top
+feature contributions of each. The asset reads and writes the warehouse; the rows are built
+here so the service and the benchmarks can build them the same way.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from forecast_platform.datasets.spec import DatasetSpec
+from forecast_platform.features.offline import HOLIDAYS_SOURCE
+from forecast_platform.features.sql import FeaturePlan, features_select
+from forecast_platform.forecasting.forecaster import Forecaster
+from forecast_platform.forecasting.future import future_params, future_source
+
+TOP_CONTRIBUTIONS = 3
+
+
+def model_name(spec: DatasetSpec) -> str:
+    """The forecaster's name in the model registry and MLflow: one per dataset, so two datasets
+    in one warehouse never promote each other's models."""
+    return f"{spec.name}_forecaster"
+
+
+def top_contributions(contribs: pd.DataFrame, rows: pd.DataFrame, k: int) -> pd.DataFrame:
+    """The ``k`` largest contributions (by size) of each forecast, long format, vectorized: a
+    person reads the few features that moved a forecast, not every feature's share."""
+    values = contribs.drop(columns="bias")
+    names = np.asarray(values.columns)
+    matrix = values.to_numpy()
+    order = np.argsort(-np.nan_to_num(np.abs(matrix), nan=-1.0), axis=1)[:, :k]
+    picked = np.take_along_axis(matrix, order, axis=1)
+    return pd.DataFrame({
+        "ds": np.repeat(rows["ds"].to_numpy(), k),
+        "series_id": np.repeat(rows["series_id"].to_numpy(), k),
+        "rank": np.tile(np.arange(1, k + 1), len(rows)),
+        "feature": names[order].ravel(),
+        "contribution": picked.ravel(),
+    })
+
+
+@dataclass(frozen=True)
+class FutureQuery:
+    """The feature rows of the horizon after ``origin``: the SQL, its parameters and the
+    forecast dates ``first..last``."""
+
+    sql: str
+    params: list
+    origin: dt.date
+    first: dt.date
+    last: dt.date
+
+
+def future_query(spec: DatasetSpec, plan: FeaturePlan, origin: dt.date) -> FutureQuery:
+    """The very feature SQL of training over the future rows, so offline features and the
+    forecast's inputs cannot disagree; the history reaches back the plan's lookback only."""
+    history_start = origin - dt.timedelta(days=plan.lookback_days)
+    first = origin + dt.timedelta(days=spec.step_days)
+    last = origin + dt.timedelta(days=plan.horizon * spec.step_days)
+    sql = features_select(plan, future_source(spec, plan.horizon), HOLIDAYS_SOURCE)
+    return FutureQuery(sql, [*future_params(history_start, origin), first, last], origin, first,
+                       last)
+
+
+@dataclass(frozen=True)
+class Forecast:
+    """One origin's forecast, kept with what it left out so the asset can say so."""
+
+    rows: pd.DataFrame  # the forecasts table's rows
+    explanations: pd.DataFrame  # the forecast_explanations table's rows
+    unforecastable: list[str]  # series left out: too new for a level
+
+
+def build_forecast(model: Forecaster, rows: pd.DataFrame, spec: DatasetSpec, origin: dt.date,
+                   forecaster_version: int) -> Forecast:
+    """P10/P50/P90 and top contributions of ``model`` (moved to ``origin``) for the future
+    ``rows``, each row stamped with the origin and the forecaster version that made it."""
+    preds = model.predict(rows)
+    # A series too new for a level (its key shares need most of a year) cannot be forecast by
+    # this model: leave it out, and say which ones, rather than store NaN.
+    unforecastable = sorted(rows.loc[preds["p50"].isna(), "series_id"].unique())
+    rows, preds = rows[preds["p50"].notna()], preds[preds["p50"].notna()]
+    out = rows[["ds", "series_id", *spec.keys]].assign(
+        origin=origin, forecaster_version=forecaster_version,
+        p10=preds["p10"], p50=preds["p50"], p90=preds["p90"],
+        created_at=dt.datetime.now(),
+    )
+    # Approximate attributions for the bulk table (exact TreeSHAP costs far more, see
+    # docs/benchmarks.md); the service's /explain computes exact SHAP for the forecast a
+    # person asks about.
+    contribs = model.contributions(rows, exact=False)
+    explain = top_contributions(contribs, rows, TOP_CONTRIBUTIONS).assign(
+        origin=origin, forecaster_version=forecaster_version)
+    return Forecast(out, explain, unforecastable)

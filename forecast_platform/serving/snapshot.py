@@ -1,0 +1,202 @@
+"""A loaded bundle's snapshot, queried with the very SQL of the offline assets.
+
+At load, the bundle's snapshot goes into an in-memory DuckDB under the warehouse's own table
+names (``validated_sales``, ``holiday_calendar``), and the ``forecasts`` asset's query
+(``future_source`` + ``features_select``) computes the feature rows of every active series for
+the served dates: the recent observed dates and the horizon after the origin. Those rows are
+kept in a series x date grid, so answering "nothing planned" (known covariates 0, as offline)
+is a lookup, not a query.
+
+What-if scenarios set known-in-advance covariates (e.g. ``promo = 1``) on future dates. In the
+plan those covariates are pure pass-through columns (``src."promo"``) that no other feature
+reads, which ``known_passthrough`` verifies at load; a scenario then only overwrites those
+columns of the precomputed rows (``overlay``). When that does not hold, or when asked, the
+scenario goes into the SQL source instead and the whole query runs again (``exact_rows``); a
+test shows both agree.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+
+import duckdb
+import numpy as np
+import pandas as pd
+
+from forecast_platform.anomalies.detector import AnomalyDetector
+from forecast_platform.features.offline import HOLIDAYS_SOURCE
+from forecast_platform.features.sql import features_select
+from forecast_platform.forecasting.future import future_params, future_source
+from forecast_platform.serving.anomaly import AnomalyContext, check_detector
+from forecast_platform.serving.bundle import Bundle
+from forecast_platform.warehouse.store import quote
+from forecast_platform.warehouse.tables import CALENDAR, VALIDATED
+
+Scenario = dict[dt.date, dict[str, float | str]]
+
+
+def known_passthrough(bundle: Bundle) -> bool:
+    """Whether every known covariate reaches the model only as its own pass-through column.
+
+    Then a scenario changes those columns and nothing else, and overwriting them in the
+    precomputed rows equals recomputing the SQL with the scenario in the source.
+    """
+    plan = bundle.plan
+    for col in plan.spec.known:
+        q = quote(col)
+        own = [f for f in plan.features if f.sql == f"src.{q}"]
+        if len(own) != 1 or own[0].name != col:
+            return False
+        others = [f.sql for f in plan.features if f is not own[0]] + list(plan.ctes) \
+            + list(plan.joins)
+        if any(q in text for text in others):
+            return False
+    return True
+
+
+def scenario_source(bundle: Bundle) -> str:
+    """``future_source`` with known covariates of future rows taken from ``_scenario`` if set.
+
+    Same parameters as ``future_source``; ``_scenario`` holds ``series_id, ds`` and one
+    column per known covariate (NULL where the scenario leaves it alone).
+    """
+    spec = bundle.spec
+    keys = ", ".join(f"b.{quote(k)}" for k in spec.keys)
+    known = "".join(f", coalesce(sc.{quote(c)}, b.{quote(c)}) AS {quote(c)}" for c in spec.known)
+    return (f"SELECT b.ds, b.series_id, {keys}, b.y{known} "
+            f"FROM ({future_source(spec, bundle.plan.horizon)}) b "
+            "LEFT JOIN _scenario sc ON sc.series_id = b.series_id AND sc.ds = b.ds "
+            "AND b.y IS NULL")
+
+
+def load_anomaly(bundle: Bundle
+                 ) -> tuple[AnomalyDetector | None, AnomalyContext | None, str | None]:
+    """The detector and its context, or why anomaly scoring is not available."""
+    if bundle.anomaly_bytes is None:
+        return None, None, (f"bundle {bundle.tag} holds no anomaly detector. Materialize "
+                            "anomaly_model, then serving_bundle, then reload.")
+    info = bundle.manifest.get("anomaly", {})
+    if bundle.anomaly_context is None or "score_dates" not in info:
+        return None, None, (f"bundle {bundle.tag} holds an anomaly detector but not the "
+                            "context it scores with (built by an older version): "
+                            "re-materialize serving_bundle, then reload.")
+    detector = AnomalyDetector.from_bytes(bundle.anomaly_bytes)
+    problem = check_detector(detector)
+    if problem is not None:
+        return None, None, problem
+    first, last = (dt.date.fromisoformat(d) for d in info["score_dates"])
+    context = AnomalyContext(bundle.anomaly_context, info["context_days"], first, last,
+                             step_days=bundle.spec.step_days)
+    return detector, context, None
+
+
+class Snapshot:
+    """The bundle's history in DuckDB and the feature rows of every served series and date."""
+
+    def __init__(self, bundle: Bundle):
+        self.bundle = bundle
+        self.spec = bundle.spec
+        self.plan = bundle.plan
+        self.windows = bundle.windows
+        self.passthrough = known_passthrough(bundle)
+        self.con = duckdb.connect(":memory:")
+        self.con.register("_history", bundle.history)
+        self.con.execute(f"CREATE TABLE {VALIDATED} AS SELECT * REPLACE "
+                         f"(CAST({quote(self.spec.date_column)} AS DATE) AS "
+                         f"{quote(self.spec.date_column)}) FROM _history")
+        self.con.unregister("_history")
+        self.con.register("_holidays", bundle.holidays)
+        self.con.execute(f"CREATE TABLE {CALENDAR} AS SELECT CAST(ds AS DATE) AS ds, "
+                         "is_holiday, days_to_holiday FROM _holidays")
+        self.con.unregister("_holidays")
+
+        # Future rows exactly as the forecasts asset computes them (same lookback, so the same
+        # window frames and the same floating-point sums); the recent observed dates with the
+        # longer lookback they need.
+        rows = pd.concat([
+            self.compute_features(self.windows.recent_start, self.windows.origin),
+            self.compute_features(self.windows.future_start, self.windows.future_end),
+        ], ignore_index=True)
+        rows = rows.sort_values(["series_id", "ds"], kind="stable").reset_index(drop=True)
+        self.rows = rows
+        step = self.spec.step_days
+        n_dates = (self.windows.future_end - self.windows.recent_start).days // step + 1
+        self.dates = [self.windows.recent_start + dt.timedelta(days=i * step)
+                      for i in range(n_dates)]
+        self.date_text = [d.isoformat() for d in self.dates]
+        self.first_future = self.dates.index(self.windows.future_start)
+        # Served series: the active ones, i.e. those with future rows (as offline forecasts).
+        future = rows[rows["ds"] > pd.Timestamp(self.windows.origin)]
+        self.series_ids = sorted(future["series_id"].unique().tolist())
+        self.series_index = {sid: i for i, sid in enumerate(self.series_ids)}
+        self.grid = np.full((len(self.series_ids), n_dates), -1, dtype=np.int64)
+        pos = rows["series_id"].map(self.series_index)
+        known = pos.notna().to_numpy()
+        date_pos = ((rows["ds"] - pd.Timestamp(self.windows.recent_start))
+                    .dt.days // step).to_numpy()
+        self.grid[pos[known].astype(int).to_numpy(), date_pos[known]] = \
+            np.arange(len(rows))[known]
+
+    def compute_features(self, start: dt.date, end: dt.date,
+                         scenario: pd.DataFrame | None = None) -> pd.DataFrame:
+        """Feature rows for ``start..end`` by the offline SQL over the snapshot.
+
+        With ``scenario`` (``series_id, ds, <known covariates>``) the known covariates of those
+        future rows are set before the features are computed: the exact what-if path. Ranges
+        of forecast dates read the forecasts asset's lookback (``origin - lookback_days``).
+        """
+        w = self.windows
+        history_start = w.history_start if start <= w.origin \
+            else w.origin - dt.timedelta(days=self.plan.lookback_days)
+        params = [*future_params(history_start, w.origin), start, end]
+        cur = self.con.cursor()
+        try:
+            if scenario is None:
+                source = future_source(self.spec, self.plan.horizon)
+            else:
+                cur.register("_scenario", scenario)
+                source = scenario_source(self.bundle)
+            rows = cur.execute(features_select(self.plan, source, HOLIDAYS_SOURCE), params).df()
+        finally:
+            cur.close()
+        rows["ds"] = pd.to_datetime(rows["ds"])
+        return rows
+
+    def rows_for(self, positions: Sequence[int], date_positions: Sequence[int]) -> np.ndarray:
+        """Row numbers of the precomputed features, series-major; -1 where no row exists."""
+        return self.grid[np.asarray(positions)[:, None], np.asarray(date_positions)[None, :]] \
+            .reshape(-1)
+
+    def exact_rows(self, series_ids: list[str], dates: list[dt.date], plan: Scenario
+                   ) -> pd.DataFrame:
+        """Feature rows of the series and dates (series-major) recomputed by the SQL with the
+        scenario in its source."""
+        scenario = pd.DataFrame(
+            [{"series_id": sid, "ds": d, **values} for sid in series_ids
+             for d, values in plan.items()],
+            columns=["series_id", "ds", *self.spec.known],
+        ).astype({c: "object" if c in self.spec.categories else "float64"
+                  for c in self.spec.known})
+        scenario["ds"] = pd.to_datetime(scenario["ds"]).dt.date
+        rows = self.compute_features(min(dates), max(dates), scenario)
+        stamps = [pd.Timestamp(d) for d in dates]
+        rows = rows[rows["series_id"].isin(series_ids) & rows["ds"].isin(stamps)]
+        order = {(sid, d): i for i, (sid, d) in
+                 enumerate((s, d) for s in series_ids for d in stamps)}
+        rows = rows.assign(_order=[order[(s, d)] for s, d in zip(rows["series_id"], rows["ds"],
+                                                                   strict=True)])
+        return rows.sort_values("_order").drop(columns="_order").reset_index(drop=True)
+
+    @staticmethod
+    def overlay(frame: pd.DataFrame, plan: Scenario) -> pd.DataFrame:
+        """Overwrite the known covariates of the scenario's dates (pass-through columns)."""
+        if not plan:
+            return frame
+        frame = frame.copy()
+        ds = frame["ds"]
+        for day, values in plan.items():
+            hit = (ds == pd.Timestamp(day)).to_numpy()
+            for col, value in values.items():
+                frame.loc[hit, col] = value
+        return frame
