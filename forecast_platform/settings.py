@@ -18,6 +18,8 @@ from pathlib import Path
 DEFAULT_DATASET = "synthetic"
 DEFAULT_BUNDLE_NAME = "forecast_bundle"
 DEFAULT_MAX_BATCH = 1000
+DEFAULT_MAX_BODY_BYTES = 1_000_000
+DEFAULT_LOCK_WAIT_SECONDS = 180.0
 
 # Variable -> meaning, for error messages and the README's settings table (a test keeps the
 # two equal).
@@ -30,6 +32,9 @@ VARIABLES = {
     "BENTOML_HOME": "the BentoML model store the serving bundle is packed into",
     "FORECAST_BUNDLE": "the serving bundle's BentoML model name",
     "FORECAST_MAX_BATCH": "most series in one service request",
+    "FORECAST_MAX_BODY_BYTES": "largest service request body",
+    "FORECAST_LOCK_WAIT_SECONDS": "how long a write waits for another process's hold on the "
+                                  "warehouse",
     "FORECAST_API_KEY": "key every service API call must carry",
     "FORECAST_ADMIN_KEY": "key the service's /reload needs",
     "FORECAST_ALERT_WEBHOOK_URL": "alerts are POSTed here",
@@ -48,6 +53,8 @@ class Settings:
     bentoml_dir: Path | None = None
     bundle_name: str = DEFAULT_BUNDLE_NAME
     max_batch: int = DEFAULT_MAX_BATCH
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    lock_wait_seconds: float = DEFAULT_LOCK_WAIT_SECONDS
     api_key: str | None = None
     admin_key: str | None = None
     alert_webhook_url: str | None = None
@@ -105,6 +112,8 @@ class Settings:
             "BENTOML_HOME": str(self.bentoml_home),
             "FORECAST_BUNDLE": self.bundle_name,
             "FORECAST_MAX_BATCH": str(self.max_batch),
+            "FORECAST_MAX_BODY_BYTES": str(self.max_body_bytes),
+            "FORECAST_LOCK_WAIT_SECONDS": str(self.lock_wait_seconds),
             "FORECAST_RETRAIN_COOLDOWN_MINUTES": str(self.retrain_cooldown_minutes),
         }
         optional = {"FORECAST_SOURCE_DIR": self.source_dir, "FORECAST_API_KEY": self.api_key,
@@ -167,6 +176,10 @@ def load_settings(env: Mapping[str, str] | None = None,
         bundle_name=env.get("FORECAST_BUNDLE") or DEFAULT_BUNDLE_NAME,
         max_batch=int(_number(env, "FORECAST_MAX_BATCH", str(DEFAULT_MAX_BATCH), int, "1000",
                               1)),
+        max_body_bytes=int(_number(env, "FORECAST_MAX_BODY_BYTES", str(DEFAULT_MAX_BODY_BYTES),
+                                   int, "1000000", 1024)),
+        lock_wait_seconds=float(_number(env, "FORECAST_LOCK_WAIT_SECONDS",
+                                        str(DEFAULT_LOCK_WAIT_SECONDS), float, "180", 0)),
         api_key=env.get("FORECAST_API_KEY") or None,
         admin_key=env.get("FORECAST_ADMIN_KEY") or None,
         alert_webhook_url=env.get("FORECAST_ALERT_WEBHOOK_URL") or None,

@@ -34,7 +34,7 @@ from forecast_platform.forecasting import registry
 from forecast_platform.forecasting.forecast import model_name
 from forecast_platform.forecasting.forecaster import Forecaster
 from forecast_platform.warehouse import tables
-from forecast_platform.warehouse.store import connect, registered, replace_range, table_exists
+from forecast_platform.warehouse.store import registered, replace_range, table_exists
 from forecast_platform.warehouse.tables import ANOMALIES, FORECASTS, VALIDATED
 
 
@@ -74,14 +74,15 @@ def build_anomaly_assets(spec: DatasetSpec) -> list:
         ),
     )
     def expected_sales(context: dg.AssetExecutionContext, platform: PlatformResource):
-        with connect(platform.warehouse_path) as con:
+        with platform.connect(log=context.log.warning) as con:
             champion = registry.champion(con, forecaster_name)
             if champion is None:
                 raise ValueError(f"no champion {forecaster_name}: expected values use its recipe")
             frame = con.execute(f"SELECT * FROM {FEATURES} ORDER BY ds").df()
         recipe = Forecaster.from_bytes(champion.model_bytes)
         expected, origins = expected_from_recipe(frame, recipe, spec.step_days, champion.version)
-        with connect(platform.warehouse_path) as con, registered(con, "_expected", expected):
+        with platform.connect(log=context.log.warning) as con, \
+                registered(con, "_expected", expected):
             con.execute(f"CREATE OR REPLACE TABLE {EXPECTED} AS SELECT series_id, "
                         "CAST(ds AS DATE) AS ds, CAST(origin AS DATE) AS origin, p10, p50, p90, "
                         "forecaster_version FROM _expected")
@@ -115,7 +116,7 @@ def build_anomaly_assets(spec: DatasetSpec) -> list:
     )
     def anomaly_model(context: dg.AssetExecutionContext, config: AnomalyConfig):
         platform: PlatformResource = context.resources.platform
-        with connect(platform.warehouse_path) as con:
+        with platform.connect(log=context.log.warning) as con:
             champion = registry.champion(con, forecaster_name)
             first, last = con.execute(f"SELECT min(ds), max(ds) FROM {EXPECTED}").fetchone()
             if last is None:
@@ -132,7 +133,7 @@ def build_anomaly_assets(spec: DatasetSpec) -> list:
                             "anomaly.fit_window": f"{fit_start} .. {last}"})
         mlflow.log_dict(detector.metadata, "anomaly_detector.json")
         run = mlflow.active_run()
-        with connect(platform.warehouse_path) as con:
+        with platform.connect(log=context.log.warning) as con:
             version = registry.register(
                 con, model_name=detector_name, horizon=0, train_start=fit_start, train_end=last,
                 features=list(detector.metadata.get("features", [])),
@@ -187,7 +188,7 @@ def build_anomaly_assets(spec: DatasetSpec) -> list:
     )
     def sales_anomalies(context: dg.AssetExecutionContext, platform: PlatformResource):
         start, end = date_range(context)
-        with connect(platform.warehouse_path) as con:
+        with platform.connect(log=context.log.warning) as con:
             record = registry.champion(con, detector_name)
             if record is None:
                 raise ValueError(f"no {detector_name} in model_registry: materialize "
@@ -199,7 +200,7 @@ def build_anomaly_assets(spec: DatasetSpec) -> list:
         if scored.problem:
             context.log.warning(scored.messages[-1])
         out = scored.rows
-        with connect(platform.warehouse_path) as con, registered(con, "_scored", out):
+        with platform.connect(log=context.log.warning) as con, registered(con, "_scored", out):
             if table_exists(con, ANOMALIES):  # tables written before the day factors
                 for column in ("forecast_p50", "day_factor"):
                     con.execute(f"ALTER TABLE {ANOMALIES} ADD COLUMN IF NOT EXISTS "

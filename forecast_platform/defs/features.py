@@ -22,7 +22,7 @@ from forecast_platform.features.offline import (
 from forecast_platform.features.sql import KNOWN_IN_ADVANCE, FeaturePlan, plan_features
 from forecast_platform.forecasting.forecaster import ForecasterParams
 from forecast_platform.ingestion.validation import SQL_TYPES
-from forecast_platform.warehouse.store import connect, quote
+from forecast_platform.warehouse.store import quote
 from forecast_platform.warehouse.tables import VALIDATED
 
 
@@ -54,8 +54,9 @@ def build_feature_assets(spec: DatasetSpec) -> list:
                     "running a year past the data so forecasts see future holidays.",
         pool="duckdb",
     )
-    def holiday_calendar(platform: PlatformResource) -> dg.MaterializeResult:
-        with connect(platform.warehouse_path) as con:
+    def holiday_calendar(context: dg.AssetExecutionContext, platform: PlatformResource
+                         ) -> dg.MaterializeResult:
+        with platform.connect(log=context.log.warning) as con:
             frame = write_calendar(con, spec.start, spec.end)
         return dg.MaterializeResult(metadata={
             "dagster/row_count": len(frame),
@@ -87,7 +88,7 @@ def build_feature_assets(spec: DatasetSpec) -> list:
     )
     def sales_features(context: dg.AssetExecutionContext, platform: PlatformResource):
         start, end = date_range(context)
-        with connect(platform.warehouse_path) as con:
+        with platform.connect(log=context.log.warning) as con:
             rows = compute_features(con, plan, start, end)
             metadata = partition_metadata(context, con, FEATURES, "ds", start, end, rows,
                                           spec.step_days)

@@ -33,7 +33,7 @@ from forecast_platform.forecasting.training import (
     train,
 )
 from forecast_platform.warehouse import tables
-from forecast_platform.warehouse.store import connect, quote, registered, replace_range
+from forecast_platform.warehouse.store import quote, registered, replace_range
 from forecast_platform.warehouse.tables import EXPLANATIONS, FORECASTS, VALIDATED
 
 
@@ -85,7 +85,7 @@ def build_forecasting_assets(spec: DatasetSpec) -> list:
         tracker = context.resources.mlflow
         params = ForecasterParams(n_estimators=config.n_estimators,
                                   learning_rate=config.learning_rate, max_depth=config.max_depth)
-        with connect(platform.warehouse_path, read_only=False) as con:
+        with platform.connect(log=context.log.warning) as con:
             frame, start, end = load_training_frame(con, spec, config.train_periods)
             champion_row = registry.champion(con, name)
         run = train(frame, start, end, spec, plan.horizon, features, params,
@@ -113,7 +113,7 @@ def build_forecasting_assets(spec: DatasetSpec) -> list:
 
         # -- registry + gate --------------------------------------------------------------------
         trigger = context.run.tags.get("trigger", "manual")
-        with connect(platform.warehouse_path) as con:
+        with platform.connect(log=context.log.warning) as con:
             version = registry.register(
                 con, model_name=name, horizon=plan.horizon, train_start=start, train_end=end,
                 features=model.features, params=params.__dict__,
@@ -181,7 +181,7 @@ def build_forecasting_assets(spec: DatasetSpec) -> list:
         ),
     )
     def forecasts(context: dg.AssetExecutionContext, platform: PlatformResource):
-        with connect(platform.warehouse_path) as con:
+        with platform.connect(log=context.log.warning) as con:
             champion_row = registry.champion(con, name)
             if champion_row is None:
                 raise ValueError(f"no champion {name} in model_registry: train the forecaster "

@@ -36,7 +36,7 @@ from forecast_platform.ingestion.validation import (
     write_rejects,
     write_validated,
 )
-from forecast_platform.warehouse.store import connect, quote
+from forecast_platform.warehouse.store import quote
 from forecast_platform.warehouse.tables import RAW, REJECTS, VALIDATED
 
 BLOCKING_CHECKS = {
@@ -93,7 +93,7 @@ def _build_raw_assets(spec: DatasetSpec) -> list:
         landed = landed_files(platform.landing_dir)
         files = {day: path for day, path in landed.items() if start <= day <= end}
         partitions = partition_count(start, end, spec.step_days)
-        with connect(platform.warehouse_path) as con:
+        with platform.connect(log=context.log.warning) as con:
             facts = ingest_files(con, spec, files, start, end, dt.datetime.now())
             metadata = partition_metadata(context, con, RAW, PARTITION_COLUMN, start, end,
                                           facts["rows"], spec.step_days)
@@ -168,7 +168,7 @@ def _build_validate_assets(spec: DatasetSpec) -> list:
     def validate_sales(context: dg.AssetExecutionContext, platform: PlatformResource):
         start, end = date_range(context)
         partitions = partition_count(start, end, spec.step_days)
-        with connect(platform.warehouse_path) as con:
+        with platform.connect(log=context.log.warning) as con:
             split = validate_range(con, spec, RAW, start, end)
             n_valid = write_validated(con, spec, split, start, end)
             n_rejects = write_rejects(con, spec, split, start, end)

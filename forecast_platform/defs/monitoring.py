@@ -41,7 +41,7 @@ from forecast_platform.monitoring.verdicts import (
 )
 from forecast_platform.monitoring.windows import drift_windows, forecast_errors, with_predictions
 from forecast_platform.warehouse import tables
-from forecast_platform.warehouse.store import connect, registered, replace_range, table_exists
+from forecast_platform.warehouse.store import registered, replace_range, table_exists
 from forecast_platform.warehouse.tables import (
     DRIFT_COLUMNS,
     DRIFT_SUMMARY,
@@ -107,7 +107,7 @@ def build_monitoring_assets(spec: DatasetSpec) -> list:
         # The partition's own date: a weekly partition's window runs a week past it.
         day, _ = date_range(context)
         settings = platform.settings
-        with connect(platform.warehouse_path) as con:
+        with platform.connect(log=context.log.warning) as con:
             champion = _champion(con, spec)
             current, reference, recent = drift_windows(
                 con, day, champion, config.window_days, config.reference_years,
@@ -124,7 +124,7 @@ def build_monitoring_assets(spec: DatasetSpec) -> list:
         summary.save_json(out_dir / f"drift_report_{day}.json")
 
         head, columns = drift_records(day, champion.version, summary, decision, html)
-        with connect(platform.warehouse_path) as con:
+        with platform.connect(log=context.log.warning) as con:
             with registered(con, "_drift_head", head):
                 replace_range(con, DRIFT_SUMMARY, "ds", day, day, "SELECT * FROM _drift_head")
             with registered(con, "_drift_cols", columns):
@@ -173,7 +173,7 @@ def build_monitoring_assets(spec: DatasetSpec) -> list:
                              platform: PlatformResource):
         first, last = date_range(context)
         metric = point_metric(spec)
-        with connect(platform.warehouse_path) as con:
+        with platform.connect(log=context.log.warning) as con:
             errors = forecast_errors(con, first - dt.timedelta(days=config.window_days - 1),
                                      last)
             # Each version is held to its own backtest (registry rows without the model bytes).
@@ -221,7 +221,7 @@ def build_monitoring_assets(spec: DatasetSpec) -> list:
         ),
     )
     def alerts(context: dg.AssetExecutionContext, platform: PlatformResource):
-        with connect(platform.warehouse_path) as con:
+        with platform.connect(log=context.log.warning) as con:
             recorded = drain_spool(con, platform.settings.alerts_spool_dir)
             total = con.execute(f"SELECT count(*) FROM {ALERTS_TABLE}").fetchone()[0] \
                 if table_exists(con, ALERTS_TABLE) else 0

@@ -7,14 +7,18 @@ disagree with them. To serve another, start the code location with other setting
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 
 import dagster as dg
+import duckdb
 
 from forecast_platform.datasets.registry import get_spec
 from forecast_platform.datasets.spec import DatasetSpec
 from forecast_platform.settings import Settings
+from forecast_platform.warehouse.store import connect
 
 
 @dataclass(frozen=True)
@@ -31,6 +35,12 @@ class Platform:
     @property
     def warehouse_path(self) -> Path:
         return self.settings.warehouse_path
+
+    def connect(self, read_only: bool = False, log: Callable[[str], None] | None = None
+                ) -> AbstractContextManager[duckdb.DuckDBPyConnection]:
+        """The warehouse, waiting up to the settings' lock wait for another process's hold
+        (``log`` hears who holds it: pass the run's ``context.log.warning``)."""
+        return connect(self.warehouse_path, read_only, self.settings.lock_wait_seconds, log)
 
     @property
     def landing_dir(self) -> Path:

@@ -21,7 +21,7 @@ from forecast_platform.defs.resources import PlatformResource
 from forecast_platform.forecasting.forecast import model_name
 from forecast_platform.serving.log import LOG_TABLE, log_file, log_select
 from forecast_platform.warehouse import tables
-from forecast_platform.warehouse.store import connect, replace_range
+from forecast_platform.warehouse.store import replace_range
 
 # Served traffic is dated by the wall clock (UTC), not by the dataset's calendar.
 PREDICTION_LOG_START = "2025-01-01"
@@ -49,7 +49,7 @@ def build_serving_assets(spec: DatasetSpec) -> list:
     )
     def serving_bundle(context: dg.AssetExecutionContext, platform: PlatformResource):
         settings = platform.settings
-        with connect(platform.warehouse_path) as con:
+        with platform.connect(log=context.log.warning) as con:
             tag = save_bundle(con, spec, name, settings,
                               extra_metadata={"dagster_run_id": context.run_id})
         manifest, path = load_manifest(tag, settings.bentoml_home)
@@ -89,7 +89,7 @@ def build_serving_assets(spec: DatasetSpec) -> list:
         directory = platform.settings.prediction_log_dir
         days = [start + dt.timedelta(days=i) for i in range((end - start).days + 1)]
         files = [p for p in (log_file(directory, d) for d in days) if p.is_file()]
-        with connect(platform.warehouse_path) as con:
+        with platform.connect(log=context.log.warning) as con:
             rows = replace_range(con, LOG_TABLE, "log_date", start, end, log_select(files))
             metadata = table_metadata(con, LOG_TABLE, "log_date", start, end, rows, schema=True)
             requests, by_endpoint = con.execute(

@@ -19,9 +19,11 @@ from pathlib import Path
 
 import duckdb
 
+from forecast_platform.settings import DEFAULT_LOCK_WAIT_SECONDS
+
 # How long a writer waits for another process's hold on the file (a run, or a reader such as
 # `duckdb -readonly`) before it fails; FORECAST_LOCK_WAIT_SECONDS in the settings.
-LOCK_WAIT_SECONDS = 180.0
+LOCK_WAIT_SECONDS = DEFAULT_LOCK_WAIT_SECONDS
 _LOCK_HOLDER = re.compile(r"Conflicting lock is held in (.+?) \(PID (\d+)\)")
 logger = logging.getLogger(__name__)
 
