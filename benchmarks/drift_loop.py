@@ -165,7 +165,7 @@ def loop(settings, last: dt.date, args: argparse.Namespace) -> dict:
             train_run = runs("train_job")[0].dagster_run
             tags = {k: v for k, v in train_run.tags.items()
                     if not k.startswith(("dagster", ".dagster"))}
-            print(f"  forecaster v{model_meta['model_version']} ({model_meta['status']}), "
+            print(f"  forecaster v{model_meta['forecaster_version']} ({model_meta['status']}), "
                   f"trigger={model_meta['trigger']}, run tags: {tags}")
             instance.run_launcher.terminate(train_run.run_id)
             deadline = time.time() + 120
@@ -176,7 +176,7 @@ def loop(settings, last: dt.date, args: argparse.Namespace) -> dict:
     finally:
         os.killpg(daemon.pid, signal.SIGTERM)
         daemon.wait(timeout=60)
-    return {"marks": marks, "model_version": model_meta["model_version"],
+    return {"marks": marks, "forecaster_version": model_meta["forecaster_version"],
             "status": model_meta["status"], "trigger": model_meta["trigger"],
             "drift_report_window": meta["window"], "retrain_columns": meta["retrain_columns"]}
 

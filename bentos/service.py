@@ -12,11 +12,17 @@ Environment, read once at start through ``forecast_platform.settings`` (``SETTIN
     FORECAST_API_KEY      when set, every API call needs it (``X-API-Key`` or Bearer)
     FORECAST_ADMIN_KEY    needed by ``reload`` (``X-Admin-Key``); unset = reload disabled
     FORECAST_MAX_BATCH    most series per request (default 1000)
+    FORECAST_MAX_BODY_BYTES  largest request body (default 1,000,000 bytes)
 
 Status codes: 400 malformed JSON, wrong types or missing fields (the body names the field),
-401 missing key, 403 wrong key, 404 unknown series, 413 oversized batch, 422 values out of
-range (horizon, dates, covariates, a date that cannot be scored, a negative actual), 501 a
-capability the bundle lacks (anomaly scoring without a detector).
+401 missing key, 403 wrong key, 404 unknown series, 413 oversized batch or request body, 422
+values out of range (horizon, dates, covariates, a date that cannot be scored, a negative
+actual), 501 a capability the bundle lacks (anomaly scoring without a detector). Every error
+body is a JSON object of at most 10,000 bytes whatever the input (``serving.requests``:
+``bounded_error``); it quotes at most a few hundred characters of any offending value.
+
+Versions in answers: ``forecaster_version`` (the forecaster's registry version) and, from
+``score_anomaly``, ``detector_version``.
 """
 
 from __future__ import annotations
@@ -44,25 +50,39 @@ from starlette.responses import JSONResponse, Response  # noqa: E402
 from forecast_platform.serving.bundle import load_bundle  # noqa: E402
 from forecast_platform.serving.log import PredictionLog, new_request_id  # noqa: E402
 from forecast_platform.serving.online import OnlineModel  # noqa: E402
-from forecast_platform.serving.requests import ServingError  # noqa: E402
+from forecast_platform.serving.requests import (  # noqa: E402
+    LISTED,
+    MESSAGE_CHARS,
+    ServingError,
+    bounded_error,
+    shorten,
+)
 
 BUNDLE = SETTINGS.bundle_name
 API_KEY_ENV = "FORECAST_API_KEY"
 ADMIN_KEY_ENV = "FORECAST_ADMIN_KEY"
+MAX_BODY_ENV = "FORECAST_MAX_BODY_BYTES"
 API_KEY_HEADER = "x-api-key"
 ADMIN_KEY_HEADER = "x-admin-key"
 PREDICTION_APIS = {"forecast", "forecast_batch", "score_anomaly", "explain", "model_info"}
 ADMIN_APIS = {"reload"}
 # Trailing parts of a pydantic error location that name a union branch or a dict key position.
 UNION_TAGS = {"str", "int", "float", "bool", "[key]"}
+# Methods whose requests carry no body to limit (health, metrics, docs).
+BODYLESS = {"GET", "HEAD", "OPTIONS"}
 
+# Containers a client sizes (keys, dates, covariates, series) stop validating at their first
+# bad entry (``fail_fast``): an answer names that entry, and a body of 50,000 bad keys costs
+# one error, not 50,000 (BentoML builds, logs and encodes every error before we see them).
 SeriesKeys = Annotated[
     dict[str, StrictStr | StrictInt],
     Field(description="the series' keys, e.g. {\"store\": 1, \"item\": 7}",
-          examples=[{"store": 1, "item": 1}]),
+          examples=[{"store": 1, "item": 1}], fail_fast=True),
 ]
+SeriesList = Annotated[list[SeriesKeys], Field(fail_fast=True)]
 Scenario = Annotated[
-    dict[dt.date, dict[str, float]] | None,
+    Annotated[dict[dt.date, Annotated[dict[str, float], Field(fail_fast=True)]],
+              Field(fail_fast=True)] | None,
     Field(description="known-in-advance covariates by forecast date, e.g. "
                       "{\"2018-01-05\": {\"promo\": 1}}; unset covariates stay 0",
           examples=[None]),
@@ -84,13 +104,14 @@ Horizon = Annotated[
 
 
 class KeyAuth:
-    """API-key and admin-key checks before a request body is even read.
+    """API-key and admin-key checks before a request body is even read, then the body limit.
 
-    Keys come from ``SETTINGS`` (FORECAST_API_KEY, FORECAST_ADMIN_KEY), looked up per request
-    rather than bound when BentoML builds the middleware, so that replacing ``SETTINGS`` (as
-    the tests do to configure keys) takes effect without rebuilding the app. Missing key: 401;
-    wrong key: 403; both with a message saying which header is expected. Health, metrics and
-    docs stay open.
+    Keys and the limit come from ``SETTINGS`` (FORECAST_API_KEY, FORECAST_ADMIN_KEY,
+    FORECAST_MAX_BODY_BYTES), looked up per request rather than bound when BentoML builds the
+    middleware, so that replacing ``SETTINGS`` (as the tests do) takes effect without
+    rebuilding the app. Missing key: 401; wrong key: 403; both with a message saying which
+    header is expected. Health, metrics and docs stay open. A body over the limit is a 413
+    (``read_body``); every error answer of the APIs goes through ``ErrorBodies``.
     """
 
     def __init__(self, app: Callable, **_: Any):
@@ -109,8 +130,12 @@ class KeyAuth:
             if denied is not None:
                 await denied(scope, receive, send)
                 return
-            if name in PREDICTION_APIS or name in ADMIN_APIS:
-                await self.app(scope, receive, ValidationMessages(send))
+            api = name in PREDICTION_APIS or name in ADMIN_APIS
+            if api or scope.get("method", "GET") not in BODYLESS:
+                receive = await read_body(scope, receive, send, SETTINGS.max_body_bytes)
+                if receive is None:  # answered 413, or the client left
+                    return
+                await self.app(scope, receive, ErrorBodies(send))
                 return
         await self.app(scope, receive, send)
 
@@ -138,59 +163,124 @@ class KeyAuth:
         return None
 
 
-class ValidationMessages:
-    """Rewrites BentoML's 400 for a failed input validation into a message naming each field.
+async def read_body(scope: dict, receive: Callable, send: Callable, limit: int
+                    ) -> Callable | None:
+    """The request body, read whole up to ``limit`` bytes; a ``receive`` that replays it.
+
+    Over the limit: a 413 naming the limit and its setting, answered from the declared
+    ``Content-Length`` before any byte is read, or (a chunked body) as soon as the bytes
+    received pass the limit, without reading further. Returns None when answered (or when the
+    client left), else the ``receive`` to hand to the app.
+    """
+    headers = dict(scope.get("headers", []))
+    declared = headers.get(b"content-length", b"").strip()
+    if declared.isdigit() and int(declared) > limit:
+        await _too_large(limit, int(declared))(scope, receive, send)
+        return None
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":  # http.disconnect: nobody to answer
+            return None
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            await _too_large(limit, None)(scope, receive, send)
+            return None
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
+    body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    delivered = False
+
+    async def replay() -> dict:
+        nonlocal delivered
+        if delivered:
+            return await receive()  # after the body: wait for the disconnect, as the server would
+        delivered = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return replay
+
+
+def _too_large(limit: int, declared: int | None) -> JSONResponse:
+    size = f"of {declared:,} bytes " if declared is not None else ""
+    return JSONResponse({
+        "error": f"request body {size}is larger than the limit of {limit:,} bytes "
+                 f"({MAX_BODY_ENV}); send fewer series or a smaller scenario per request",
+        "field": "body", "limit_bytes": limit, "setting": MAX_BODY_ENV,
+        "expected": f"a request body of at most {limit:,} bytes"},
+        status_code=413, headers={"Connection": "close"} if declared is None else None)
+
+
+class ErrorBodies:
+    """Every error answer of the APIs, bounded; BentoML's validation 400 rewritten readably.
 
     BentoML answers ``"1 validation error for Input"`` with the details in a list; clients
     (and people reading logs) should see ``"horizon: Input should be a valid integer"`` first.
-    The original details stay under ``detail``.
+    The first details stay under ``detail``. Any answer of status >= 400 (BentoML's, ours) is
+    then cut to ``bounded_error``'s 10,000 bytes: a huge invalid value or thousands of invalid
+    keys cannot make a huge answer. Successful answers pass through untouched.
     """
 
     def __init__(self, send: Callable):
         self.send = send
         self.start: dict | None = None
-        self.body = b""
+        self.chunks: list[bytes] = []
 
     async def __call__(self, message: dict) -> None:
-        if message["type"] == "http.response.start" and message["status"] == 400:
+        if message["type"] == "http.response.start" and message["status"] >= 400:
             self.start = message
             return
         if self.start is None or message["type"] != "http.response.body":
             await self.send(message)
             return
-        self.body += message.get("body", b"")
+        self.chunks.append(message.get("body", b""))
         if message.get("more_body"):
             return
-        body = self._rewrite(self.body)
+        body = self._bounded(self.start["status"], b"".join(self.chunks))
         headers = [(k, v) for k, v in self.start.get("headers", [])
-                   if k.lower() != b"content-length"]
-        headers.append((b"content-length", str(len(body)).encode()))
+                   if k.lower() not in (b"content-length", b"content-type")]
+        headers += [(b"content-length", str(len(body)).encode()),
+                    (b"content-type", b"application/json")]
         await self.send({**self.start, "headers": headers})
         await self.send({"type": "http.response.body", "body": body})
 
-    @staticmethod
-    def _rewrite(body: bytes) -> bytes:
+    @classmethod
+    def _bounded(cls, status: int, body: bytes) -> bytes:
         try:
             data = json.loads(body)
         except ValueError:
-            return body
+            data = {"error": body[:MESSAGE_CHARS * 4].decode("utf-8", "replace")}
+        if status == 400:
+            data = cls._rewrite(data)
+        return bounded_error(data)
+
+    @staticmethod
+    def _rewrite(data: Any) -> Any:
         if not isinstance(data, dict) or not isinstance(data.get("detail"), list):
-            return body
+            return data
         by_field: dict[str, list[str]] = {}
         for item in data["detail"]:
-            loc = [str(p) for p in item.get("loc", [])]
+            if not isinstance(item, dict):
+                continue
+            loc = [shorten(str(p)) for p in item.get("loc", [])]
             while loc and loc[-1] in UNION_TAGS:  # "series.store.int" -> "series.store"
                 loc.pop()
             messages = by_field.setdefault(".".join(loc) or "body", [])
-            if item.get("msg", "invalid") not in messages:
-                messages.append(item.get("msg", "invalid"))
+            msg = shorten(str(item.get("msg", "invalid")))
+            if msg not in messages and len(messages) < LISTED:
+                messages.append(msg)
         if not by_field:
-            return body
+            return data
         fields = list(by_field)
         problems = [f"{field}: {' or '.join(msgs)}" for field, msgs in by_field.items()]
-        out = {"error": "invalid request: " + "; ".join(problems), "field": fields[0],
-               "fields": fields, "detail": data["detail"]}
-        return json.dumps(out).encode()
+        more = len(problems) - LISTED
+        error = "invalid request: " + "; ".join(problems[:LISTED]) + (
+            f"; and {more:,} more fields" if more > 0 else "")
+        return {"error": error, "field": fields[0], "fields": fields[:LISTED],
+                "detail": data["detail"][:LISTED]}
 
 
 class FastJSONResponse(Response):
@@ -235,14 +325,14 @@ class ForecastService:
         except ServingError as exc:
             return JSONResponse(exc.as_dict(), status_code=exc.status)
         except ValueError as exc:
-            return JSONResponse({"error": str(exc)}, status_code=400)
+            return JSONResponse({"error": shorten(str(exc), MESSAGE_CHARS)}, status_code=400)
 
     def _log(self, online: OnlineModel, endpoint: str, request_id: str,
              inputs: dict[str, Any], results: list[dict[str, Any]],
              outputs: Callable[[dict[str, Any]], dict[str, list]]) -> None:
         self.log.write({
             "request_id": request_id, "endpoint": endpoint, "bundle": online.bundle.tag,
-            "model_version": online.bundle.model_version, "series_id": r["series_id"],
+            "forecaster_version": online.bundle.forecaster_version, "series_id": r["series_id"],
             "series": r["series"], "inputs": inputs, "outputs": outputs(r),
         } for r in results)
 
@@ -267,7 +357,8 @@ class ForecastService:
             request_id = new_request_id()
             inputs = {"horizon": horizon, "scenario": self._scenario_json(scenario)}
             self._log(online, "forecast", request_id, inputs, [result], _forecast_outputs)
-            return {"request_id": request_id, "model_version": online.bundle.model_version,
+            return {"request_id": request_id,
+                    "forecaster_version": online.bundle.forecaster_version,
                     "bundle": online.bundle.tag, "origin": online.windows.origin.isoformat(),
                     **_records(result)}
         if scenario:
@@ -275,7 +366,7 @@ class ForecastService:
         return self._answer(work)
 
     @bentoml.api
-    def forecast_batch(self, series: list[SeriesKeys], horizon: Horizon = None,
+    def forecast_batch(self, series: SeriesList, horizon: Horizon = None,
                        scenario: Scenario = None) -> JSONBody:
         """Forecasts of many series in one vectorized call (at most ``max_batch``).
 
@@ -288,7 +379,8 @@ class ForecastService:
             inputs = {"horizon": horizon, "scenario": self._scenario_json(scenario),
                       "batch_size": len(series)}
             self._log(online, "forecast_batch", request_id, inputs, results, _forecast_outputs)
-            return {"request_id": request_id, "model_version": online.bundle.model_version,
+            return {"request_id": request_id,
+                    "forecaster_version": online.bundle.forecaster_version,
                     "bundle": online.bundle.tag, "origin": online.windows.origin.isoformat(),
                     "forecasts": results}
         return self._answer(work)
@@ -308,7 +400,8 @@ class ForecastService:
                       "top": top}
             self._log(online, "explain", request_id, inputs, [result], lambda r: {
                 "ds": [r["date"]], "p10": [r["p10"]], "p50": [r["p50"]], "p90": [r["p90"]]})
-            return {"request_id": request_id, "model_version": online.bundle.model_version,
+            return {"request_id": request_id,
+                    "forecaster_version": online.bundle.forecaster_version,
                     "bundle": online.bundle.tag, **result}
         return self._answer(work)
 
@@ -332,8 +425,8 @@ class ForecastService:
                           "ds": [r["date"]], "actual": [r["actual"]], "score": [r["score"]],
                           "is_anomaly": [r["is_anomaly"]], "p10": [r.get("p10")],
                           "p50": [r.get("expected")], "p90": [r.get("p90")]})
-            return {"request_id": request_id, "model_version": online.bundle.model_version,
-                    "bundle": online.bundle.tag, **result}
+            # The result says both versions: forecaster_version and detector_version.
+            return {"request_id": request_id, "bundle": online.bundle.tag, **result}
         return self._answer(work)
 
     @bentoml.api
@@ -356,13 +449,13 @@ class ForecastService:
                                     status_code=404)
             if str(ref.tag) == current.bundle.tag:
                 return {"reloaded": False, "bundle": current.bundle.tag,
-                        "model_version": current.bundle.model_version,
+                        "forecaster_version": current.bundle.forecaster_version,
                         "message": "already serving the newest bundle"}
             self.online = OnlineModel(load_bundle(ref.path, tag=str(ref.tag)),
                                       max_batch=SETTINGS.max_batch)
         return {"reloaded": True, "previous_bundle": current.bundle.tag,
                 "bundle": self.online.bundle.tag,
-                "model_version": self.online.bundle.model_version}
+                "forecaster_version": self.online.bundle.forecaster_version}
 
 
 def _forecast_outputs(result: dict[str, Any]) -> dict[str, list]:

@@ -384,7 +384,8 @@ def test_score_range_skips_what_the_detector_cannot_read(clean, detector):
 def test_anomaly_rate_reports_bursts_and_days_shifted_as_a_whole():
     days = np.repeat(pd.to_datetime(["2017-03-01", "2017-03-02", "2017-03-03"]), 20)
     flags = np.zeros(60, dtype=bool)
-    flags[20:22] = True  # 10 % of the second day's series
+    flags[20:23] = True  # 15 % of the second day's series
+    flags[40:42] = True  # 10 % of the third day's, but only two series: no burst
     rows = pd.DataFrame({"ds": days, "series_id": np.tile(np.arange(20), 3),
                          "is_anomaly": flags,
                          "day_factor": np.repeat([1.0, 1.0, 1.5], 20)})
@@ -392,7 +393,7 @@ def test_anomaly_rate_reports_bursts_and_days_shifted_as_a_whole():
     assert not outcome.passed
     assert f"1 days flag more than {MAX_DAILY_RATE:.0%}" in outcome.summary
     assert "1 days have ALL series at a common factor outside 0.8-1.25" in outcome.summary
-    assert outcome.figures == {"days_over_limit": 1, "max_daily_share": 0.1,
+    assert outcome.figures == {"days_over_limit": 1, "max_daily_share": 0.15,
                                "common_shift_days": 1, "rows_skipped": 4}
     assert list(outcome.examples["what"]) == ["share of series flagged",
                                                "day factor (all series)"]

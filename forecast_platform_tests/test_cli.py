@@ -57,6 +57,16 @@ def test_demo_builds_the_warehouse_and_summarizes(tmp_path):
     assert f"sales_features {rows:>12}".replace(" ", "") in out.replace(" ", "")
     assert champions == 2  # the forecaster and the anomaly detector
     assert any((data / "bentoml" / "models").iterdir())
+    assert 'forecast-platform query "SELECT ..."' in out and "duckdb -readonly" not in out
+
+    # The safe way to read: one query, and the file is let go at once.
+    query = [sys.executable, "-m", "forecast_platform.cli", "query", "--data-dir", str(data)]
+    done = subprocess.run([*query, "SELECT count(*) AS n FROM sales_features"], env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.split() == ["n", str(rows)], done.stderr
+    done = subprocess.run([*query, "SELECT nope FROM forecasts"], env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "nope" in done.stderr and "Traceback" not in done.stderr
 
 
 def test_workspace_yaml_matches_the_fallback():

@@ -51,7 +51,8 @@ def test_first_model_beats_baselines_and_becomes_champion(trained):
                                "octet_length(model_bytes) AS size FROM model_registry ORDER BY 1")
     assert registry.loc[0, "status"] == "champion" and registry.loc[0, "size"] > 10_000
     meta = metadata(first, "forecaster")
-    assert meta["model_version"] == 1 and meta["mlflow_run_id"] == registry.loc[0, "mlflow_run_id"]
+    assert meta["forecaster_version"] == 1
+    assert meta["mlflow_run_id"] == registry.loc[0, "mlflow_run_id"]
     assert 0.5 < meta["coverage_p10_p90"] <= 1.0
     with open(meta["report"]) as handle:
         report = handle.read()

@@ -244,3 +244,202 @@ def test_an_excel_bom_file_ingests_and_stray_names_are_reported_not_ingested(tmp
     examples = names.metadata["examples"].value
     assert "sales_2017-02-30.csv" in examples and "sales_2099-01-01.csv" in examples
     assert check_results(result)["raw_sales.freshness"].passed
+
+
+# --- Faults: one bad file never holds good files back -------------------------------------------
+
+FAULT_START = dt.date(2017, 12, 1)
+FAULT_END = dt.date(2017, 12, 14)
+HEADER = ",".join(SPEC.columns)  # date,store,item,sales,promo
+
+
+def _good_rows(day: dt.date) -> list[str]:
+    return [f"{day},{store},{item},{store + item},0" for store in range(1, 5)
+            for item in range(1, 6)]
+
+
+def _balanced(settings) -> None:
+    """raw = valid + rejected on every partition, by the core function and by hand."""
+    from forecast_platform.ingestion.checks import unbalanced_partitions
+
+    with duckdb.connect(str(settings.warehouse_path), read_only=True) as con:
+        assert unbalanced_partitions(con, SPEC) == []
+    by_hand = query(settings, """
+        SELECT r.d, r.n, coalesce(v.n, 0) + coalesce(j.n, 0)
+        FROM (SELECT partition_date d, count(*) n FROM raw_sales GROUP BY 1) r
+        LEFT JOIN (SELECT date d, count(*) n FROM validated_sales GROUP BY 1) v USING (d)
+        LEFT JOIN (SELECT partition_date d, count(*) n FROM sales_rejects GROUP BY 1) j USING (d)
+        WHERE r.n <> coalesce(v.n, 0) + coalesce(j.n, 0)""")
+    assert by_hand == []
+
+
+def _land_faults(settings) -> dict[str, dt.date]:
+    """14 days of 20 series; four of them replaced by files nothing can read as the spec says."""
+    land_synthetic(SPEC, settings.landing_dir(), start=FAULT_START, end=FAULT_END, n_stores=4,
+                   n_items=5, mistakes=False)
+    files = landed_files(settings.landing_dir())
+    bad = {"binary": dt.date(2017, 12, 3), "cp1252": dt.date(2017, 12, 6),
+           "fields": dt.date(2017, 12, 9), "long": dt.date(2017, 12, 12)}
+    # A binary file (a gzip of the real thing, as a wrong export step would drop it).
+    import gzip
+
+    files[bad["binary"]].write_bytes(gzip.compress(files[bad["binary"]].read_bytes()))
+    # Windows-1252: the 21st row names a store 'Café' (é = 0xe9, not UTF-8).
+    day = bad["cp1252"]
+    files[day].write_bytes(
+        "\n".join([HEADER, *_good_rows(day), f"{day},Café,1,3,0"]).encode("cp1252") + b"\n")
+    # A row with one field too many on line 11 (the header is line 1).
+    day = bad["fields"]
+    rows = _good_rows(day)
+    rows[9] += ",7"
+    files[day].write_text("\n".join([HEADER, *rows]) + "\n")
+    # A 2.5 MB line: a runaway value in the sales column.
+    day = bad["long"]
+    rows = _good_rows(day)
+    rows[2] = f"{day},1,3,{'9' * 2_500_000},0"
+    files[day].write_text("\n".join([HEADER, *rows]) + "\n")
+    return bad
+
+
+@pytest.fixture(scope="module")
+def faults(tmp_path_factory):
+    settings = make_settings(tmp_path_factory.mktemp("faults"))
+    bad = _land_faults(settings)
+    return settings, bad, run_job(settings, FAULT_START, FAULT_END)
+
+
+def test_bad_files_are_quarantined_as_files_and_the_good_days_ingest(faults):
+    settings, bad, result = faults
+    good_days = (FAULT_END - FAULT_START).days + 1 - len(bad)
+    assert good_days == 10
+    by_day = dict(query(settings, "SELECT partition_date, count(*) FROM raw_sales GROUP BY 1"))
+    assert set(by_day) == {FAULT_START + dt.timedelta(days=i) for i in range(14)} - \
+        set(bad.values())
+    assert all(n == 20 for n in by_day.values())
+    assert query(settings, "SELECT count(*) FROM validated_sales") == [(20 * good_days,)]
+    _balanced(settings)
+
+    rejects = {row[0]: row[1:] for row in query(
+        settings, "SELECT partition_date, file, reason, bytes FROM file_rejects")}
+    assert set(rejects) == set(bad.values())  # one row per bad file, none for the good ones
+    for day, (file, reason, size) in rejects.items():
+        assert file.endswith(f"sales_{day}.csv") and size > 0
+        assert len(reason) <= 500, reason
+    reason = {kind: rejects[day][1] for kind, day in bad.items()}
+    assert reason["binary"].startswith("binary")
+    assert "not UTF-8: byte 0xe9 at offset" in reason["cp1252"]
+    assert "`encoding: cp1252`" in reason["cp1252"]
+    assert reason["fields"] == "structure: line 11 has 6 fields where the header has 5"
+    assert "line 4 is 2,500,0" in reason["long"] and "limit of 2,097,152 bytes" in \
+        reason["long"]
+
+
+def test_the_partitions_of_bad_files_fail_completeness_naming_file_and_reason(faults):
+    settings, bad, result = faults
+    checks = check_results(result)
+    completeness = checks["validated_sales.completeness"]
+    assert not completeness.passed and completeness.blocking
+    assert completeness.metadata["files_without_rows"].value == 4
+    summary = completeness.metadata["summary"].value
+    for day in bad.values():
+        assert f"sales_{day}.csv" in summary
+    assert "line 11 has 6 fields" in summary and "not UTF-8" in summary
+    assert "sales_features" not in materialized(result)  # blocked before the models
+    files = checks["raw_sales.files_readable"]
+    assert not files.passed and files.metadata["files_unreadable"].value == 4
+    # Read and quarantined is ingested: no backlog.
+    assert checks["raw_sales.freshness"].passed
+    assert checks["validated_sales.rows_balance"].passed
+
+
+def test_no_event_of_the_run_copies_the_oversized_line(faults):
+    _, _, result = faults
+    for event in result.all_events:
+        assert "9" * 1000 not in str(event), event.event_type_value
+
+
+def test_a_declared_cp1252_file_is_read_with_its_text(tmp_path):
+    """With ``encoding: cp1252`` in the (YAML) spec the Windows-1252 file ingests: its text is
+    decoded right ('Café' reaches the quarantine spelt so), the rows keep the original file as
+    their source, and a UTF-8 file beside it still reads as UTF-8."""
+    import yaml
+
+    settings = make_settings(tmp_path, dataset="shop1252")
+    spec = {"name": "shop1252", "csv": str(tmp_path / "unused.csv"), "frequency": "D",
+            "date_column": "date", "keys": ["store", "item"],
+            "key_types": {"store": "int", "item": "int"}, "target": "sales",
+            "known": {"promo": "int"}, "start": "2013-01-01", "end": "2017-12-31",
+            "horizon": 28, "max_target": 1000, "encoding": "cp1252"}
+    settings.datasets_dir.mkdir(parents=True)
+    (settings.datasets_dir / "shop1252.yaml").write_text(yaml.safe_dump(spec))
+    landing = settings.landing_dir()
+    landing.mkdir(parents=True)
+    first = dt.date(2017, 12, 5)
+    days = [first + dt.timedelta(days=i) for i in range(3)]
+    for day in days[:2]:
+        (landing / f"sales_{day}.csv").write_text(
+            "\n".join([HEADER, *_good_rows(day), f"{day},Zoë,2,1,0"]) + "\n")  # UTF-8
+    (landing / f"sales_{days[2]}.csv").write_bytes(
+        "\n".join([HEADER, *_good_rows(days[2]), f"{days[2]},Café,1,3,0"]).encode("cp1252")
+        + b"\n")
+    result = run_job(settings, days[0], days[-1])
+    assert query(settings, "SELECT count(*) FROM file_rejects") == [(0,)]
+    assert query(settings, "SELECT count(*) FROM validated_sales") == [(60,)]
+    rejects = query(settings, "SELECT store, _source_file, reason FROM sales_rejects "
+                              "ORDER BY partition_date")
+    assert [r[0] for r in rejects] == ["Zoë", "Zoë", "Café"]
+    assert rejects[2][1] == str(landing / f"sales_{days[2]}.csv")
+    assert "'Café' is not an integer" in rejects[2][2]
+    assert check_results(result)["raw_sales.freshness"].passed
+
+
+def test_empty_and_header_only_files_are_ingested_but_incomplete(tmp_path):
+    """Both count as ingested (freshness passes, no backlog forever); the partition has no rows,
+    so completeness fails and says which file and why."""
+    settings = make_settings(tmp_path)
+    land_synthetic(SPEC, settings.landing_dir(), start=FAULT_START, end=FAULT_END, n_stores=4,
+                   n_items=5, mistakes=False)
+    files = landed_files(settings.landing_dir())
+    empty, header_only = dt.date(2017, 12, 1), dt.date(2017, 12, 8)
+    files[empty].write_bytes(b"")
+    files[header_only].write_text(HEADER + "\n")
+    result = run_job(settings, FAULT_START, FAULT_END)
+    checks = check_results(result)
+    assert checks["raw_sales.freshness"].passed
+    assert checks["raw_sales.freshness"].metadata["backlog_partitions"].value == 0
+    completeness = checks["validated_sales.completeness"]
+    assert not completeness.passed
+    summary = completeness.metadata["summary"].value
+    assert f"sales_{empty}.csv (no rows: the file is empty (0 bytes))" in summary
+    assert f"sales_{header_only}.csv (no rows: the file has a header only)" in summary
+    # The first day has no history to miss series against: its empty file still fails it.
+    assert str(empty) in completeness.metadata["examples"].value
+    assert "sales_features" not in materialized(result)
+    _balanced(settings)
+
+
+def test_rows_balance_finds_partitions_validation_did_not_cover(tmp_path):
+    """A run killed between ingesting and validating leaves raw rows without their validated
+    rows: the rows_balance check of any later run names those partitions, and so does
+    ``unbalanced_partitions`` (what the CLI or a sensor asks to validate again)."""
+    from forecast_platform.ingestion.checks import unbalanced_partitions
+
+    settings = make_settings(tmp_path)
+    land_synthetic(SPEC, settings.landing_dir(), start=FAULT_START, end=FAULT_END, n_stores=4,
+                   n_items=5, mistakes=False)
+    assert run_job(settings, FAULT_START, FAULT_END).success
+    lost = dt.date(2017, 12, 4)
+    with duckdb.connect(str(settings.warehouse_path)) as con:
+        con.execute("DELETE FROM validated_sales WHERE date = ?", [lost])
+        assert unbalanced_partitions(con, SPEC) == [lost]
+        assert unbalanced_partitions(con, SPEC, FAULT_START, dt.date(2017, 12, 3)) == []
+    later = run_job(settings, FAULT_END, FAULT_END)
+    balance = check_results(later)["validated_sales.rows_balance"]
+    assert not balance.passed and balance.severity == dg.AssetCheckSeverity.ERROR
+    assert not balance.blocking  # the run's own partitions are fine: it does not stop them
+    assert str(lost) in balance.metadata["summary"].value
+    assert balance.metadata["unbalanced_partitions"].value == 1
+    # Validating that partition again restores raw = valid + rejected.
+    again = run_job(settings, lost, lost)
+    assert check_results(again)["validated_sales.rows_balance"].passed
+    _balanced(settings)

@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from forecast_platform.cli import main
-from forecast_platform.datasets.custom import MappingError, inspect_csv
+from forecast_platform.datasets.custom import MappingError, inspect_csv, readable_bound, to_spec
 from forecast_platform.datasets.registry import get_spec
 from forecast_platform_tests.conftest import check_results, make_settings, materialized, run_job
 
@@ -127,6 +127,40 @@ def test_the_date_error_names_column_and_value(tmp_path):
         inspect_csv(csv, "x", "when", ["k"], "y")
 
 
+def test_the_target_bound_is_proposed_from_the_history(tmp_path):
+    """10x the largest target, rounded up to a readable figure, and listed in the report."""
+    csv = weekly_csv(tmp_path / "sales.csv")
+    largest = pd.read_csv(csv)["units"].max()
+    p = inspect_csv(csv, "shop", "week_ending", ["region", "sku"], "units")
+    bound = p.spec["max_target"]
+    assert 10 * largest <= bound <= 50 * largest
+    assert f"{bound:g}".lstrip("0.")[0] in "125"  # 1, 2 or 5 times a power of ten
+    assert f"plausibility bound max_target {bound:,g}" in p.text()
+    assert f"largest value of the history, {largest:,g}" in p.text()
+    spec = to_spec(p.spec)
+    assert spec.max_target == bound and spec.encoding == "utf-8"
+
+
+@pytest.mark.parametrize(("value", "bound"), [(2310, 5000), (6_930_993.6, 10_000_000),
+                                              (83_590, 100_000), (10_000, 10_000), (0.3, 0.5)])
+def test_readable_bound_rounds_up_to_1_2_or_5_times_a_power_of_ten(value, bound):
+    assert readable_bound(value) == bound
+
+
+def test_a_windows_1252_csv_is_refused_unless_declared(tmp_path):
+    csv = tmp_path / "x.csv"
+    text = "when,k,y\n" + "".join(f"2020-01-0{d},Café,{d}\n" for d in range(1, 8))
+    csv.write_bytes(text.encode("cp1252"))
+    with pytest.raises(MappingError, match=r"is not UTF-8: byte 0xe9 at offset 23 .*cp1252"):
+        inspect_csv(csv, "x", "when", ["k"], "y")
+    p = inspect_csv(csv, "x", "when", ["k"], "y", encoding="cp1252")
+    assert p.spec["encoding"] == "cp1252" and "read as cp1252" in p.text()
+    spec = to_spec(yaml.safe_load(yaml.safe_dump(p.spec)))
+    assert spec.encoding == "cp1252"
+    files = spec.lander(spec, tmp_path / "landing")  # the lander reads it as declared
+    assert "Café" in files[0].read_text(encoding="utf-8")
+
+
 # -- from the CSV to forecasts, through the CLI's init-dataset and the real graph ---------------
 
 
@@ -164,6 +198,8 @@ def test_init_dataset_writes_a_spec_get_spec_finds(graph):
     # The static attribute is constant per region, the holiday flag makes WMAE the metric.
     assert spec.static == {"region_type": "str"} and spec.static_keys == ("region",)
     assert spec.holiday_column == "holiday" and spec.metric == "wmae"
+    # The plausibility bound and the encoding go through the YAML.
+    assert spec.max_target == data["max_target"] > 0 and spec.encoding == "utf-8"
 
 
 def test_the_graph_runs_on_the_users_csv_to_forecasts(graph):

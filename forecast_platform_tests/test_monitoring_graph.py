@@ -123,7 +123,7 @@ def test_drifted_days_are_reported_stored_and_alerted(world, webhook):
     meta = metadata(drifted, "drift_report")
     assert meta["retrain"] is True
     assert "y" in meta["retrain_columns"]
-    assert meta["model_version"] == 1
+    assert meta["forecaster_version"] == 1
     html = settings.reports_dir / "drift" / f"drift_report_{DRIFT_END}.html"
     assert html.exists() and html.stat().st_size > 100_000
     summary = query(settings, "SELECT * FROM drift_summary WHERE ds = ?", [DRIFT_END])
@@ -142,7 +142,7 @@ def test_forecasts_for_drifted_days_are_flagged_as_degraded(world):
     settings, _, _, _, drifted = world
     perf = metadata(drifted, "forecast_performance")
     assert perf["degraded"] is True, perf
-    assert perf["ratio"] > 1.5 and perf["model_version"] == 1
+    assert perf["ratio"] > 1.5 and perf["forecaster_version"] == 1
     rows = query(settings, "SELECT * FROM forecast_performance")
     assert set(rows["ds"].astype(str)) == {str(DRIFT_END)}
     assert bool(rows["degraded"].iloc[0]) and rows["forecaster_version"].iloc[0] == 1
@@ -172,7 +172,7 @@ def test_sensor_requests_a_tagged_retrain_which_records_a_new_version(world):
     # ... and the same day, reported against it, no longer asks for a retrain: no storm.
     again = execute(defs, instance, "monitor_job", partition=str(DRIFT_END))
     report = metadata(again, "drift_report")
-    assert report["model_version"] == 2 and report["retrain"] is False
+    assert report["forecaster_version"] == 2 and report["retrain"] is False
     assert "already trained on it" in report["retrain_reason"]
     assert not tick(defs, instance, "drift_sensor", cursor=first.cursor).run_requests
 
@@ -187,19 +187,19 @@ def test_retrain_sensors_honour_flags_cooldown_and_run_keys():
         def context(cursor=None):
             return dg.build_sensor_context(instance=instance, cursor=cursor)
 
-        _report(instance, "drift_report", "2017-07-01", retrain=False, model_version=1,
+        _report(instance, "drift_report", "2017-07-01", retrain=False, forecaster_version=1,
                 drifted_share=0.1)
         clean = evaluate_trigger(context(), DRIFT, cooldown_minutes=60)
         assert not clean.run_requests  # a clean report asks for nothing
 
-        _report(instance, "drift_report", "2017-07-02", retrain=True, model_version=1,
+        _report(instance, "drift_report", "2017-07-02", retrain=True, forecaster_version=1,
                 drifted_share=0.4, retrain_columns="y, p50")
         drifted = evaluate_trigger(context(clean.cursor), DRIFT, cooldown_minutes=60)
         [request] = drifted.run_requests
         assert request.tags["trigger"] == "drift" and request.tags["partition"] == "2017-07-02"
         assert request.run_key == "drift:2017-07-02:v1"
 
-        _report(instance, "drift_report", "2017-07-03", retrain=True, model_version=1,
+        _report(instance, "drift_report", "2017-07-03", retrain=True, forecaster_version=1,
                 drifted_share=0.5)
         cooling = evaluate_trigger(context(drifted.cursor), DRIFT, cooldown_minutes=60)
         assert not cooling.run_requests
@@ -208,21 +208,21 @@ def test_retrain_sensors_honour_flags_cooldown_and_run_keys():
         # After the cooldown the next flagged report asks again.
         state = json.loads(cooling.cursor)
         state["last_request"] = time.time() - 61 * 60
-        _report(instance, "drift_report", "2017-07-04", retrain=True, model_version=1,
+        _report(instance, "drift_report", "2017-07-04", retrain=True, forecaster_version=1,
                 drifted_share=0.5)
         later = evaluate_trigger(context(json.dumps(state)), DRIFT, cooldown_minutes=60)
         assert [r.tags["partition"] for r in later.run_requests] == ["2017-07-04"]
 
         # A newer day that no longer asks supersedes an older one that did.
-        _report(instance, "drift_report", "2017-07-06", retrain=False, model_version=2,
+        _report(instance, "drift_report", "2017-07-06", retrain=False, forecaster_version=2,
                 drifted_share=0.5)
-        _report(instance, "drift_report", "2017-07-05", retrain=True, model_version=1,
+        _report(instance, "drift_report", "2017-07-05", retrain=True, forecaster_version=1,
                 drifted_share=0.5)
         superseded = evaluate_trigger(context(later.cursor), DRIFT, cooldown_minutes=0)
         assert not superseded.run_requests
         assert "2017-07-06" in superseded.skip_reason.skip_message
 
-        _report(instance, "forecast_performance", "2017-07-04", degraded=True, model_version=1,
+        _report(instance, "forecast_performance", "2017-07-04", degraded=True, forecaster_version=1,
                 ratio=2.1, rolling_error=30.0, expected_error=14.0)
         perf = evaluate_trigger(context(), PERFORMANCE, cooldown_minutes=60)
         assert perf.run_requests[0].tags["trigger"] == "performance"

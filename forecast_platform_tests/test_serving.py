@@ -16,14 +16,18 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import anyio
 import dagster as dg
+import duckdb
 import httpx
 import numpy as np
 import pandas as pd
 import pytest
 
+from forecast_platform.anomalies.detector import anomaly_model_name
 from forecast_platform.datasets.registry import get_spec
 from forecast_platform.defs.anomalies import build_anomaly_assets
 from forecast_platform.defs.bentoml_store import load_stored_bundle, model_store, save_bundle
@@ -34,16 +38,16 @@ from forecast_platform.features.offline import HOLIDAYS_SOURCE, history_source
 from forecast_platform.features.sql import features_select, plan_features
 from forecast_platform.forecasting.forecaster import ForecasterParams
 from forecast_platform.forecasting.future import future_params, future_source
-from forecast_platform.serving.bundle import load_bundle
+from forecast_platform.serving.bundle import load_bundle, pack_bundle
 from forecast_platform.serving.harness import (
     SERVICE_FILE,
     bentoml_server,
     build_champion_warehouse,
 )
-from forecast_platform.serving.log import LOG_TABLE, log_file
+from forecast_platform.serving.log import LOG_TABLE, log_file, log_select
 from forecast_platform.serving.online import OnlineModel
-from forecast_platform.serving.requests import NotAvailable
-from forecast_platform.settings import Settings, load_settings
+from forecast_platform.serving.requests import MAX_ERROR_BYTES, NotAvailable
+from forecast_platform.settings import DEFAULT_MAX_BODY_BYTES, Settings, load_settings
 from forecast_platform.warehouse.store import connect, registered
 
 SPEC = get_spec("synthetic")
@@ -108,7 +112,7 @@ def bundle_tag(settings, warehouse) -> str:
                             resources={"platform": Platform.from_settings(settings)})
     assert result.success
     meta = result.asset_materializations_for_node("serving_bundle")[0].metadata
-    assert meta["model_version"].value == 1
+    assert meta["forecaster_version"].value == 1
     assert Path(meta["path"].value).is_dir()
     return meta["bentoml_tag"].value
 
@@ -153,7 +157,7 @@ def offline_future_rows(warehouse: Path, origin: dt.date) -> pd.DataFrame:
 
 def test_bundle_packs_the_champion_and_a_bounded_snapshot(settings, bundle_tag, online):
     b = online.bundle
-    assert b.tag == bundle_tag and b.model_version == 1
+    assert b.tag == bundle_tag and b.forecaster_version == 1 and b.detector_version == 1
     assert b.manifest["model"]["mlflow_run_id"] == "run-123"
     assert b.manifest["model"]["metrics"]["xgboost"]["smape"] == 0.2
     anomaly = b.manifest["anomaly"]
@@ -177,7 +181,10 @@ def test_bundle_packs_the_champion_and_a_bounded_snapshot(settings, bundle_tag, 
     import bentoml
 
     stored = bentoml.models.get(bundle_tag, _model_store=model_store(settings.bentoml_home))
-    assert stored.info.labels["model_version"] == "1"
+    assert stored.info.labels["forecaster_version"] == "1"
+    assert stored.info.labels["detector_version"] == "1"
+    assert stored.info.metadata["forecaster_version"] == 1
+    assert stored.info.metadata["detector_version"] == 1
     assert stored.info.metadata["train_window"] == f"{START} .. {END}"
 
 
@@ -227,7 +234,8 @@ def test_forecast_and_what_if_promotion(client, online):
     r = client.post("/forecast", json={"series": S12, "horizon": 14})
     assert r.status_code == 200, r.text
     body = r.json()
-    assert body["model_version"] == 1 and len(body["forecast"]) == 14
+    assert body["forecaster_version"] == 1 and len(body["forecast"]) == 14
+    assert "model_version" not in body
     first = body["forecast"][0]
     assert first["date"] == str(END + dt.timedelta(days=1))
     assert first["p10"] <= first["p50"] <= first["p90"]
@@ -286,6 +294,25 @@ def test_score_anomaly_without_a_detector_is_a_clear_501(online, tmp_path):
     with pytest.raises(NotAvailable, match="no anomaly detector") as err:
         without.score_anomaly(S12, str(END), 12)
     assert err.value.status == 501 and "Materialize anomaly_model" in err.value.message
+
+
+def test_a_bundle_without_a_detector_has_no_detector_version(settings, warehouse, tmp_path):
+    """No detector champion: the store's labels and metadata carry no ``detector_version``
+    (never "none" or -1) and the loaded bundle says None."""
+    copy = tmp_path / "warehouse.duckdb"
+    shutil.copy(warehouse, copy)
+    with connect(copy) as con:
+        con.execute("DELETE FROM model_registry WHERE model_name = ?", [anomaly_model_name(SPEC)])
+        packed = pack_bundle(con, SPEC, MODEL)
+    assert packed.labels["forecaster_version"] == "1" and packed.metadata["forecaster_version"] == 1
+    assert "detector_version" not in packed.labels and "detector_version" not in packed.metadata
+    assert not any("model_version" in k or "anomaly" in k for k in
+                   [*packed.labels, *packed.metadata])
+    root = tmp_path / "bundle"
+    root.mkdir()
+    packed.write(root)
+    bundle = load_bundle(root)
+    assert bundle.forecaster_version == 1 and bundle.detector_version is None
 
 
 def test_score_anomaly_equals_the_sales_anomalies_asset(client, settings, online,
@@ -347,7 +374,7 @@ def test_score_anomaly_equals_the_sales_anomalies_asset(client, settings, online
             [row.p10, row.p50, row.p90, row.day_factor], rel=1e-12), where
         assert got["forecast_p50"] == pytest.approx(row.forecast_p50, rel=1e-12), where
         assert got["detector_version"] == row.detector_version == 1
-        assert got["forecaster_version"] == got["model_version"] == 1
+        assert got["forecaster_version"] == 1 and "model_version" not in got
         assert got["expected_source"] == ("out_of_sample" if row.ds.date() <= END
                                           else f"forecast from {END}")
         request_ids[got["request_id"]] = got
@@ -434,7 +461,7 @@ def test_prediction_log_lines_and_the_prediction_log_asset(client, settings):
     mine = [line for line in lines if line["request_id"] == request_id]
     assert len(mine) == 1
     line = mine[0]
-    assert line["endpoint"] == "forecast" and line["model_version"] == 1
+    assert line["endpoint"] == "forecast" and line["forecaster_version"] == 1
     assert line["series"] == S12 and line["inputs"]["horizon"] == 4
     assert line["outputs"]["p50"] == [row["p50"] for row in r.json()["forecast"]]
     assert {x["endpoint"] for x in lines} >= {"forecast", "forecast_batch", "explain"}
@@ -443,16 +470,41 @@ def test_prediction_log_lines_and_the_prediction_log_asset(client, settings):
     result = dg.materialize([log_asset], partition_key=today.isoformat(),
                             resources={"platform": Platform.from_settings(settings)})
     assert result.success
+    # A warehouse from before the rename: its table says model_version; the next write
+    # migrates the column (warehouse/migrations.py) and goes on.
+    with duckdb.connect(str(settings.warehouse_path)) as raw:
+        raw.execute(f"ALTER TABLE {LOG_TABLE} RENAME forecaster_version TO model_version")
     for _ in range(2):  # re-materializing replaces the day: no duplicates
         dg.materialize([log_asset], partition_key=today.isoformat(),
                        resources={"platform": Platform.from_settings(settings)})
     with connect(settings.warehouse_path, read_only=True) as con:
-        rows = con.execute(f"SELECT ds, p50 FROM {LOG_TABLE} WHERE request_id = ? ORDER BY ds",
-                           [request_id]).fetchall()
+        rows = con.execute(f"SELECT ds, p50, forecaster_version FROM {LOG_TABLE} "
+                           "WHERE request_id = ? ORDER BY ds", [request_id]).fetchall()
         total = con.execute(f"SELECT count(*) FROM {LOG_TABLE}").fetchone()[0]
+        columns = {c[0] for c in con.execute(f"DESCRIBE {LOG_TABLE}").fetchall()}
+    assert "forecaster_version" in columns and "model_version" not in columns
     assert [r_[1] for r_ in rows] == line["outputs"]["p50"]
+    assert {r_[2] for r_ in rows} == {1}
     assert rows[0][0] == END + dt.timedelta(days=1)
     assert total == sum(len(x["outputs"]["ds"]) for x in lines)
+
+
+def test_prediction_log_reads_lines_written_before_the_rename(tmp_path):
+    """An older service wrote ``model_version``: its lines load as ``forecaster_version``."""
+    old = {"logged_at": "2025-01-02T10:00:00.000000Z", "request_id": "a", "endpoint": "forecast",
+           "bundle": "forecast_bundle:x", "model_version": 3, "series_id": "1|2",
+           "series": S12, "inputs": {}, "outputs": {"ds": ["2016-04-01"], "p10": [1.0],
+                                                     "p50": [2.0], "p90": [3.0]}}
+    new = {**{k: v for k, v in old.items() if k != "model_version"}, "request_id": "b",
+           "forecaster_version": 4}
+    path = tmp_path / "2025-01-02.jsonl"
+    path.write_text(json.dumps(old) + "\n" + json.dumps(new) + "\n")
+    with duckdb.connect() as con:
+        rows = con.execute(f"SELECT request_id, forecaster_version FROM ({log_select([path])}) "
+                           "ORDER BY 1").fetchall()
+        columns = [c[0] for c in con.execute(f"DESCRIBE {log_select([])}").fetchall()]
+    assert rows == [("a", 3), ("b", 4)]
+    assert "forecaster_version" in columns and "model_version" not in columns
 
 
 # -- bad input: 4xx naming the field, never a 500 ---------------------------------------------
@@ -525,6 +577,116 @@ def test_bad_input_is_a_4xx_naming_the_field(client, endpoint, body, status, fie
     assert field in payload["error"] or field in str(payload.get("field")), payload
 
 
+# -- limits: request bodies and error answers ----------------------------------------------
+
+def padded(body: dict, size: int) -> bytes:
+    """``body`` as JSON, padded with spaces (the same JSON) to exactly ``size`` bytes."""
+    raw = json.dumps(body).encode()
+    assert len(raw) <= size
+    return raw + b" " * (size - len(raw))
+
+
+def post_raw(client, endpoint: str, content: bytes):
+    return client.post(f"/{endpoint}", content=content,
+                       headers={"Content-Type": "application/json"})
+
+
+def test_request_bodies_over_the_limit_are_a_413_naming_it(client, service, env, monkeypatch):
+    limit = DEFAULT_MAX_BODY_BYTES
+    body = {"series": S12, "horizon": 2}
+    # Just under and at the limit, valid content is served (an unknown field is ignored).
+    for size in (limit - 1, limit):
+        ok = post_raw(client, "forecast", padded({**body, "note": "x" * 100}, size))
+        assert ok.status_code == 200 and len(ok.json()["forecast"]) == 2, ok.text[:300]
+    started = time.monotonic()
+    for size in (limit + 1, 2_000_000):
+        r = post_raw(client, "forecast", padded(body, size))
+        assert r.status_code == 413, r.text
+        answer = r.json()
+        assert f"{size:,} bytes" in answer["error"] and "1,000,000 bytes" in answer["error"]
+        assert "FORECAST_MAX_BODY_BYTES" in answer["error"] and answer["field"] == "body"
+        assert answer["limit_bytes"] == limit and answer["setting"] == "FORECAST_MAX_BODY_BYTES"
+    assert time.monotonic() - started < 2
+    # The limit is the setting's.
+    configure(monkeypatch, service, env, FORECAST_MAX_BODY_BYTES="2048")
+    assert post_raw(client, "forecast", padded(body, 2048)).status_code == 200
+    small = post_raw(client, "forecast", padded(body, 3000))
+    assert small.status_code == 413 and "limit of 2,048 bytes" in small.json()["error"]
+
+
+def test_a_chunked_body_is_cut_at_the_limit_without_reading_further(service):
+    """No Content-Length: bytes are counted as they arrive; the first chunk past the limit
+    ends it with a 413, and nothing after it is read. Under the limit, the app gets the
+    body whole."""
+    chunk = b" " * 65_536
+    reads: list[int] = []
+    sent: list[dict] = []
+
+    async def endless() -> dict:
+        reads.append(1)
+        return {"type": "http.request", "body": chunk, "more_body": True}
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "method": "POST", "path": "/forecast",
+             "headers": [(b"transfer-encoding", b"chunked")]}
+    assert anyio.run(service.read_body, scope, endless, send, 1_000_000) is None
+    assert len(reads) == 1_000_000 // len(chunk) + 1
+    assert sent[0]["type"] == "http.response.start" and sent[0]["status"] == 413
+    answer = json.loads(b"".join(m.get("body", b"") for m in sent[1:]))
+    assert "limit of 1,000,000 bytes" in answer["error"]
+
+    parts = [b'{"series": ', b'{"store": 1, "item": 2}', b"}"]
+
+    async def three() -> dict:
+        body = parts.pop(0)
+        return {"type": "http.request", "body": body, "more_body": bool(parts)}
+
+    async def replayed() -> dict:
+        receive = await service.read_body(scope, three, send, 1_000_000)
+        return await receive()
+
+    assert anyio.run(replayed) == {"type": "http.request", "more_body": False,
+                                   "body": b'{"series": {"store": 1, "item": 2}}'}
+
+
+HUGE = 900_000
+LARGE_BAD_INPUTS = [
+    # (endpoint, body of 0.8 to 1 MB, status, the field the answer must name)
+    ("forecast", {"series": S12, "scenario": {"k" * HUGE: {"promo": 1}}}, 400, "scenario"),
+    ("forecast", {"series": S12, "scenario": {f"day{i}": {"promo": 1} for i in range(35_000)}},
+     400, "scenario"),
+    ("forecast", {"series": S12, "scenario": {FUTURE: {f"c{i}": "x" for i in range(60_000)}}},
+     400, "scenario"),
+    ("forecast", {"series": S12, "scenario": {FUTURE: {"c" * HUGE: 1}}}, 422, "scenario"),
+    ("forecast", {"series": S12, "scenario": {FUTURE: {"promo": "x" * HUGE}}}, 400, "scenario"),
+    ("forecast", {"series": S12, "scenario": "x" * HUGE}, 400, "scenario"),
+    ("forecast", {"series": {"store": "s" * HUGE, "item": 2}}, 422, "series.store"),
+    ("forecast", {"series": {"store": 1, "item": 2, "z" * HUGE: 1}}, 422, "series"),
+    ("forecast", {"series": {**S12, **{f"k{i}": 1.5 for i in range(60_000)}}}, 400, "series"),
+    ("forecast_batch", {"series": [S12, {"store": 1, "item": 2, "z" * HUGE: 1}]}, 422,
+     "series[1]"),
+    ("explain", {"series": S12, "date": "d" * HUGE}, 400, "date"),
+    ("score_anomaly", {"series": S12, "date": str(END), "actual": "9" * HUGE}, 400, "actual"),
+]
+
+
+@pytest.mark.parametrize(("endpoint", "body", "status", "field"), LARGE_BAD_INPUTS,
+                         ids=[f"{e}-{i}" for i, (e, *_) in enumerate(LARGE_BAD_INPUTS)])
+def test_a_huge_bad_value_gets_a_small_answer_naming_the_field(client, endpoint, body, status,
+                                                               field):
+    content = json.dumps(body).encode()
+    assert 800_000 < len(content) <= DEFAULT_MAX_BODY_BYTES
+    started = time.monotonic()
+    r = post_raw(client, endpoint, content)
+    assert r.status_code == status, r.text[:1000]
+    assert len(r.content) <= MAX_ERROR_BYTES, len(r.content)
+    answer = r.json()
+    assert answer["field"].startswith(field) and field in answer["error"], answer
+    assert time.monotonic() - started < 3
+
+
 # -- the real server ------------------------------------------------------------------------------
 
 def test_real_bentoml_server_on_loopback(env, bundle_tag):
@@ -554,6 +716,30 @@ def test_real_bentoml_server_on_loopback(env, bundle_tag):
             r = httpx.post(f"{base}/score_anomaly", json=body, headers={"X-API-Key": "k3y"},
                            timeout=10)
             assert r.status_code == status and field in r.json()["field"], (body, r.text)
+        # The body limit and bounded errors behind uvicorn's own request parsing.
+        headers = {"X-API-Key": "k3y", "Content-Type": "application/json"}
+        started = time.monotonic()
+        big = httpx.post(f"{base}/forecast", content=padded({"series": S12}, 2_000_000),
+                         headers=headers, timeout=10)
+        assert big.status_code == 413, big.text
+        assert "limit of 1,000,000 bytes" in big.json()["error"]
+        assert big.json()["setting"] == "FORECAST_MAX_BODY_BYTES"
+        assert time.monotonic() - started < 2
+
+        def chunks():  # no Content-Length: sent chunked
+            yield json.dumps({"series": S12}).encode()
+            for _ in range(40):
+                yield b" " * 65_536
+        streamed = httpx.post(f"{base}/forecast", content=chunks(), headers=headers, timeout=10)
+        assert streamed.status_code == 413, streamed.text
+        assert "limit of 1,000,000 bytes" in streamed.json()["error"]
+        huge = {"series": S12, "scenario": {f"day{i}": {"promo": 1} for i in range(35_000)}}
+        bad = httpx.post(f"{base}/forecast", json=huge, headers=headers, timeout=10)
+        assert bad.status_code == 400 and len(bad.content) <= MAX_ERROR_BYTES
+        assert bad.json()["field"].startswith("scenario")
+        full = httpx.post(f"{base}/forecast", headers=headers, timeout=10,
+                          content=padded({"series": S12, "horizon": 2}, DEFAULT_MAX_BODY_BYTES))
+        assert full.status_code == 200 and len(full.json()["forecast"]) == 2
         assert httpx.get(f"{base}/livez", timeout=5).status_code == 200
         metrics = httpx.get(f"{base}/metrics", timeout=5)
         assert metrics.status_code == 200 and "bentoml_service_request" in metrics.text

@@ -156,3 +156,4 @@ def test_score_anomaly_reaches_the_detector(server: RunningServer) -> None:
                    json={"series": {"store": 1, "item": 1}, "date": day, "actual": 3})
     assert r.status_code == 200, r.text
     assert r.json()["detector_version"] == 1 and "score" in r.json()
+    assert r.json()["forecaster_version"] == 1 and "model_version" not in r.json()

@@ -131,3 +131,91 @@ def test_every_row_keeps_its_own_file_line_across_many_files(tmp_path):
     assert len(got) == 365 * 300
     for file, line, *values in got:
         assert lines[file][line - 1] == ",".join(values), (file, line)
+
+
+@pytest.mark.parametrize(
+    ("value", "words"),
+    [
+        ("1e23", ["'1e23'", "max_target=100,000"]),
+        ("1e308", ["'1e308'", "max_target=100,000"]),
+        ("100001", ["'100001'", "plausibility bound"]),
+        ("1e309", ["'1e309'", "not finite"]),  # overflows a double: inf
+        ("inf", ["'inf'", "not finite"]),
+        ("-inf", ["'-inf'", "not finite"]),
+        ("nan", ["'nan'", "not finite"]),
+    ],
+)
+def test_implausible_and_non_finite_targets_are_quarantined(tmp_path, value, words):
+    """The synthetic spec's bound is 100,000 units a day: a unit mix-up or an overflow never
+    reaches the models; the reason names the value and the bound."""
+    assert SPEC.max_target == 100_000
+    valid, rejects = split(tmp_path, body(f"2017-03-01,1,9,{value},0"))
+    assert len(valid) == len(GOOD) and len(rejects) == 1
+    assert rejects.iloc[0]["rules"] == "target"
+    for word in words:
+        assert word in rejects.iloc[0]["reason"], rejects.iloc[0]["reason"]
+    assert valid["sales"].max() < 100
+
+
+def test_a_target_at_the_bound_passes_and_no_bound_means_finite_only(tmp_path):
+    import dataclasses
+
+    valid, rejects = split(tmp_path, body("2017-03-01,1,9,100000,0"))
+    assert len(valid) == len(GOOD) + 1 and rejects.empty
+    unbounded = dataclasses.replace(SPEC, max_target=None)
+    files = land(tmp_path, body("2017-03-01,1,9,1e23,0", "2017-03-01,1,8,inf,0"))
+    con = duckdb.connect(str(tmp_path / "u.duckdb"))
+    ingest_files(con, unbounded, files, DAY, DAY, dt.datetime(2024, 1, 1))
+    split_ = validate_range(con, unbounded, "raw_sales", DAY, DAY)
+    assert len(con.execute(split_.rejects_sql).df()) == 1  # only inf
+    with pytest.raises(ValueError, match="max_target must be a positive finite number"):
+        dataclasses.replace(SPEC, max_target=float("inf"))
+
+
+def test_a_huge_value_is_quoted_bounded_in_its_reason(tmp_path):
+    """A megabyte in one field (within the line limit) is kept in the quarantine as it came,
+    but its reason quotes a few hundred characters of it at most."""
+    huge = "x" * 1_000_000
+    valid, rejects = split(tmp_path, body(f"2017-03-01,1,9,{huge},0", f"{huge},1,9,4,0"))
+    assert len(valid) == len(GOOD) and len(rejects) == 2
+    for reason in rejects["reason"]:
+        assert len(reason) <= 500, len(reason)
+        assert "1,000,000 characters" in reason
+    assert rejects["raw:sales"].str.len().max() == 1_000_000  # the original is kept
+
+
+def test_unbalanced_partitions_finds_raw_rows_validation_did_not_see(tmp_path):
+    """raw = valid + rejected by count, and from the same ingestion: a partition ingested again
+    (a corrected file, same row count) but not validated again is found too."""
+    from forecast_platform.ingestion.checks import unbalanced_partitions
+    from forecast_platform.ingestion.validation import write_rejects, write_validated
+
+    files = land(tmp_path, body("2017-03-01,1,9,-4,0"))
+    con = duckdb.connect(str(tmp_path / "w.duckdb"))
+    ingest_files(con, SPEC, files, DAY, DAY, dt.datetime(2024, 1, 1))
+    assert unbalanced_partitions(con, SPEC) == [DAY]  # not validated yet
+    split_ = validate_range(con, SPEC, "raw_sales", DAY, DAY)
+    write_validated(con, SPEC, split_, DAY, DAY)
+    write_rejects(con, SPEC, split_, DAY, DAY)
+    assert unbalanced_partitions(con, SPEC) == []
+    ingest_files(con, SPEC, files, DAY, DAY, dt.datetime(2024, 1, 2))  # same rows, new ingest
+    assert unbalanced_partitions(con, SPEC) == [DAY]
+    assert unbalanced_partitions(con, SPEC, DAY + dt.timedelta(days=1)) == []
+
+
+def test_a_bad_file_is_quarantined_and_the_others_are_read(tmp_path):
+    """The core of the ingest: one file DuckDB refuses in a group of good ones is found (the
+    group is read in halves), named in file_rejects, and the rest are ingested."""
+    days = [DAY + dt.timedelta(days=i) for i in range(7)]
+    files = {}
+    for day in days:
+        rows = [f"{day},1,{i},{i},0" for i in range(1, 6)]
+        files.update(land(tmp_path, "\n".join([HEADER, *rows]) + "\n", day))
+    files[days[4]].write_text(f"{HEADER}\n{days[4]},1,1,1,0\n{days[4]},1,2,2,0,0\n")
+    con = duckdb.connect(str(tmp_path / "w.duckdb"))
+    facts = ingest_files(con, SPEC, files, days[0], days[-1], dt.datetime(2024, 1, 1))
+    assert facts["rows"] == 6 * 5
+    assert facts["file_rejects"] == {
+        files[days[4]].name: "structure: line 3 has 6 fields where the header has 5"}
+    assert con.execute("SELECT partition_date, file FROM file_rejects").fetchall() == [
+        (days[4], str(files[days[4]]))]

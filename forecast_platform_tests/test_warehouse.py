@@ -9,6 +9,7 @@ import sys
 import duckdb
 import pytest
 
+from forecast_platform.warehouse.migrations import migrate
 from forecast_platform.warehouse.store import WarehouseLocked, connect, replace_range
 
 D1, D2 = dt.date(2024, 1, 1), dt.date(2024, 1, 2)
@@ -109,3 +110,27 @@ def test_a_writer_gives_up_after_its_wait_naming_the_holder(tmp_path):
     finally:
         reader.kill()
         reader.wait(timeout=30)
+
+
+def test_an_old_column_name_is_migrated_on_the_next_writable_connect(tmp_path):
+    """A data directory written before the rename model_version -> forecaster_version keeps
+    working: the next writable connect renames the column, and partition writes by name land."""
+    path = tmp_path / "w.duckdb"
+    old = duckdb.connect(str(path))
+    for table in ("forecasts", "drift_summary"):
+        old.execute(f"CREATE TABLE {table} AS SELECT DATE '2024-01-01' AS ds, 1 AS model_version, "
+                    "2.5 AS p50")
+    old.execute("CREATE TABLE alerts AS SELECT 1 AS model_version")  # not a table of the rename
+    old.close()
+    with connect(path, read_only=True) as con:  # a reader changes nothing
+        assert "model_version" in con.execute("SELECT * FROM forecasts").df().columns
+    with connect(path) as con:
+        for table in ("forecasts", "drift_summary"):
+            assert list(con.execute(f"SELECT * FROM {table}").df().columns) == [
+                "ds", "forecaster_version", "p50"]
+        assert list(con.execute("SELECT * FROM alerts").df().columns) == ["model_version"]
+        sql = "SELECT DATE '2024-01-02' AS ds, 3.5 AS p50, 2 AS forecaster_version"
+        assert replace_range(con, "forecasts", "ds", D2, D2, sql) == 1
+        got = con.execute("SELECT ds, forecaster_version, p50 FROM forecasts ORDER BY ds")
+        assert got.fetchall() == [(D1, 1, 2.5), (D2, 2, 3.5)]
+        assert migrate(con) == []  # idempotent: nothing left to do

@@ -12,6 +12,9 @@ from forecast_platform.anomalies.scoring import ScoredRange
 from forecast_platform.ingestion.checks import Outcome
 
 MAX_DAILY_RATE = 0.05  # above this share of series flagged on one day: a data problem
+# ... and at least this many series: with ten series one flag is already 10 %, which says
+# nothing about the day's data.
+MIN_BURST_SERIES = 3
 # A day whose series ALL sit this far from expectation (day factor outside the band) is a
 # closure, an outage or a forecaster miss: absorbed by the day factor, reported by the check.
 DAY_FACTOR_BAND = (0.8, 1.25)
@@ -27,7 +30,8 @@ def anomaly_rate(scored: ScoredRange) -> Outcome:
     """
     out, skipped = scored.rows, scored.skipped
     per_day = out.groupby("ds")["is_anomaly"].mean()
-    bursts = per_day[per_day > MAX_DAILY_RATE]
+    flagged = out.groupby("ds")["is_anomaly"].sum()
+    bursts = per_day[(per_day > MAX_DAILY_RATE) & (flagged >= MIN_BURST_SERIES)]
     factors = out.groupby("ds")["day_factor"].first()
     shifted = factors[(factors < DAY_FACTOR_BAND[0]) | (factors > DAY_FACTOR_BAND[1])]
     burst_rows = pd.concat([
@@ -37,7 +41,7 @@ def anomaly_rate(scored: ScoredRange) -> Outcome:
     problems = []
     if len(bursts):
         problems.append(f"{len(bursts)} days flag more than {MAX_DAILY_RATE:.0%} of their "
-                        "series")
+                        f"series (and at least {MIN_BURST_SERIES})")
     if len(shifted):
         problems.append(
             f"{len(shifted)} days have ALL series at a common factor outside "

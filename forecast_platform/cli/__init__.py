@@ -2,8 +2,9 @@
 
 ``parser`` (arguments and ``main``), ``runs`` (settings from flags, landing, runs on the
 persistent instance), ``summary`` (what a run prints at its end), ``commands`` (demo, land,
-serve, init-dataset), ``simulate_drift``, ``ui`` (``dagster dev`` in its own process group) and
-``instance`` (the Dagster home).
+serve, init-dataset, query), ``simulate_drift``, ``ui`` (``dagster dev`` in its own process
+group), ``recovery`` (dead runs marked failed and their pool slots freed, waiting for the
+warehouse pool, SIGINT/SIGTERM) and ``instance`` (the Dagster home).
 """
 
 from __future__ import annotations

@@ -12,6 +12,7 @@ from pathlib import Path
 from forecast_platform.cli.runs import configure, land, run_range, scoring_range
 from forecast_platform.cli.summary import summarize
 from forecast_platform.datasets.landing import landed_files
+from forecast_platform.datasets.registry import MISTAKES_MIN_SERIES, get_spec
 
 # Three years: the forecaster's yearly features need ~1.5 years before a row trains, and the
 # anomaly detector needs half a year of out-of-sample residuals before it scores.
@@ -29,8 +30,20 @@ def cmd_demo(args: argparse.Namespace) -> int:
         start = dt.date.fromisoformat(args.start) if args.start else DEMO_START
         end = dt.date.fromisoformat(args.end) if args.end else DEMO_END
         print(f"Landing {settings.dataset} data into {settings.landing_dir()} ...", flush=True)
+        if settings.dataset == "synthetic" and args.stores * args.items < MISTAKES_MIN_SERIES:
+            print(f"  ({args.stores * args.items} series: too few to plant the upstream mistakes "
+                  f"the quarantine demo shows without failing the blocking checks; they need "
+                  f"{MISTAKES_MIN_SERIES})", flush=True)
         land(settings, start, args.stores, args.items, end)
         landed = landed_files(settings.landing_dir())
+    spec = get_spec(settings.dataset, settings.datasets_dir)
+    # A stray file dated outside the partitions (sales_2099-01-01.csv) never defines the range;
+    # the landing_file_names check names it.
+    landed = {d: p for d, p in landed.items() if spec.start <= d <= spec.end}
+    if not landed:
+        print(f"error: no landing file in {settings.landing_dir()} is dated within the "
+              f"dataset's partitions {spec.start}..{spec.end}", file=sys.stderr)
+        return 1
     first, last = min(landed), max(landed)
     print(f"Materializing the asset graph for {first}..{last} ({len(landed)} partitions) "
           "as one run ...", flush=True)
@@ -99,11 +112,41 @@ def cmd_init_dataset(args: argparse.Namespace) -> int:
     try:
         proposal = inspect_csv(Path(args.csv), args.name, args.date, names(args.keys),
                                args.target, args.freq, names(args.known), names(args.observed),
-                               args.horizon, names(args.static), args.holiday, args.metric)
+                               args.horizon, names(args.static), args.holiday, args.metric,
+                               args.encoding)
         path = write_spec(proposal, settings.datasets_dir, overwrite=args.force)
     except (MappingError, ValueError) as err:
         raise SystemExit(f"error: {err}") from None
     print(proposal.text())
     print(f"wrote {path}\nnext: forecast-platform demo --dataset {args.name}"
           + (f" --data-dir {settings.data_dir}" if args.data_dir else ""))
+    return 0
+
+
+def cmd_query(args: argparse.Namespace) -> int:
+    """One read-only query; the connection is closed before anything is printed, so a reader
+    never holds the platform's writers back for longer than the query takes."""
+    import duckdb
+
+    from forecast_platform.warehouse.store import connect
+
+    settings = configure(args)
+    if not settings.warehouse_path.is_file():
+        print(f"error: no warehouse at {settings.warehouse_path}: run `forecast-platform demo` "
+              "first", file=sys.stderr)
+        return 1
+    try:
+        with connect(settings.warehouse_path, read_only=True,
+                     wait_seconds=settings.lock_wait_seconds) as con:
+            frame = con.execute(args.sql).df()
+    except duckdb.Error as err:
+        print(f"error: {str(err).splitlines()[0][:500]}", file=sys.stderr)
+        return 2
+    if args.csv:
+        frame.to_csv(args.csv, index=False)
+        print(f"wrote {len(frame)} rows to {args.csv}")
+    else:
+        print(frame.head(args.max_rows).to_string(index=False))
+        if len(frame) > args.max_rows:
+            print(f"... {len(frame) - args.max_rows} more rows (--max-rows, or --csv FILE)")
     return 0

@@ -31,6 +31,9 @@ FALLBACK_CONFIG = {
                    "connections": "pooled"},
     },
     "concurrency": {"pools": {"default_limit": 1}},
+    "run_monitoring": {"enabled": True, "start_timeout_seconds": 180,
+                       "cancel_timeout_seconds": 60, "max_resume_run_attempts": 0,
+                       "poll_interval_seconds": 10, "free_slots_after_run_end_seconds": 10},
     "telemetry": {"enabled": False},
 }
 

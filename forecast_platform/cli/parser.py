@@ -11,7 +11,13 @@ import sys
 import warnings
 from collections.abc import Sequence
 
-from forecast_platform.cli.commands import cmd_demo, cmd_init_dataset, cmd_land, cmd_serve
+from forecast_platform.cli.commands import (
+    cmd_demo,
+    cmd_init_dataset,
+    cmd_land,
+    cmd_query,
+    cmd_serve,
+)
 from forecast_platform.cli.simulate_drift import cmd_simulate_drift
 from forecast_platform.cli.ui import cmd_ui
 from forecast_platform.datasets.spec import METRICS
@@ -100,6 +106,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=3000)
     p.set_defaults(func=cmd_serve)
+    p = sub.add_parser("query", help="run one read-only SQL query on the warehouse and let "
+                       "go of it at once (waits out a run's hold, as writers do)")
+    common(p)
+    p.add_argument("sql", help='e.g. "SELECT * FROM forecasts LIMIT 5"')
+    p.add_argument("--max-rows", type=int, default=50, help="rows to print (default 50)")
+    p.add_argument("--csv", help="write the whole result to this CSV file instead")
+    p.set_defaults(func=cmd_query)
     p = sub.add_parser("init-dataset", help="map a CSV of your own onto a dataset spec (YAML "
                        "under <data dir>/datasets), so `demo --dataset NAME` runs on it")
     p.add_argument("--data-dir", help="where everything is written (FORECAST_DATA_DIR)")
@@ -120,6 +133,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "--holiday)")
     p.add_argument("--horizon", type=int, help="periods to forecast (default 28 daily, 13 "
                                                "weekly)")
+    p.add_argument("--encoding", default="utf-8", choices=("utf-8", "cp1252"),
+                   help="the text encoding of files that are not UTF-8 (Excel on Windows "
+                        "writes cp1252); UTF-8 files are always read as UTF-8")
     p.add_argument("--force", action="store_true", help="replace an existing spec of that name")
     p.set_defaults(func=cmd_init_dataset)
     return parser
@@ -142,8 +158,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         code[0] = stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
         raise
     except KeyboardInterrupt:
+        # Ctrl-C outside a run (landing, the summary): one line, not a traceback. A run has
+        # its own guard (cli/recovery.py) that cancels it and frees its pool slot.
+        print("forecast-platform: interrupted", file=sys.stderr)
         code[0] = 130
-        raise
     return code[0]
 
 

@@ -46,7 +46,17 @@ def run_range(settings: Settings, job_name: str, start: dt.date | None = None,
               tags: Mapping[str, str] | None = None):
     """Materialize a job as one run on the persistent instance: over ``start..end`` or one
     ``partition`` for partitioned jobs (e.g. one drift report), with ``tags`` (default
-    ``trigger=cli``)."""
+    ``trigger=cli``) and this process's PID and host.
+
+    First, runs whose process died are marked failed and their ``duckdb`` pool slots freed, and
+    while another run is in flight the command says every few seconds which one it waits for
+    (``cli/recovery.py``). SIGINT / SIGTERM stop it within seconds: the run is marked canceled,
+    its slots freed, and the process exits with 128 + the signal number and one line on stderr.
+    """
+    from dagster._core.errors import DagsterExecutionInterruptedError
+    from dagster._core.utils import make_new_run_id
+
+    from forecast_platform.cli.recovery import process_tags, signal_guard, wait_for_warehouse
     from forecast_platform.definitions import build_definitions
     from forecast_platform.defs.automation import RANGE_END, RANGE_START
 
@@ -54,14 +64,26 @@ def run_range(settings: Settings, job_name: str, start: dt.date | None = None,
     run_tags = dict(tags or {"trigger": "cli"})
     if start is not None and end is not None:
         run_tags.update({RANGE_START: start.isoformat(), RANGE_END: end.isoformat()})
-    with open_instance(settings) as instance:
-        return job.execute_in_process(
-            instance=instance,
-            tags=run_tags,
-            partition_key=partition.isoformat() if partition else None,
-            run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
-            raise_on_error=False,
-        )
+    run_tags.update(process_tags())
+    run_id = make_new_run_id()
+    with signal_guard(settings) as guard, open_instance(settings) as instance:
+        guard.job_name, guard.instance = job_name, instance
+        try:
+            wait_for_warehouse(instance)
+            guard.run_id = run_id
+            result = job.execute_in_process(
+                instance=instance,
+                run_id=run_id,
+                tags=run_tags,
+                partition_key=partition.isoformat() if partition else None,
+                run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
+                raise_on_error=False,
+            )
+        except (KeyboardInterrupt, DagsterExecutionInterruptedError):
+            guard.stop(instance)
+        if guard.signum is not None:  # Dagster ended the run itself after the signal
+            guard.stop(instance)
+        return result
 
 
 def scoring_range(settings: Settings) -> tuple[dt.date, dt.date] | None:

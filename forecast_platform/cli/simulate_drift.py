@@ -72,7 +72,7 @@ def cmd_simulate_drift(args: argparse.Namespace) -> int:
     if not monitor.success:
         print("3. monitor_job FAILED; see the Dagster UI for the step's error")
         return 1
-    print(f"3. Drift report for {end} against champion v{drift['model_version']}: "
+    print(f"3. Drift report for {end} against champion v{drift['forecaster_version']}: "
           f"{drift['drifted_count']}/{drift['n_columns']} columns drifted "
           f"({drift['drifted_columns']}); retrain: {drift['retrain']} - "
           f"{drift['retrain_reason']}\n   report: {drift['report']}")
@@ -95,8 +95,9 @@ def cmd_simulate_drift(args: argparse.Namespace) -> int:
     retrain = run_range(settings, TRAIN_JOB, tags=tags)
     model = run_metadata(retrain, tables.FORECASTER) or {}
     seconds = time.perf_counter() - started
-    print(f"5. Retrain run {retrain.run_id[:8]}: forecaster v{model.get('model_version')} is the "
-          f"{model.get('status')} ({seconds:.0f} s after landing)")
+    print(f"5. Retrain run {retrain.run_id[:8]}: forecaster "
+          f"v{model.get('forecaster_version')} is the {model.get('status')} "
+          f"({seconds:.0f} s after landing)")
     with duckdb.connect(str(settings.warehouse_path), read_only=True) as con:
         versions = registry.history(con, model_name(spec))
     for version, status, trigger, train_end, gate in versions[
@@ -108,6 +109,6 @@ def cmd_simulate_drift(args: argparse.Namespace) -> int:
         again = run_range(settings, MONITOR_JOB, partition=end)
         drift = run_metadata(again, tables.DRIFT_REPORT) or {}
         print(f"6. The same day's drift report against the new champion "
-              f"v{drift.get('model_version')}: retrain {drift.get('retrain')} "
+              f"v{drift.get('forecaster_version')}: retrain {drift.get('retrain')} "
               f"({drift.get('retrain_reason')})")
     return 0

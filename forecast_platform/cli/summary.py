@@ -15,7 +15,7 @@ def forecaster_summary(result) -> list[str]:
     if meta is None:
         return []
     return [
-        "", f"Forecaster v{meta['model_version']} ({meta['status']}), trained on "
+        "", f"Forecaster v{meta['forecaster_version']} ({meta['status']}), trained on "
         f"{meta['train_window']} in {meta['train_seconds']} s; MLflow run "
         f"{meta['mlflow_run_id']}",
         "Backtest (rolling origins, same points for every method):",
@@ -44,7 +44,7 @@ def drift_summary(result) -> list[str]:
     meta = run_metadata(result, tables.DRIFT_REPORT)
     if meta is None:
         return []
-    return ["", f"Drift report ({meta['window']}, vs champion v{meta['model_version']}): "
+    return ["", f"Drift report ({meta['window']}, vs champion v{meta['forecaster_version']}): "
                 f"{meta['drifted_count']}/{meta['n_columns']} columns drifted; retrain: "
                 f"{meta['retrain']} ({meta['retrain_reason']})",
             f"Drift HTML:   {meta['report']}",
@@ -87,7 +87,8 @@ def summarize(settings: Settings, results: list, seconds: float) -> str:
     lines += [
         "",
         f"Warehouse:    {settings.warehouse_path}",
-        f"              duckdb -readonly {settings.warehouse_path}  (or Python: duckdb.connect)",
+        "              forecast-platform query \"SELECT ...\"   reads it and lets go at once "
+        "(a reader that stays open would hold writers back)",
         f"Landing:      {settings.landing_dir()}",
         f"Dagster home: {settings.dagster_home}",
         f"BentoML home: {settings.bentoml_home}",

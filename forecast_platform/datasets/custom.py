@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import io
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,13 +32,16 @@ import pandas as pd
 import yaml
 
 from forecast_platform.datasets.landing import write_landing_files
-from forecast_platform.datasets.spec import METRICS, ColumnType, DatasetSpec
+from forecast_platform.datasets.spec import ENCODINGS, METRICS, ColumnType, DatasetSpec, decode
 
 # Date formats tried in order; the first that parses every value is the file's.
 DATE_FORMATS = ("%Y-%m-%d", "%Y/%m/%d", "%d/%m/%Y", "%m/%d/%Y", "%d.%m.%Y", "%Y%m%d",
                 "%Y-%m-%d %H:%M:%S")
 DEFAULT_HORIZON = {"D": 28, "W": 13}
 MAX_CATEGORIES = 50  # a text covariate with more distinct values is not a code list
+# The target's plausibility bound: this many times the largest value of the history, rounded up
+# to a readable figure (1, 2 or 5 times a power of ten).
+MAX_TARGET_FACTOR = 10
 SPEC_VERSION = 1
 
 
@@ -68,8 +72,38 @@ class Proposal:
         if s.get("holiday_column"):
             lines.append(f"  holiday flag {s['holiday_column']!r}; metric of record "
                          f"{s['metric']}")
+        if s.get("max_target") is not None:
+            lines.append(f"  plausibility bound max_target {s['max_target']:,g}: a larger target "
+                         "is quarantined (edit it in the spec if the business can exceed it)")
+        if s.get("encoding", "utf-8") != "utf-8":
+            lines.append(f"  files that are not UTF-8 are read as {s['encoding']}")
         lines += [f"  - {n}" for n in self.notes]
         return "\n".join(lines)
+
+
+def readable_bound(value: float) -> float:
+    """The smallest 1, 2 or 5 times a power of ten that is at least ``value`` (> 0)."""
+    power = 10.0 ** math.floor(math.log10(value))
+    for step in (1, 2, 5, 10):
+        if step * power >= value * (1 - 1e-12):
+            bound = step * power
+            return float(int(bound)) if bound >= 1 else bound
+    return 10 * power  # not reached
+
+
+def read_text_csv(path: Path, encoding: str = "utf-8") -> pd.DataFrame:
+    """A CSV's values as text: UTF-8 (a byte-order mark dropped), else the declared encoding.
+    A file neither reads is refused with the byte and offset that do not decode."""
+    data = Path(path).read_bytes()
+    try:
+        text, _ = decode(data, encoding)
+    except UnicodeDecodeError as err:
+        hint = ("; if it is Windows-1252 (Excel on Windows), declare encoding cp1252"
+                if encoding == "utf-8" else "")
+        raise MappingError(f"{path} is not {'UTF-8' if encoding == 'utf-8' else encoding}: byte "
+                           f"0x{data[err.start]:02x} at offset {err.start:,} does not decode"
+                           f"{hint}") from None
+    return pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False)
 
 
 def _columns(frame: pd.DataFrame, names: list[str], role: str) -> None:
@@ -171,18 +205,22 @@ def holiday_flag(frame: pd.DataFrame, column: str) -> None:
 def inspect_csv(csv: Path, name: str, date: str, keys: list[str], target: str,
                 freq: str | None = None, known: list[str] = (), observed: list[str] = (),
                 horizon: int | None = None, static: list[str] = (), holiday: str | None = None,
-                metric: str | None = None) -> Proposal:
+                metric: str | None = None, encoding: str = "utf-8") -> Proposal:
     """Check the mapping against the file and propose a spec (nothing is written here).
 
     ``holiday``: a 0/1 column flagging holiday periods; it becomes a known covariate and the
     spec's ``holiday_column``, and the metric of record defaults to WMAE (holidays weigh 5).
+    ``encoding``: what the CSV and its landing files are in when they are not UTF-8 ('utf-8'
+    or 'cp1252'). The target's plausibility bound ``max_target`` is proposed from the history.
     """
     csv = Path(csv).expanduser().resolve()
     if not csv.is_file():
         raise MappingError(f"--csv {csv} does not exist")
     if not name.isidentifier():
         raise MappingError(f"--name {name!r} must be a plain identifier (letters, digits, _)")
-    frame = pd.read_csv(csv, dtype=str, keep_default_na=False)
+    if encoding not in ENCODINGS:
+        raise MappingError(f"encoding {encoding!r}: expected one of {list(ENCODINGS)}")
+    frame = read_text_csv(csv, encoding)
     _columns(frame, [date], "date")
     _columns(frame, keys, "key")
     _columns(frame, [target], "target")
@@ -236,6 +274,16 @@ def inspect_csv(csv: Path, name: str, date: str, keys: list[str], target: str,
         notes.append(f"{int(bad.sum())} target values are not numbers: those rows will be "
                      "quarantined (sales_rejects)")
     negative = bool((target_values < 0).any())
+    finite = target_values[target_values.abs() < math.inf]
+    largest = float(finite.max()) if finite.notna().any() else 0.0
+    max_target = readable_bound(MAX_TARGET_FACTOR * max(largest, 1.0))
+    notes.append(f"target bound max_target {max_target:,g} ({MAX_TARGET_FACTOR}x the largest "
+                 f"value of the history, {largest:,g}, rounded up): larger targets will be "
+                 "quarantined as implausible")
+    top = finite.nlargest(2)
+    if len(top) == 2 and top.iloc[1] > 0 and top.iloc[0] > 100 * top.iloc[1]:
+        notes.append(f"the largest target {top.iloc[0]:,g} is over 100x the next "
+                     f"({top.iloc[1]:,g}): check it, the bound above is made from it")
     if negative:
         notes.append(f"{int((target_values < 0).sum())} negative targets (returns?): accepted "
                      "(allow_negative_target)")
@@ -296,6 +344,7 @@ def inspect_csv(csv: Path, name: str, date: str, keys: list[str], target: str,
         "holiday_column": holiday, "metric": metric,
         "categories": categories, "allow_negative_target": negative,
         "max_missing_share": tolerance, "closed_dates": closed,
+        "max_target": max_target, "encoding": encoding,
         "start": dates.min().date().isoformat(), "end": dates.max().date().isoformat(),
         "horizon": int(horizon or DEFAULT_HORIZON[frequency]),
     }
@@ -318,6 +367,8 @@ def to_spec(data: dict) -> DatasetSpec:
             categories={c: tuple(v) for c, v in data.get("categories", {}).items()},
             allow_negative_target=bool(data.get("allow_negative_target", False)),
             max_missing_share=float(data.get("max_missing_share", 0.05)),
+            max_target=None if data.get("max_target") is None else float(data["max_target"]),
+            encoding=str(data.get("encoding", "utf-8")),
             closed_dates=tuple(data.get("closed_dates", ())),
             start=dt.date.fromisoformat(str(data["start"])),
             end=dt.date.fromisoformat(str(data["end"])),
@@ -363,7 +414,7 @@ def land_csv(spec: DatasetSpec, landing_dir: Path, source_dir: Path | None = Non
     if not path.is_file():
         raise FileNotFoundError(f"dataset {spec.name!r}: {path} does not exist (the CSV the "
                                 "spec was made from; pass --source-dir to point at its folder)")
-    frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    frame = read_text_csv(path, spec.encoding)
     missing = [c for c in spec.columns if c not in frame.columns]
     if missing:
         raise ValueError(f"dataset {spec.name!r}: {path} lacks the columns {missing}")

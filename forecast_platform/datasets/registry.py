@@ -13,6 +13,9 @@ from forecast_platform.datasets.landing import write_landing_files
 from forecast_platform.datasets.spec import DatasetSpec
 
 LABELS_FILE = "anomaly_labels.csv"
+# Each planted mistake quarantines one row of its day; below this many series that one row is
+# over the blocking checks' 5 % (quarantine rate, completeness) and would stop a small demo.
+MISTAKES_MIN_SERIES = 25
 
 
 def with_upstream_mistakes(sales: pd.DataFrame, seed: int = 7, days: int = 6) -> pd.DataFrame:
@@ -72,7 +75,7 @@ def land_synthetic(
     if start is not None:
         sales = sales[sales["date"] >= pd.Timestamp(start)]
         labels = labels[labels["date"] >= pd.Timestamp(start)]
-    if mistakes:
+    if mistakes and n_stores * n_items >= MISTAKES_MIN_SERIES:
         sales = with_upstream_mistakes(sales, seed=seed)
         written = write_landing_files(sales, landing_dir, "_file_day", keep_key=False)
     else:
@@ -226,6 +229,8 @@ def _walmart_spec() -> DatasetSpec:
         allow_negative_target=True,
         # Up to ~12 % of the departments a store had in the previous 28 weeks miss a week.
         max_missing_share=0.15,
+        # Weekly dollars per store-department: the history's largest is 693,099.
+        max_target=10_000_000,
         start=dt.date(2010, 2, 5),
         end=dt.date(2012, 10, 26),
         horizon=39,  # the Kaggle task's horizon: 2012-11-02..2013-07-26
@@ -254,6 +259,7 @@ def _favorita_transactions_spec() -> DatasetSpec:
         closed_dates=("12-25", "01-01", "2016-01-02", "2016-01-03", "2016-01-04"),
         # A store misses a day now and then (2013-06-19: 4 of 47).
         max_missing_share=0.10,
+        max_target=100_000,  # transactions per store-day; the history's largest is 8,359
         start=dt.date(2013, 1, 1),
         end=dt.date(2017, 8, 15),
         horizon=28,
@@ -271,6 +277,7 @@ def _synthetic_spec() -> DatasetSpec:
         key_types={"store": "int", "item": "int"},
         target="sales",
         known={"promo": "int"},
+        max_target=100_000,  # units per store-item-day; the generator stays in the thousands
         start=dt.date(2013, 1, 1),
         end=dt.date(2017, 12, 31),
         horizon=90,
@@ -287,6 +294,7 @@ def _store_item_spec() -> DatasetSpec:
         keys=("store", "item"),
         key_types={"store": "int", "item": "int"},
         target="sales",
+        max_target=10_000,  # units per store-item-day; the history's largest is 231
         start=dt.date(2013, 1, 1),
         end=dt.date(2017, 12, 31),
         horizon=90,

@@ -20,7 +20,9 @@ average the rows that exist. A spec whose source writes zeros for closed periods
 
 from __future__ import annotations
 
+import codecs
 import datetime as dt
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +32,12 @@ Frequency = Literal["D", "W"]
 # Metrics of record the backtest computes and the champion gate compares (forecasting/metrics.py).
 METRICS = ("smape", "mae", "rmse", "wmae")
 ColumnType = Literal["int", "float", "str", "bool"]
+
+# Encodings a spec may declare for its landing files (canonical codec names). UTF-8 (with or
+# without Excel's byte-order mark) is always read as UTF-8; a declared legacy encoding reads the
+# files that are not valid UTF-8 (see ``decode``).
+ENCODINGS = ("utf-8", "cp1252")
+ENCODING_NAMES = {"utf-8": "UTF-8", "cp1252": "Windows-1252"}
 
 # A lander writes the dataset's landing files (one CSV per partition date) and returns them.
 Lander = Callable[["DatasetSpec", Path, "Path | None"], list[Path]]
@@ -68,6 +76,12 @@ class DatasetSpec:
     # "MM-DD" for a day the business is closed every year (Favorita: Christmas), "YYYY-MM-DD"
     # for one day (a known outage of the source). The rows those days do have are kept.
     closed_dates: tuple[str, ...] = ()
+    # Plausibility bound of the target: a larger value is quarantined (a unit mix-up, an
+    # overflow such as 1e308), never trained on. None = no bound (only finite values pass).
+    max_target: float | None = None
+    # The encoding of landing files that are not UTF-8: 'utf-8' (default: such a file is
+    # quarantined as a file) or 'cp1252' (Windows-1252, what Excel on Windows writes).
+    encoding: str = "utf-8"
     horizon: int = 90
     metric: str = "smape"  # the metric of record: what the champion gate compares
     description: str = ""
@@ -92,6 +106,19 @@ class DatasetSpec:
         if not 0 <= self.max_missing_share < 1:
             raise ValueError(f"dataset {self.name!r}: max_missing_share must be in [0, 1), got "
                              f"{self.max_missing_share}")
+        if self.max_target is not None and not (
+                isinstance(self.max_target, int | float) and math.isfinite(self.max_target)
+                and self.max_target > 0):
+            raise ValueError(f"dataset {self.name!r}: max_target must be a positive finite "
+                             f"number or None, got {self.max_target!r}")
+        try:
+            encoding = codecs.lookup(str(self.encoding)).name
+        except LookupError:
+            encoding = None
+        if encoding not in ENCODINGS:
+            raise ValueError(f"dataset {self.name!r}: encoding {self.encoding!r} is not "
+                             f"supported, expected one of {list(ENCODINGS)}")
+        object.__setattr__(self, "encoding", encoding)  # the canonical name ('utf8' -> 'utf-8')
         for day in self.closed_dates:
             try:
                 dt.date.fromisoformat(day if len(str(day)) == 10 else f"2000-{day}")
@@ -159,3 +186,18 @@ class DatasetSpec:
 
     def key_type(self, key: str) -> ColumnType:
         return self.key_types.get(key, "str")
+
+
+def decode(data: bytes, encoding: str = "utf-8") -> tuple[str, str]:
+    """A landing file's bytes as text, and the encoding that read them.
+
+    What can be decoded with certainty: valid UTF-8 is UTF-8 (a byte-order mark is dropped);
+    otherwise the declared legacy encoding, strictly. Raises ``UnicodeDecodeError`` (of the
+    declared encoding, so its offset names the first byte that does not decode).
+    """
+    try:
+        return data.decode("utf-8-sig"), "utf-8"
+    except UnicodeDecodeError:
+        if encoding == "utf-8":
+            raise
+    return data.decode(encoding), encoding

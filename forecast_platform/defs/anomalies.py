@@ -148,7 +148,7 @@ def build_anomaly_assets(spec: DatasetSpec) -> list:
                             {"reasons": ["a refit detector replaces the previous one"]})
         matches = champion is not None and int(expected_version) == champion.version
         yield dg.MaterializeResult(metadata={
-            "model_version": version, "detector": config.detector,
+            "detector_version": version, "detector": config.detector,
             "threshold": float(detector.metadata.get("threshold", 0.0)),
             "fit_window": f"{fit_start} .. {last}", "fit_rows": len(features.rows),
             "skipped": json.dumps(features.skipped),

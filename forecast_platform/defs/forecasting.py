@@ -140,7 +140,7 @@ def build_forecasting_assets(spec: DatasetSpec) -> list:
 
         table = run.overall_table()
         yield dg.MaterializeResult(metadata={
-            "model_version": version,
+            "forecaster_version": version,
             "status": "champion" if verdict.passed else "rejected challenger",
             "mlflow_run_id": run_id,
             "mlflow_model_version": mlflow_version,

@@ -1,10 +1,12 @@
 """The ingestion group: landing files -> raw_sales -> validated_sales + sales_rejects.
 
-raw_sales keeps every landed value as text. One validation pass then splits each run's raw rows,
-and both tables are written in one transaction per run, so raw = validated + rejected always
-holds. The checks on validated_sales protect the models and are blocking; the checks on
-sales_rejects make the quarantine visible (warnings: the bad rows are already kept away from
-the models).
+raw_sales keeps every landed value as text; a landing file that cannot be read is quarantined as
+a file (file_rejects, written by raw_sales) and never holds the run's other files back. One
+validation pass then splits each run's raw rows into validated_sales and sales_rejects, so
+raw = validated + rejected; the non-blocking ``rows_balance`` check finds the partitions where
+it does not hold (a run killed between its steps) anywhere in the warehouse. The checks on
+validated_sales protect the models and are blocking; the checks on sales_rejects make the
+quarantine visible (warnings: the bad rows are already kept away from the models).
 """
 
 import datetime as dt
@@ -37,18 +39,20 @@ from forecast_platform.ingestion.validation import (
     write_validated,
 )
 from forecast_platform.warehouse.store import quote
-from forecast_platform.warehouse.tables import RAW, REJECTS, VALIDATED
+from forecast_platform.warehouse.tables import FILE_REJECTS, RAW, REJECTS, VALIDATED
 
 BLOCKING_CHECKS = {
     "valid_rows_contract": "No null date, key or target; no negative target; unique (date, keys).",
     "completeness": "No date misses over {max_missing:.0%} of the series seen in the previous 28 "
-                    "periods (the dataset's max_missing_share).",
+                    "periods (the dataset's max_missing_share), and every date's landing file "
+                    "gave rows (file_rejects names the files that did not, and why).",
     "volume": "Rows per date within 0.5x..1.5x of the trailing 28-period mean.",
     "quarantine_rate": "At most 5 % of a date's raw rows are quarantined.",
 }
 QUARANTINE_CHECKS = {
     "keys_and_dates_present": ("keys_and_dates", "missing, unparseable or misplaced dates/keys"),
-    "target_valid": ("target", "missing, non-numeric or negative targets"),
+    "target_valid": ("target", "missing, non-numeric, non-finite, negative or implausible "
+                               "(over max_target) targets"),
     "unique_date_keys": ("duplicates", "duplicate (date, keys) rows"),
     "covariates_valid": ("covariates", "missing or unparseable covariates"),
 }
@@ -82,7 +86,13 @@ def _build_raw_assets(spec: DatasetSpec) -> list:
             dg.AssetCheckSpec("columns_match_spec", asset=RAW,
                               description="Each file has exactly the spec's columns."),
             dg.AssetCheckSpec("freshness", asset=RAW,
-                              description="Every landed file has been ingested (no backlog)."),
+                              description="Every landed file has been ingested (no backlog); a "
+                                          "file read with no rows counts as ingested."),
+            dg.AssetCheckSpec("files_readable", asset=RAW,
+                              description=f"Every landing file of the run was read and gave "
+                                          f"rows; the others are in {FILE_REJECTS} with the "
+                                          "reason (encoding, structure, oversized line, binary, "
+                                          "empty)."),
             dg.AssetCheckSpec("landing_file_names", asset=RAW,
                               description="Every sales_*.csv file names a real day within the "
                                           "partitions (others are skipped, never ingested)."),
@@ -98,17 +108,20 @@ def _build_raw_assets(spec: DatasetSpec) -> list:
             metadata = partition_metadata(context, con, RAW, PARTITION_COLUMN, start, end,
                                           facts["rows"], spec.step_days)
             header_outcome = checks.file_headers(con, start, end)
+            files_outcome = checks.quarantined_files(con, start, end)
             fresh = checks.freshness(con, [d for d in landed if spec.start <= d <= spec.end])
         outside = [d for d in landed if not spec.start <= d <= spec.end]
         names = checks.landing_names(stray_files(platform.landing_dir), outside, spec.start,
                                      spec.end)
         missing = partitions - len(files)
         yield dg.MaterializeResult(
-            metadata={**metadata, "files": len(files), "partitions_without_file": missing}
+            metadata={**metadata, "files": len(files), "partitions_without_file": missing,
+                      "files_without_rows": len(facts["file_rejects"])}
         )
         yield check_result(RAW, "columns_match_spec", header_outcome,
                            dg.AssetCheckSeverity.WARN)
         yield check_result(RAW, "freshness", fresh, dg.AssetCheckSeverity.WARN)
+        yield check_result(RAW, "files_readable", files_outcome, dg.AssetCheckSeverity.WARN)
         yield check_result(RAW, "landing_file_names", names, dg.AssetCheckSeverity.WARN)
 
     return [raw_sales]
@@ -138,6 +151,13 @@ def _build_validate_assets(spec: DatasetSpec) -> list:
         dg.AssetCheckSpec(name, asset=VALIDATED, blocking=True,
                           description=text.format(max_missing=spec.max_missing_share))
         for name, text in BLOCKING_CHECKS.items()
+    ] + [
+        # Not blocking: this run's partitions balance by construction; the check looks at every
+        # partition, for the ones an earlier run left (killed between its steps).
+        dg.AssetCheckSpec("rows_balance", asset=VALIDATED, blocking=False,
+                          description="On every partition raw rows = validated + rejected "
+                                      "rows, from the same ingestion; lists the partitions to "
+                                      "validate again."),
     ] + [
         dg.AssetCheckSpec(name, asset=REJECTS,
                           description=f"No rows quarantined for {what}.")
@@ -189,6 +209,7 @@ def _build_validate_assets(spec: DatasetSpec) -> list:
                 name: checks.quarantined(con, category, start, end, what)
                 for name, (category, what) in QUARANTINE_CHECKS.items()
             }
+            balance = checks.rows_balance(con, spec)
         rejected = split.rejected
         by_rule = rejected["rules"].str.split(",").explode().value_counts().to_dict()
         yield dg.MaterializeResult(
@@ -206,6 +227,7 @@ def _build_validate_assets(spec: DatasetSpec) -> list:
         yield dg.MaterializeResult(asset_key=REJECTS, metadata={**rejects_meta, **rejects_extra})
         for name, outcome in blocking.items():
             yield check_result(VALIDATED, name, outcome)
+        yield check_result(VALIDATED, "rows_balance", balance)
         for name, outcome in quarantine.items():
             yield check_result(REJECTS, name, outcome, dg.AssetCheckSeverity.WARN)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+
 import dagster as dg
 from dagster_mlflow import end_mlflow_on_run_finished
 
@@ -23,53 +25,61 @@ REFRESH_JOB = "refresh_job"
 PREDICTION_LOG_JOB = "prediction_log_job"
 MONITOR_JOB = "monitor_job"
 ALERTS_JOB = "alerts_job"
+# Every run records the machine it runs on (the code location's, where the default run launcher
+# starts run workers), so the CLI can tell a dead run of this machine from a live one of another
+# (forecast_platform/cli/recovery.py). CLI runs add their PID.
+HOST_TAG = "forecast_platform/host"
 
 
 def build_jobs(spec: DatasetSpec) -> list[dg.UnresolvedAssetJobDefinition]:
     return [
-        dg.define_asset_job(
+        _job(
             INGEST_JOB,
             selection=dg.AssetSelection.assets(*INGEST_ASSETS),
             partitions_def=partitions_for(spec),
             description="Landing files -> raw -> validated (+ quarantine) -> features, for a "
                         "partition or a whole range in one run.",
         ),
-        dg.define_asset_job(
+        _job(
             TRAIN_JOB,
             selection=dg.AssetSelection.assets(*TRAIN_ASSETS),
             hooks={end_mlflow_on_run_finished},
             description="Train, backtest and gate the forecaster; forecast with the champion; "
                         "pack it for serving.",
         ),
-        dg.define_asset_job(
+        _job(
             ANOMALY_JOB, selection=dg.AssetSelection.assets(tables.ANOMALIES),
             partitions_def=partitions_for(spec),
             description="Score a day (or a range) of sales for anomalies with the current "
                         "detector.",
         ),
-        dg.define_asset_job(
+        _job(
             REFRESH_JOB,
             selection=dg.AssetSelection.assets(tables.FORECASTS, tables.SERVING_BUNDLE),
             description="Forecasts and serving snapshot from the newest data, current champion.",
         ),
-        dg.define_asset_job(
+        _job(
             SERVING_JOB, selection=dg.AssetSelection.assets(tables.SERVING_BUNDLE),
             description="Pack the champion and the feature snapshot into the BentoML store.",
         ),
-        dg.define_asset_job(
+        _job(
             PREDICTION_LOG_JOB, selection=dg.AssetSelection.assets(tables.PREDICTION_LOG),
             partitions_def=prediction_log_partitions,
             description="Load the service's prediction log files into the warehouse.",
         ),
-        dg.define_asset_job(
+        _job(
             MONITOR_JOB, selection=dg.AssetSelection.assets(tables.DRIFT_REPORT,
                                                             tables.PERFORMANCE),
             partitions_def=partitions_for(spec),
             description="Drift report and forecast performance for a day; the drift and "
                         "performance sensors read their metadata and retrain when asked.",
         ),
-        dg.define_asset_job(
+        _job(
             ALERTS_JOB, selection=dg.AssetSelection.assets(tables.ALERTS),
             description="Record alerts spooled by sensors in the warehouse's alerts table.",
         ),
     ]
+
+
+def _job(name: str, **kwargs) -> dg.UnresolvedAssetJobDefinition:
+    return dg.define_asset_job(name, run_tags={HOST_TAG: socket.gethostname()}, **kwargs)

@@ -27,7 +27,17 @@ def column_schema(con: duckdb.DuckDBPyConnection, table: str) -> dg.TableSchema:
 
 
 def preview(frame: pd.DataFrame, rows: int = 5) -> dg.MarkdownMetadataValue:
-    return dg.MetadataValue.md(frame.head(rows).to_markdown(index=False))
+    """A few rows as markdown; a text cell is cut to ``CELL_LIMIT`` characters, because a landed
+    value can be megabytes and the event log keeps a copy of every preview."""
+    head = frame.head(rows).copy()
+    for column in head.select_dtypes(include=["object", "string"]).columns:
+        head[column] = head[column].map(
+            lambda v: v if not isinstance(v, str) or len(v) <= CELL_LIMIT
+            else f"{v[:CELL_LIMIT]}... ({len(v):,} characters)")
+    return dg.MetadataValue.md(head.to_markdown(index=False))
+
+
+CELL_LIMIT = 200
 
 
 # Runs covering at most this many partitions get the bulky, per-run items (markdown previews,

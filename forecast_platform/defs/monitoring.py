@@ -145,7 +145,7 @@ def build_monitoring_assets(spec: DatasetSpec) -> list:
             "retrain": decision.retrain,
             "retrain_columns": ", ".join(decision.unseen) or "none",
             "retrain_reason": decision.reason,
-            "model_version": champion.version,
+            "forecaster_version": champion.version,
             "window": f"{day - dt.timedelta(days=config.window_days - 1)} .. {day}",
             "current_rows": summary.current_rows_total,
             "reference_rows": summary.reference_rows_total,
@@ -199,7 +199,7 @@ def build_monitoring_assets(spec: DatasetSpec) -> list:
         return dg.MaterializeResult(metadata={
             "degraded": performance.degraded,
             "metric": metric,
-            "model_version": int(worst["forecaster_version"]),
+            "forecaster_version": int(worst["forecaster_version"]),
             "points": int(performance.newest["points"].sum()),
             "rolling_error": round(float(worst["rolling_error"]), 4),
             "expected_error": round(float(worst["expected_error"]), 4),

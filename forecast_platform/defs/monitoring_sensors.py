@@ -94,7 +94,7 @@ def evaluate_trigger(context: dg.SensorEvaluationContext, trigger: Trigger,
     # The forecaster version the report judged: one retrain per report and champion. Without
     # one in the metadata (None), the tag and the run key's version are left out rather than
     # spelling "no model".
-    version = meta.get("model_version")
+    version = meta.get("forecaster_version")
     champion = {"champion_version": str(version)} if version is not None else {}
     tags = {"trigger": trigger.name, "partition": str(newest.partition_key), **champion,
             **trigger.evidence(meta)}

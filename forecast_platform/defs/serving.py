@@ -56,7 +56,7 @@ def build_serving_assets(spec: DatasetSpec) -> list:
         model = manifest["model"]
         return dg.MaterializeResult(metadata={
             "bentoml_tag": tag,
-            "model_version": model["version"],
+            "forecaster_version": model["version"],
             "path": dg.MetadataValue.path(str(path)),
             "bentoml_home": str(settings.bentoml_home),
             "origin": manifest["windows"]["origin"],
@@ -80,7 +80,7 @@ def build_serving_assets(spec: DatasetSpec) -> list:
         description=(
             "Every value the service served (forecasts, explanations, anomaly scores): one row "
             "per request, series and target date, with request id, time, inputs, outputs and "
-            "model version, loaded from the service's JSON-lines files "
+            "forecaster version, loaded from the service's JSON-lines files "
             "(<data_dir>/prediction_log/<UTC day>.jsonl). Re-materializing replaces the day."
         ),
     )

@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import duckdb
 import pandas as pd
 
 from forecast_platform.datasets.spec import DatasetSpec
+from forecast_platform.ingestion.text import clip_message
 from forecast_platform.warehouse.store import quote, table_exists
-from forecast_platform.warehouse.tables import RAW, REJECTS, VALIDATED
+from forecast_platform.warehouse.tables import FILE_REJECTS, RAW, REJECTS, VALIDATED
 
 EXAMPLES = 5
 
@@ -80,22 +82,31 @@ def _open(spec: DatasetSpec, column: str) -> str:
     return " AND ".join(parts) or "true"
 
 
+def _closed(spec: DatasetSpec, day: dt.date) -> bool:
+    """Whether ``day`` is one of the spec's closed days (``_open`` in Python)."""
+    return day.strftime("%m-%d") in spec.closed_dates or day.isoformat() in spec.closed_dates
+
+
 def valid_rows_contract(
     con: duckdb.DuckDBPyConnection, spec: DatasetSpec, start: dt.date, end: dt.date
 ) -> Outcome:
-    """What models rely on: no null key/date/target, no negative target, unique (date, keys)."""
+    """What models rely on: no null key/date/target, no negative target, unique (date, keys),
+    finite targets within the spec's ``max_target``."""
     date, target = quote(spec.date_column), quote(spec.target)
     keys = ", ".join(quote(k) for k in spec.keys)
     nulls = " OR ".join(f"{quote(c)} IS NULL" for c in [spec.date_column, *spec.keys, spec.target])
     negative = "false" if spec.allow_negative_target else f"{target} < 0"
+    bound = "" if spec.max_target is None else f" OR {target} > {float(spec.max_target)!r}"
     row = con.execute(
         f"""SELECT count(*) FILTER ({nulls}), count(*) FILTER ({negative}),
-                   count(*) - count(DISTINCT ({date}, {keys}))
+                   count(*) - count(DISTINCT ({date}, {keys})),
+                   count(*) FILTER (NOT isfinite({target}){bound})
             FROM {VALIDATED} WHERE {date} BETWEEN ? AND ?""",
         [start, end],
     ).fetchone()
     figures = {
         "null_values": int(row[0]), "negative_target": int(row[1]), "duplicates": int(row[2]),
+        "implausible_target": int(row[3]),
     }
     passed = not any(figures.values())
     summary = "validated rows meet the contract" if passed else (
@@ -117,6 +128,10 @@ def completeness(
     The tolerance is the spec's (``spec.max_missing_share``) unless given: how many series
     normally skip a period is a property of the data (Walmart's departments come and go week to
     week; a daily feed of stores x items has every row every day).
+
+    A date whose landing file gave no rows (``file_rejects``: unreadable, empty, header only)
+    fails too, even without history to compare with, and the outcome names the file and why;
+    an empty or header-only file on a closed day does not.
     """
     if max_missing_share is None:
         max_missing_share = spec.max_missing_share  # checked by the spec
@@ -154,19 +169,71 @@ def completeness(
     missing = con.execute(sql, [start, end, end, start, end]).df()
     total = int(missing["missing_series"].sum()) if not missing.empty else 0
     bad = missing[missing["missing_share"] > max_missing_share]
-    figures = {"missing_series_days": total, "dates_over_limit": len(bad)}
-    if bad.empty:
+    files = file_rejects(con, start, end)
+    # A closed day's file may well have no rows; one that could not be read still fails.
+    closed = pd.Series([_closed(spec, d) for d in files["partition_date"]], index=files.index,
+                       dtype=bool)
+    files = files[~(files["reason"].str.startswith("no rows").astype(bool) & closed)]
+    figures = {"missing_series_days": total, "dates_over_limit": len(bad),
+               "files_without_rows": len(files)}
+    if bad.empty and files.empty:
         note = f" ({total} series-days missing, each date under {max_missing_share:.0%})" \
             if total else ""
         return Outcome(True, f"expected series present{note}", figures,
                        missing.head(EXAMPLES) if total else None)
-    return Outcome(
-        False,
-        f"{len(bad)} dates miss more than {max_missing_share:.0%} of the series seen in the "
-        f"previous {expect_window} periods",
-        figures,
-        bad.head(EXAMPLES),
-    )
+    parts = []
+    if not bad.empty:
+        parts.append(f"{len(bad)} dates miss more than {max_missing_share:.0%} of the series "
+                     f"seen in the previous {expect_window} periods")
+    if not files.empty:
+        # A partition whose file gave no rows is incomplete even without history to compare.
+        parts.append(_files_sentence(files))
+    examples = bad.head(EXAMPLES)
+    if not files.empty:
+        # The files first (they say why), each beside its date's missing series if any.
+        named = files.rename(columns={"partition_date": "date"})[["date", "file", "reason"]]
+        named["date"] = pd.to_datetime(named["date"])
+        dated = bad.assign(date=pd.to_datetime(bad["date"]))
+        examples = pd.concat([
+            named.head(EXAMPLES).merge(dated, on="date", how="left"),
+            dated[~dated["date"].isin(named["date"])].head(EXAMPLES),
+        ], ignore_index=True)
+        examples["date"] = examples["date"].dt.date
+    return Outcome(False, "; ".join(parts), figures, examples)
+
+
+def file_rejects(con: duckdb.DuckDBPyConnection, start: dt.date, end: dt.date) -> pd.DataFrame:
+    """The landing files of the range that gave no rows: partition_date, file (name), reason."""
+    if not table_exists(con, FILE_REJECTS):
+        return pd.DataFrame({"partition_date": [], "file": [], "reason": []}, dtype=object)
+    rows = con.execute(
+        f"SELECT partition_date, file, reason FROM {FILE_REJECTS} "
+        "WHERE partition_date BETWEEN ? AND ? ORDER BY partition_date, file", [start, end]).df()
+    return pd.DataFrame({
+        "partition_date": pd.Series([d.date() for d in pd.to_datetime(rows["partition_date"])],
+                                    dtype=object),
+        "file": pd.Series([Path(f).name for f in rows["file"]], dtype=object),
+        "reason": pd.Series([clip_message(r, 300) for r in rows["reason"]], dtype=object),
+    })
+
+
+def _files_sentence(files: pd.DataFrame, shown: int = 10) -> str:
+    listed = "; ".join(f"{f} ({r})" for f, r in
+                       zip(files["file"][:shown], files["reason"][:shown], strict=True))
+    more = f"; and {len(files) - shown} more in {FILE_REJECTS}" if len(files) > shown else ""
+    return f"{len(files)} landing files gave no rows: {listed}{more}"
+
+
+def quarantined_files(con: duckdb.DuckDBPyConnection, start: dt.date, end: dt.date) -> Outcome:
+    """Landing files of the range quarantined as files (unreadable) or without rows (empty)."""
+    files = file_rejects(con, start, end)
+    figures = {"files_without_rows": len(files),
+               "files_unreadable": int((~files["reason"].str.startswith("no rows")).sum())
+               if not files.empty else 0}
+    if files.empty:
+        return Outcome(True, "every landing file was read, with rows", figures)
+    return Outcome(False, _files_sentence(files, shown=EXAMPLES), figures,
+                   files.head(EXAMPLES))
 
 
 def volume(
@@ -249,10 +316,16 @@ def quarantine_rate(
 def freshness(
     con: duckdb.DuckDBPyConnection, landed: list[dt.date]
 ) -> Outcome:
-    """Landed files not yet ingested: the warehouse is behind its upstream."""
+    """Landed files not yet ingested: the warehouse is behind its upstream. A file that was read
+    and gave no rows (empty, header only, quarantined as a file) is ingested."""
     if not landed:
         return Outcome(True, "no landing files yet", {"backlog_partitions": 0})
-    rows = con.execute(f"SELECT DISTINCT partition_date FROM {RAW}").fetchall()
+    # A partition is ingested once its file was read: it has raw rows, or its file is in
+    # file_rejects (quarantined, or empty / header-only: read, with no rows).
+    sources = [f"SELECT DISTINCT partition_date FROM {RAW}"] if table_exists(con, RAW) else []
+    if table_exists(con, FILE_REJECTS):
+        sources.append(f"SELECT DISTINCT partition_date FROM {FILE_REJECTS}")
+    rows = con.execute(" UNION ".join(sources)).fetchall() if sources else []
     ingested = {r[0] for r in rows}
     backlog = sorted(set(landed) - ingested)
     latest = max(ingested) if ingested else None
@@ -283,3 +356,72 @@ def landing_names(stray: list[tuple[str, str]], outside: list[dt.date],
     })
     return Outcome(False, f"{len(named)} landing files are not ingested: "
                           f"{', '.join(named[:EXAMPLES])}", figures, examples.head(EXAMPLES))
+
+
+def _balance_sql(spec: DatasetSpec, con: duckdb.DuckDBPyConnection, bounded: bool) -> str:
+    """Per partition: raw rows against validated + rejected rows, and whether the validated and
+    rejected rows come from the raw rows' ingestion (``_ingested_at``)."""
+    date = quote(spec.date_column)
+    where = "WHERE {col} BETWEEN ? AND ?" if bounded else ""
+    parts = []
+    for alias, table, col in (("r", RAW, "partition_date"), ("v", VALIDATED, date),
+                              ("j", REJECTS, "partition_date")):
+        if table_exists(con, table):
+            parts.append(f"{alias} AS (SELECT {col} AS d, count(*) AS n, max(_ingested_at) AS t "
+                         f"FROM {table} {where.format(col=col)} GROUP BY 1)")
+        else:
+            parts.append(f"{alias} AS (SELECT NULL::DATE AS d, 0 AS n, NULL::TIMESTAMP AS t "
+                         "WHERE false)")
+    return f"""
+        WITH {", ".join(parts)}
+        SELECT coalesce(r.d, v.d, j.d) AS date, coalesce(r.n, 0) AS raw_rows,
+               coalesce(v.n, 0) AS valid_rows, coalesce(j.n, 0) AS rejected_rows,
+               CASE WHEN coalesce(r.n, 0) <> coalesce(v.n, 0) + coalesce(j.n, 0)
+                    THEN 'raw rows <> valid + rejected'
+                    ELSE 'validated from an older ingestion than raw' END AS problem
+        FROM r FULL JOIN v ON v.d = r.d FULL JOIN j ON j.d = coalesce(r.d, v.d)
+        WHERE coalesce(r.n, 0) <> coalesce(v.n, 0) + coalesce(j.n, 0)
+           OR v.t IS DISTINCT FROM r.t AND v.t IS NOT NULL
+           OR j.t IS DISTINCT FROM r.t AND j.t IS NOT NULL
+        ORDER BY 1
+    """
+
+
+def _balance(con: duckdb.DuckDBPyConnection, spec: DatasetSpec, start: dt.date | None,
+             end: dt.date | None) -> pd.DataFrame:
+    bounded = start is not None or end is not None
+    sql = _balance_sql(spec, con, bounded)
+    lo, hi = start or dt.date.min, end or dt.date.max
+    params = [lo, hi] * sql.count("BETWEEN ? AND ?") if bounded else []
+    return con.execute(sql, params).df()
+
+
+def unbalanced_partitions(con: duckdb.DuckDBPyConnection, spec: DatasetSpec,
+                          start: dt.date | None = None, end: dt.date | None = None
+                          ) -> list[dt.date]:
+    """Partitions whose raw rows are not exactly their validated + rejected rows: validation
+    did not run (or not to its end) on the raw rows they hold now, e.g. a run killed between
+    ingesting and validating. Re-materializing ``validated_sales`` / ``sales_rejects`` for them
+    (the ingest job over those partitions) restores the invariant. All partitions by default;
+    ``start`` / ``end`` (inclusive) narrow the scan.
+    """
+    frame = _balance(con, spec, start, end)
+    return [d.date() if hasattr(d, "date") else d for d in frame["date"]]
+
+
+def rows_balance(con: duckdb.DuckDBPyConnection, spec: DatasetSpec) -> Outcome:
+    """raw = valid + rejected on every partition of the warehouse (not only the run's range:
+    a killed earlier run leaves its partitions unbalanced until they are validated again)."""
+    bad = _balance(con, spec, None, None)
+    figures = {"unbalanced_partitions": len(bad)}
+    if bad.empty:
+        return Outcome(True, "every partition's raw rows are its validated + rejected rows",
+                       figures)
+    dates = [str(d)[:10] for d in bad["date"]]
+    shown = ", ".join(dates[:10]) + (f" and {len(dates) - 10} more" if len(dates) > 10 else "")
+    return Outcome(
+        False,
+        f"{len(bad)} partitions are not validated from their raw rows ({shown}); run the "
+        "ingest job over them to validate them again",
+        figures, bad.head(EXAMPLES).assign(date=dates[:EXAMPLES]),
+    )

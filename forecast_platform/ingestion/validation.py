@@ -9,6 +9,7 @@ the two outputs: ``len(raw) == len(valid) + len(rejects)`` is the contract the t
 from __future__ import annotations
 
 import datetime as dt
+import math
 from dataclasses import dataclass
 
 import duckdb
@@ -17,6 +18,7 @@ import pandera.pandas as pa
 from pandera.errors import SchemaErrors
 
 from forecast_platform.datasets.spec import ColumnType, DatasetSpec
+from forecast_platform.ingestion.text import clip, clip_message
 from forecast_platform.warehouse.store import quote, registered, replace_range
 from forecast_platform.warehouse.tables import REJECTS, VALIDATED
 
@@ -48,6 +50,10 @@ def build_schema(spec: DatasetSpec) -> pa.DataFrameSchema:
     target_checks = [pa.Check(lambda s: s.abs() < float("inf"), name="finite")]
     if not spec.allow_negative_target:
         target_checks.append(pa.Check.ge(0))
+    if spec.max_target is not None:
+        bound = float(spec.max_target)
+        # Plausibility: a unit mix-up or an overflow (1e23, 1e308) is quarantined, not learned.
+        target_checks.append(pa.Check(lambda s: s <= bound, name="max_target"))
     columns = {
         spec.date_column: pa.Column(nullable=False),
         **{k: pa.Column(nullable=False) for k in spec.keys},
@@ -81,27 +87,43 @@ def parsed_select(spec: DatasetSpec, source: str) -> str:
     return f"SELECT {', '.join(parts)} FROM {source}"
 
 
+def _is_nan(text: str) -> bool:
+    try:
+        return math.isnan(float(text))
+    except ValueError:
+        return False
+
+
 def _message(spec: DatasetSpec, check: str, column: str | None, raw: object, note: object) -> str:
+    """A rejected value's reason. Values are quoted bounded (``clip``): a reason never copies a
+    megabyte-long value into the quarantine, the checks' metadata or the event log."""
     types = column_types(spec)
+    text = None if raw is None or (isinstance(raw, float) and pd.isna(raw)) else str(raw)
     if check == "not_nullable":
         if isinstance(note, str) and f"'{column}'" in note and "missing column" in note:
             return f"column '{column}' is missing from the file"
-        if raw is None or (isinstance(raw, float) and pd.isna(raw)) or str(raw).strip() == "":
+        if text is None or text.strip() == "":
             return f"column '{column}' is empty; a value is required"
+        if types.get(column) == "float" and _is_nan(text.strip()):
+            return f"column '{column}': value {clip(text)} is not finite; expected a number"
         expected = (
             "a date (YYYY-MM-DD)" if column == spec.date_column else TYPE_WORDS[types[column]]
         )
-        return f"column '{column}': value {str(raw)!r} is not {expected}"
+        return f"column '{column}': value {clip(text)} is not {expected}"
     if check.startswith("greater_than_or_equal_to"):
-        return f"column '{column}': value {raw} is negative; expected >= 0"
+        return f"column '{column}': value {clip(text)} is negative; expected >= 0"
     if check == "finite":
-        return f"column '{column}': value {raw} is not finite"
+        return f"column '{column}': value {clip(text)} is not finite"
+    if check == "max_target":
+        return (f"column '{column}': value {clip(text)} is over the dataset's plausibility bound "
+                f"max_target={spec.max_target:,g}")
     if check == "multiple_fields_uniqueness":
         keys = ", ".join([spec.date_column, *spec.keys])
         return f"duplicate ({keys}): an earlier row with the same keys was kept"
     if check == "date_matches_partition":
-        return f"column '{spec.date_column}': value {raw} does not belong to this file's partition"
-    return f"column '{column}' failed check {check} (value {raw!r})"
+        return (f"column '{spec.date_column}': value {clip(text)} does not belong to this "
+                "file's partition")
+    return clip_message(f"column '{column}' failed check {check} (value {clip(text)})")
 
 
 def rule_category(spec: DatasetSpec, check: str, column: str | None) -> str:

@@ -296,15 +296,19 @@ def pack_bundle(con: duckdb.DuckDBPyConnection, spec: DatasetSpec, model_name: s
         "anomaly": anomaly_info,
         **(extra_metadata or {}),
     }
-    labels = {"dataset": spec.name, "model": model_name, "model_version": str(champion.version),
-              "origin": origin.isoformat(),
-              "anomaly": str(anomaly.version) if anomaly is not None else "none"}
+    # Versions: what the forecaster and the detector are (``forecaster_version``,
+    # ``detector_version``). No detector: no ``detector_version`` at all (BentoML's labels are
+    # strings and its metadata refuses None, so "none" or -1 would be the only other spelling).
+    no_detector = anomaly is None
+    labels = {"dataset": spec.name, "model": model_name,
+              "forecaster_version": str(champion.version), "origin": origin.isoformat(),
+              **({} if no_detector else {"detector_version": str(anomaly.version)})}
     metadata = {"dataset": spec.name, "model_name": model_name,
-                "model_version": champion.version, "origin": origin.isoformat(),
+                "forecaster_version": champion.version, "origin": origin.isoformat(),
                 "train_window": f"{model['train_start']} .. {model['train_end']}",
                 "mlflow_run_id": champion.mlflow_run_id or "", "created_at": created.isoformat(),
                 "backtest_metrics": json.dumps(champion.metrics),
-                "anomaly_version": anomaly.version if anomaly is not None else -1}
+                **({} if no_detector else {"detector_version": anomaly.version})}
     # A weekly model's seasonal recipe moves to the bundle's origin (forecasting/future.py).
     forecaster = at_origin(con, spec, Forecaster.from_bytes(champion.model_bytes), origin)
     return PackedBundle(
@@ -334,8 +338,15 @@ class Bundle:
     anomaly_context: pd.DataFrame | None = None
 
     @property
-    def model_version(self) -> int:
+    def forecaster_version(self) -> int:
+        """The registry version of the forecaster this bundle serves."""
         return int(self.manifest["model"]["version"])
+
+    @property
+    def detector_version(self) -> int | None:
+        """The registry version of the packed anomaly detector; None without one."""
+        anomaly = self.manifest.get("anomaly") or {}
+        return int(anomaly["version"]) if anomaly.get("present") else None
 
     @property
     def created_at(self) -> str:

@@ -4,9 +4,12 @@ The service must never open the DuckDB warehouse (one writer per file), so it ap
 files under ``<data_dir>/prediction_log/``; the daily ``prediction_log`` asset loads a day's
 file into the warehouse for monitoring. Each line is one series of one request:
 
-    {"request_id", "logged_at", "endpoint", "bundle", "model_version", "series_id", "series",
-     "inputs", "outputs": {"ds": [...], "p10": [...], "p50": [...], "p90": [...],
-                           "actual": [...], "score": [...], "is_anomaly": [...]}}
+    {"request_id", "logged_at", "endpoint", "bundle", "forecaster_version", "series_id",
+     "series", "inputs", "outputs": {"ds": [...], "p10": [...], "p50": [...], "p90": [...],
+                                     "actual": [...], "score": [...], "is_anomaly": [...]}}
+
+``forecaster_version`` is the registry version of the forecaster that served the line (lines
+written before the rename say ``model_version``; the loader reads either).
 
 ``outputs`` is columnar (parallel lists): a 500-series, 90-day batch stays a few MB, and the
 asset unnests the lists side by side. A request's lines go out in one ``write`` on a file opened
@@ -78,13 +81,15 @@ class PredictionLog:
 LOG_TABLE = tables.PREDICTION_LOG
 _JSON_COLUMNS = (
     "{logged_at: 'VARCHAR', request_id: 'VARCHAR', endpoint: 'VARCHAR', bundle: 'VARCHAR', "
-    "model_version: 'INTEGER', series_id: 'VARCHAR', series: 'JSON', inputs: 'JSON', "
+    "forecaster_version: 'INTEGER', model_version: 'INTEGER', series_id: 'VARCHAR', "
+    "series: 'JSON', inputs: 'JSON', "
     "outputs: 'STRUCT(ds DATE[], p10 DOUBLE[], p50 DOUBLE[], p90 DOUBLE[], actual DOUBLE[], "
     "score DOUBLE[], is_anomaly BOOLEAN[])'}"
 )
 _EMPTY = (
     "(SELECT NULL::VARCHAR AS logged_at, NULL::VARCHAR AS request_id, NULL::VARCHAR AS endpoint, "
-    "NULL::VARCHAR AS bundle, NULL::INTEGER AS model_version, NULL::VARCHAR AS series_id, "
+    "NULL::VARCHAR AS bundle, NULL::INTEGER AS forecaster_version, "
+    "NULL::INTEGER AS model_version, NULL::VARCHAR AS series_id, "
     "NULL::JSON AS series, NULL::JSON AS inputs, NULL::STRUCT(ds DATE[], p10 DOUBLE[], "
     "p50 DOUBLE[], p90 DOUBLE[], actual DOUBLE[], score DOUBLE[], is_anomaly BOOLEAN[]) "
     "AS outputs, NULL::VARCHAR AS filename WHERE false)"
@@ -105,12 +110,14 @@ def log_select(files: list[Path]) -> str:
         source = _EMPTY
     return f"""
 SELECT CAST(ts AS DATE) AS log_date, ts AS logged_at, request_id, endpoint, bundle,
-       model_version, series_id, ds, p10, p50, p90, actual, score, is_anomaly,
+       forecaster_version, series_id, ds, p10, p50, p90, actual, score, is_anomaly,
        CAST(series AS VARCHAR) AS series, CAST(inputs AS VARCHAR) AS inputs,
        filename AS _source_file
 FROM (
   SELECT CAST(replace(logged_at, 'Z', '') AS TIMESTAMP) AS ts, request_id, endpoint, bundle,
-         model_version, series_id, series, inputs, filename,
+         -- lines written before the rename say model_version
+         coalesce(forecaster_version, model_version) AS forecaster_version,
+         series_id, series, inputs, filename,
          unnest(outputs.ds) AS ds, unnest(outputs.p10) AS p10, unnest(outputs.p50) AS p50,
          unnest(outputs.p90) AS p90, unnest(outputs.actual) AS actual,
          unnest(outputs.score) AS score, unnest(outputs.is_anomaly) AS is_anomaly

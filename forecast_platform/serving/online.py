@@ -224,11 +224,10 @@ class OnlineModel:
                 else "a date with enough history before it"
             raise InvalidInput(f"{exc.field}: series {resolved.keys} cannot be scored on {day}: "
                                f"{exc}", exc.field, hint) from None
-        anomaly = self.bundle.manifest["anomaly"]
         return {"series": resolved.keys, "series_id": resolved.series_id,
                 "date": day.isoformat(), "actual": value, **scored,
-                "detector_version": int(anomaly["version"]),
-                "forecaster_version": self.bundle.model_version}
+                "detector_version": self.bundle.detector_version,
+                "forecaster_version": self.bundle.forecaster_version}
 
     def info(self) -> dict[str, Any]:
         m = self.bundle.manifest

@@ -4,17 +4,121 @@ Every check raises a ``ServingError`` carrying an HTTP status, the offending fie
 expected, so the service answers bad input with a precise 4xx and never a 500. The checks know
 the bundle only through ``Served`` (its spec, horizon, dates and series), so they stay the same
 whichever way the online model computes its answers.
+
+Error bodies stay small whatever the input: a message quotes at most ``QUOTE_CHARS`` characters
+of an offending value or key (``quote``, ``shorten``), and ``bounded_error`` cuts any error body
+the service sends to ``MAX_ERROR_BYTES`` (the service applies it to every 4xx, BentoML's own
+included), keeping the message and the field.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import json
 import math
+import reprlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from forecast_platform.datasets.spec import DatasetSpec
+
+# -- bounded quoting -------------------------------------------------------------------------
+
+QUOTE_CHARS = 200  # most characters of one offending value (or key) an error quotes
+MESSAGE_CHARS = 2_000  # most characters of an error message
+LISTED = 20  # most fields, details or keys one error body lists
+MAX_ERROR_BYTES = 10_000  # largest error body, encoded
+
+_REPR = reprlib.Repr()
+_REPR.maxstring = _REPR.maxother = _REPR.maxlong = QUOTE_CHARS // 2
+_REPR.maxlist = _REPR.maxtuple = _REPR.maxdict = _REPR.maxset = 10
+_REPR.maxlevel = 4
+
+
+def shorten(text: str, limit: int = QUOTE_CHARS) -> str:
+    """``text``, or its first ``limit`` characters and how long it was."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}... ({len(text):,} characters)"
+
+
+def quote(value: Any, limit: int = QUOTE_CHARS) -> str:
+    """``repr(value)`` for an error message, at most about ``limit`` characters.
+
+    Never builds the full repr of a large value (a 900 KB string or a dict of 50,000 keys): a
+    long string is cut before quoting, a container is summarized by ``reprlib``.
+    """
+    if isinstance(value, str):
+        if len(value) <= limit:
+            return repr(value)
+        return f"{value[:limit]!r}... ({len(value):,} characters)"
+    try:
+        return shorten(_REPR.repr(value), limit)
+    except ValueError:  # an integer past Python's 4,300-digit str() limit
+        return f"<a {type(value).__name__} too long to quote>"
+
+
+def bounded_error(data: Any, max_bytes: int = MAX_ERROR_BYTES) -> bytes:
+    """An error body as JSON bytes of at most ``max_bytes``, keeping what names the problem.
+
+    Every string is cut to ``QUOTE_CHARS`` (the message to ``MESSAGE_CHARS``) and every list
+    or object to ``LISTED`` entries; if that is still too large, ``detail`` goes, then
+    everything but ``error``, ``field``, ``fields`` and ``expected``, then the message is cut
+    until it fits. A body that is not a JSON object becomes ``{"error": <its text>}``.
+    """
+    if isinstance(data, list) and len(data) == 1 and isinstance(data[0], dict):
+        data = data[0]  # BentoML wraps some errors in a one-element list
+    if not isinstance(data, dict):
+        data = {"error": data if isinstance(data, str) else _REPR.repr(data)}
+    out = {shorten(str(k), QUOTE_CHARS): _clipped(v, MESSAGE_CHARS if k == "error"
+                                                  else QUOTE_CHARS)
+           for k, v in list(data.items())[:LISTED]}
+    body = _encode(out)
+    if len(body) <= max_bytes:
+        return body
+    out.pop("detail", None)
+    body = _encode(out)
+    if len(body) <= max_bytes:
+        return body
+    out = {k: out[k] for k in ("error", "field", "fields", "expected") if k in out}
+    if isinstance(out.get("fields"), list):
+        out["fields"] = out["fields"][:5]
+    message = str(out.get("error", "invalid request"))
+    limit = len(message)
+    while True:
+        body = _encode({**out, "error": message[:limit]})
+        if len(body) <= max_bytes or limit == 0:
+            return body
+        limit //= 2
+
+
+def _clipped(value: Any, limit: int) -> Any:
+    if isinstance(value, str):
+        return shorten(value, limit)
+    if isinstance(value, dict):
+        items = list(value.items())
+        out = {shorten(str(k)): _clipped(v, QUOTE_CHARS) for k, v in items[:LISTED]}
+        if len(items) > LISTED:
+            out["..."] = f"{len(items) - LISTED:,} more"
+        return out
+    if isinstance(value, (list, tuple)):
+        out = [_clipped(v, QUOTE_CHARS) for v in value[:LISTED]]
+        if len(value) > LISTED:
+            out.append(f"... and {len(value) - LISTED:,} more")
+        return out
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        return value if value.bit_length() <= 256 else quote(value)
+    if isinstance(value, float):
+        return value if math.isfinite(value) else str(value)
+    return quote(value)
+
+
+def _encode(data: dict[str, Any]) -> bytes:
+    return json.dumps(data, ensure_ascii=False, allow_nan=False, default=str).encode()
+
 
 # -- errors -----------------------------------------------------------------------------------
 
@@ -24,10 +128,12 @@ class ServingError(ValueError):
     status = 400
 
     def __init__(self, message: str, field: str | None = None, expected: str | None = None):
+        # Values are quoted short where the message is written; this caps what is left.
+        message = shorten(message, MESSAGE_CHARS)
         super().__init__(message)
         self.message = message
-        self.field = field
-        self.expected = expected
+        self.field = field if field is None else shorten(field)
+        self.expected = expected if expected is None else shorten(expected, MESSAGE_CHARS)
 
     def as_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"error": self.message}
@@ -71,7 +177,8 @@ def parse_date(value: Any, field: str) -> dt.date:
             return dt.date.fromisoformat(value)
         except ValueError:
             pass
-    raise InvalidInput(f"{field}: {value!r} is not a date", field, "an ISO date, YYYY-MM-DD")
+    raise InvalidInput(f"{field}: {quote(value)} is not a date", field,
+                       "an ISO date, YYYY-MM-DD")
 
 
 @dataclass(frozen=True)
@@ -108,29 +215,30 @@ class Served:
         extra = [k for k in keys if k not in spec.keys]
         if missing or extra:
             problems = ([f"lacks {missing}"] if missing else []) \
-                + ([f"has unknown keys {extra}"] if extra else [])
+                + ([f"has unknown keys {quote(extra)}"] if extra else [])
             problem = " and ".join(problems)
-            raise InvalidInput(f"{field} {problem}", f"{field}.{(missing or extra)[0]}",
-                               expected)
+            first = shorten(str((missing or extra)[0]))
+            raise InvalidInput(f"{field} {problem}", f"{field}.{first}", expected)
         canonical: dict[str, Any] = {}
         for k in spec.keys:
             value = keys[k]
             if isinstance(value, bool) or not isinstance(value, (str, int)):
-                raise InvalidInput(f"{field}.{k}: {value!r} is not a key value", f"{field}.{k}",
-                                   "a string or an integer")
+                raise InvalidInput(f"{field}.{k}: {quote(value)} is not a key value",
+                                   f"{field}.{k}", "a string or an integer")
             if spec.key_type(k) == "int":
                 try:
                     value = int(value)
                 except ValueError:
-                    raise InvalidInput(f"{field}.{k}: {value!r} is not an integer",
+                    raise InvalidInput(f"{field}.{k}: {quote(value)} is not an integer",
                                        f"{field}.{k}", "an integer") from None
             canonical[k] = value
         sid = "|".join(str(canonical[k]) for k in spec.keys)
         position = self.series_index.get(sid)
         if position is None:
             raise UnknownSeries(
-                f"unknown series {canonical}: the bundle serves the {len(self.series_index)} "
-                f"series with sales in the 28 periods before {self.origin}", field,
+                f"unknown series {quote(canonical)}: the bundle serves the "
+                f"{len(self.series_index)} series with sales in the 28 periods before "
+                f"{self.origin}", field,
                 "the keys of a served series (see model_info)")
         return Resolved(sid, position, canonical)
 
@@ -151,7 +259,7 @@ class Served:
         if horizon is None:
             return h
         if isinstance(horizon, bool) or not isinstance(horizon, int):
-            raise InvalidInput(f"horizon: {horizon!r} is not an integer", "horizon",
+            raise InvalidInput(f"horizon: {quote(horizon)} is not an integer", "horizon",
                                f"an integer from 1 to {h}")
         if not 1 <= horizon <= h:
             raise InvalidInput(f"horizon: {horizon} is outside 1 .. {h}, the model's horizon",
@@ -169,7 +277,7 @@ class Served:
     @staticmethod
     def check_top(top: Any) -> int:
         if isinstance(top, bool) or not isinstance(top, int) or top < 1:
-            raise InvalidInput(f"top: {top!r} is not a positive integer", "top",
+            raise InvalidInput(f"top: {quote(top)} is not a positive integer", "top",
                                "an integer >= 1")
         return top
 
@@ -186,7 +294,7 @@ class Served:
         first = self.future_start
         out: dict[dt.date, dict[str, float | str]] = {}
         for raw_day, values in scenario.items():
-            field = f"scenario.{raw_day}"
+            field = f"scenario.{shorten(str(raw_day))}"
             day = parse_date(raw_day, field)
             if not first <= day <= last:
                 raise InvalidInput(
@@ -201,22 +309,23 @@ class Served:
                                    f"an object with some of {known}")
             clean: dict[str, float | str] = {}
             for col, value in values.items():
+                name = f"{field}.{shorten(str(col))}"
                 if col not in self.spec.known:
                     raise InvalidInput(
-                        f"{field}.{col}: {col!r} is not a known-in-advance covariate of this "
-                        f"dataset", f"{field}.{col}", f"one of {known}" if known
+                        f"{name}: {quote(col)} is not a known-in-advance covariate of this "
+                        f"dataset", name, f"one of {known}" if known
                         else "nothing: this dataset has no known covariates")
                 codes = self.spec.categories.get(col)
                 if codes is not None:  # a text-coded covariate takes one of its codes
                     if not isinstance(value, str) or value not in codes:
-                        raise InvalidInput(f"{field}.{col}: {value!r} is not a code of {col}",
-                                           f"{field}.{col}", f"one of {list(codes)}")
+                        raise InvalidInput(f"{name}: {quote(value)} is not a code of {col}",
+                                           name, f"one of {list(codes)}")
                     clean[col] = value
                     continue
                 if isinstance(value, bool) or not isinstance(value, (int, float)) \
                         or not math.isfinite(value):
-                    raise InvalidInput(f"{field}.{col}: {value!r} is not a finite number",
-                                       f"{field}.{col}", "a finite number")
+                    raise InvalidInput(f"{name}: {quote(value)} is not a finite number",
+                                       name, "a finite number")
                 clean[col] = float(value)
             out[day] = clean
         return out
@@ -243,6 +352,6 @@ class Served:
         negative_ok = self.spec.allow_negative_target
         if isinstance(actual, bool) or not isinstance(actual, (int, float)) \
                 or not math.isfinite(actual) or (actual < 0 and not negative_ok):
-            raise InvalidInput(f"actual: {actual!r} is not a valid {self.spec.target}", "actual",
-                               "a finite number" + ("" if negative_ok else " >= 0"))
+            raise InvalidInput(f"actual: {quote(actual)} is not a valid {self.spec.target}",
+                               "actual", "a finite number" + ("" if negative_ok else " >= 0"))
         return float(actual)

@@ -20,6 +20,7 @@ from pathlib import Path
 import duckdb
 
 from forecast_platform.settings import DEFAULT_LOCK_WAIT_SECONDS
+from forecast_platform.warehouse.migrations import migrate
 
 # How long a writer waits for another process's hold on the file (a run, or a reader such as
 # `duckdb -readonly`) before it fails; FORECAST_LOCK_WAIT_SECONDS in the settings.
@@ -52,7 +53,7 @@ def open_warehouse(path: Path, read_only: bool = False, wait_seconds: float = LO
     pause, last_said = 0.1, -math.inf
     while True:
         try:
-            return duckdb.connect(str(path), read_only=read_only)
+            con = duckdb.connect(str(path), read_only=read_only)
         except duckdb.IOException as err:
             if "lock" not in str(err).lower():
                 raise
@@ -69,6 +70,14 @@ def open_warehouse(path: Path, read_only: bool = False, wait_seconds: float = LO
                 last_said = waited
             time.sleep(min(pause, max(0.0, wait_seconds - waited)))
             pause = min(pause * 2, 2.0)
+            continue
+        if not read_only:  # an existing data directory catches up with renamed columns
+            try:
+                migrate(con)
+            except BaseException:
+                con.close()
+                raise
+        return con
 
 
 @contextmanager

@@ -2,10 +2,14 @@
 service read them from here, so a core module never imports Dagster wiring to learn a name.
 
 Each table is the asset of the same name (``dagster/table_name`` ``warehouse.main.<name>``),
-except the registry, which the forecaster asset writes as versioned rows.
+except the registry, which the forecaster asset writes as versioned rows, and the file
+quarantine, which the raw_sales asset writes beside its rows.
 """
 
 RAW = "raw_sales"  # landed rows as they came, every value as text (raw_sales)
+# landing files that gave no rows (unreadable, or empty), one row each with the reason; written
+# by the raw_sales asset
+FILE_REJECTS = "file_rejects"
 VALIDATED = "validated_sales"  # typed rows that passed validation: what features read
 REJECTS = "sales_rejects"  # quarantined rows with their original values and the reason
 CALENDAR = "holiday_calendar"  # one row per day: holiday flag, name, days to the next
@@ -28,5 +32,5 @@ SERVING_BUNDLE = "serving_bundle"  # the champion packed into the BentoML model 
 DRIFT_REPORT = "drift_report"  # Evidently HTML/JSON per day, rows in DRIFT_SUMMARY/COLUMNS
 
 # In the order the CLI's summary lists them (the asset graph's order).
-ALL = (RAW, VALIDATED, REJECTS, CALENDAR, FEATURES, REGISTRY, FORECASTS, EXPLANATIONS, EXPECTED,
-       ANOMALIES, DRIFT_SUMMARY, DRIFT_COLUMNS, PERFORMANCE, ALERTS)
+ALL = (RAW, FILE_REJECTS, VALIDATED, REJECTS, CALENDAR, FEATURES, REGISTRY, FORECASTS,
+       EXPLANATIONS, EXPECTED, ANOMALIES, DRIFT_SUMMARY, DRIFT_COLUMNS, PERFORMANCE, ALERTS)
