@@ -50,7 +50,8 @@ def test_graph_checks_sensors_and_jobs(tmp_path):
     assert {"validated_sales.completeness", "validated_sales.volume",
             "validated_sales.valid_rows_contract", "sales_rejects.target_valid",
             "raw_sales.freshness", "forecaster.champion_gate"} <= checks
-    for sensor in ("landing_sensor", "monitor_sensor", "drift_sensor", "performance_sensor",
+    for sensor in ("landing_sensor", "rows_balance_sensor", "monitor_sensor", "drift_sensor",
+                   "performance_sensor",
                    "alert_sensor"):
         assert defs.resolve_sensor_def(sensor).default_status == dg.DefaultSensorStatus.RUNNING
     assert defs.resolve_job_def("monitor_job") is not None

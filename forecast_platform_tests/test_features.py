@@ -13,8 +13,9 @@ import pytest
 
 from forecast_platform.datasets.registry import get_spec
 from forecast_platform.features.calendar import calendar_frame
-from forecast_platform.features.offline import CALENDAR, FEATURES, compute_features, feature_frame
+from forecast_platform.features.offline import compute_features, feature_frame
 from forecast_platform.features.sql import KNOWN_IN_ADVANCE, features_select, plan_features
+from forecast_platform.warehouse.tables import CALENDAR, FEATURES
 
 SPEC = get_spec("synthetic")
 PLAN = plan_features(SPEC)

@@ -10,6 +10,7 @@ import pytest
 
 from forecast_platform.datasets.landing import landed_files
 from forecast_platform.datasets.registry import get_spec, land_synthetic
+from forecast_platform.definitions import build_definitions
 from forecast_platform_tests.conftest import (
     STORE_ITEM_DIR,
     check_results,
@@ -433,12 +434,22 @@ def test_rows_balance_finds_partitions_validation_did_not_cover(tmp_path):
         con.execute("DELETE FROM validated_sales WHERE date = ?", [lost])
         assert unbalanced_partitions(con, SPEC) == [lost]
         assert unbalanced_partitions(con, SPEC, FAULT_START, dt.date(2017, 12, 3)) == []
-    later = run_job(settings, FAULT_END, FAULT_END)
+    instance = dg.DagsterInstance.ephemeral()
+    later = run_job(settings, FAULT_END, FAULT_END, instance=instance)
     balance = check_results(later)["validated_sales.rows_balance"]
     assert not balance.passed and balance.severity == dg.AssetCheckSeverity.ERROR
     assert not balance.blocking  # the run's own partitions are fine: it does not stop them
     assert str(lost) in balance.metadata["summary"].value
     assert balance.metadata["unbalanced_partitions"].value == 1
+    # The rows_balance sensor asks for exactly that day, once per evaluation.
+    defs = build_definitions(settings)
+    sensor = defs.resolve_sensor_def("rows_balance_sensor")
+    asked = sensor(dg.build_sensor_context(instance=instance, definitions=defs))
+    assert [r.partition_key for r in asked.run_requests] == [lost.isoformat()]
+    assert asked.run_requests[0].tags["trigger"] == "rows_balance"
+    again_asked = sensor(dg.build_sensor_context(instance=instance, definitions=defs,
+                                                 cursor=asked.cursor))
+    assert not getattr(again_asked, "run_requests", None)
     # Validating that partition again restores raw = valid + rejected.
     again = run_job(settings, lost, lost)
     assert check_results(again)["validated_sales.rows_balance"].passed

@@ -149,7 +149,9 @@ def test_readable_bound_rounds_up_to_1_2_or_5_times_a_power_of_ten(value, bound)
 
 def test_a_windows_1252_csv_is_refused_unless_declared(tmp_path):
     csv = tmp_path / "x.csv"
-    text = "when,k,y\n" + "".join(f"2020-01-0{d},Café,{d}\n" for d in range(1, 8))
+    # Weekly, 160 weeks: the history the forecaster needs (a shorter one is refused first).
+    weeks = pd.date_range("2020-01-05", periods=160, freq="7D")
+    text = "when,k,y\n" + "".join(f"{d.date()},Café,{i % 9 + 1}\n" for i, d in enumerate(weeks))
     csv.write_bytes(text.encode("cp1252"))
     with pytest.raises(MappingError, match=r"is not UTF-8: byte 0xe9 at offset 23 .*cp1252"):
         inspect_csv(csv, "x", "when", ["k"], "y")

@@ -28,7 +28,6 @@ from forecast_platform.features.offline import feature_frame, load_sales
 from forecast_platform.features.sql import plan_features
 from forecast_platform.forecasting import metrics
 from forecast_platform.monitoring import (
-    ALERTS_TABLE,
     Alert,
     drift_report,
     monitored_columns,
@@ -39,6 +38,7 @@ from forecast_platform.monitoring import (
     seasonal_reference,
 )
 from forecast_platform.monitoring.verdicts import assess_performance, promised_errors
+from forecast_platform.warehouse import tables
 
 SPEC = get_spec("synthetic")
 PLAN = plan_features(SPEC)
@@ -301,7 +301,7 @@ def test_alerts_are_appended_to_the_table():
     record_alert(con, drift_alert(kind="failed_run", severity="critical", title="run failed",
                                   details={"job": "retrain"}), webhook_delivered=False)
     rows = con.execute(f"SELECT kind, severity, title, details, partition_key, webhook_delivered "
-                       f"FROM {ALERTS_TABLE} ORDER BY created_at").fetchall()
+                       f"FROM {tables.ALERTS} ORDER BY created_at").fetchall()
     assert [r[0] for r in rows] == ["drift", "failed_run"]
     assert json.loads(rows[0][3])["drifted_columns"] == ["y", "y_mean_28"]
     assert rows[0][4] == "2017-09-30" and rows[0][5] is None and rows[1][5] is False
@@ -324,7 +324,7 @@ def test_webhook_receives_a_slack_compatible_payload(receiver):
     ours = payload["forecast_platform"]
     assert ours["alert_id"] == alert.alert_id and ours["details"]["drifted_share"] == 0.67
     assert ours["created_at"].endswith("Z")
-    assert con.execute(f"SELECT webhook_delivered FROM {ALERTS_TABLE}").fetchone() == (True,)
+    assert con.execute(f"SELECT webhook_delivered FROM {tables.ALERTS}").fetchone() == (True,)
 
 
 def test_a_failing_webhook_never_raises_and_is_quick(receiver, caplog):
@@ -337,5 +337,5 @@ def test_a_failing_webhook_never_raises_and_is_quick(receiver, caplog):
     assert post_webhook("not a url", drift_alert()) is False
     con = duckdb.connect()
     assert raise_alert(con, drift_alert(), webhook_url=closed_port_url()) is False
-    assert con.execute(f"SELECT webhook_delivered FROM {ALERTS_TABLE}").fetchone() == (False,)
+    assert con.execute(f"SELECT webhook_delivered FROM {tables.ALERTS}").fetchone() == (False,)
     assert "alert webhook failed" in caplog.text

@@ -44,11 +44,12 @@ from forecast_platform.serving.harness import (
     bentoml_server,
     build_champion_warehouse,
 )
-from forecast_platform.serving.log import LOG_TABLE, log_file, log_select
+from forecast_platform.serving.log import log_file, log_select
 from forecast_platform.serving.online import OnlineModel
 from forecast_platform.serving.requests import MAX_ERROR_BYTES, NotAvailable
 from forecast_platform.settings import DEFAULT_MAX_BODY_BYTES, Settings, load_settings
 from forecast_platform.warehouse.store import connect, registered
+from forecast_platform.warehouse.tables import PREDICTION_LOG
 
 SPEC = get_spec("synthetic")
 PLAN = plan_features(SPEC)
@@ -473,15 +474,15 @@ def test_prediction_log_lines_and_the_prediction_log_asset(client, settings):
     # A warehouse from before the rename: its table says model_version; the next write
     # migrates the column (warehouse/migrations.py) and goes on.
     with duckdb.connect(str(settings.warehouse_path)) as raw:
-        raw.execute(f"ALTER TABLE {LOG_TABLE} RENAME forecaster_version TO model_version")
+        raw.execute(f"ALTER TABLE {PREDICTION_LOG} RENAME forecaster_version TO model_version")
     for _ in range(2):  # re-materializing replaces the day: no duplicates
         dg.materialize([log_asset], partition_key=today.isoformat(),
                        resources={"platform": Platform.from_settings(settings)})
     with connect(settings.warehouse_path, read_only=True) as con:
-        rows = con.execute(f"SELECT ds, p50, forecaster_version FROM {LOG_TABLE} "
+        rows = con.execute(f"SELECT ds, p50, forecaster_version FROM {PREDICTION_LOG} "
                            "WHERE request_id = ? ORDER BY ds", [request_id]).fetchall()
-        total = con.execute(f"SELECT count(*) FROM {LOG_TABLE}").fetchone()[0]
-        columns = {c[0] for c in con.execute(f"DESCRIBE {LOG_TABLE}").fetchall()}
+        total = con.execute(f"SELECT count(*) FROM {PREDICTION_LOG}").fetchone()[0]
+        columns = {c[0] for c in con.execute(f"DESCRIBE {PREDICTION_LOG}").fetchall()}
     assert "forecaster_version" in columns and "model_version" not in columns
     assert [r_[1] for r_ in rows] == line["outputs"]["p50"]
     assert {r_[2] for r_ in rows} == {1}
@@ -551,6 +552,9 @@ BAD_INPUTS = [
     ("score_anomaly", {"series": S12, "date": str(END), "actual": True}, 400, "actual"),
     ("score_anomaly", {"series": S12, "date": str(END), "actual": None}, 400, "actual"),
     ("score_anomaly", {"series": S12, "date": str(END), "actual": -5}, 422, "actual"),
+    # Over the dataset's plausible maximum (synthetic: 100,000), as ingestion would quarantine.
+    ("score_anomaly", {"series": S12, "date": str(END), "actual": 1e308}, 422, "actual"),
+    ("score_anomaly", {"series": S12, "date": str(END), "actual": 100001}, 422, "actual"),
     ("score_anomaly", f'{{"series": {{"store": 1, "item": 2}}, "date": "{END}", '
                       '"actual": NaN}'.encode(), 422, "actual"),
     ("score_anomaly", {"series": {"store": 9, "item": 9}, "date": str(END), "actual": 1}, 404,

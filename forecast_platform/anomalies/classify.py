@@ -11,6 +11,10 @@ LEVEL_SHIFT_PERIODS = 3  # a run this long (same sign, |z| > RUN_Z) reads as a l
 
 
 def _fmt(v: float) -> str:
+    """A value as a reason quotes it: whole units, one decimal when small, and three
+    significant digits when huge (a reason must stay one short line whatever the value)."""
+    if abs(v) >= 1e7:
+        return f"{v:.3g}"
     return f"{v:.0f}" if abs(v) >= 10 else f"{v:.1f}"
 
 

@@ -34,7 +34,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
             print(f"  ({args.stores * args.items} series: too few to plant the upstream mistakes "
                   f"the quarantine demo shows without failing the blocking checks; they need "
                   f"{MISTAKES_MIN_SERIES})", flush=True)
-        land(settings, start, args.stores, args.items, end)
+        land(settings, start, args.stores, args.items, end, closures=args.closures)
         landed = landed_files(settings.landing_dir())
     spec = get_spec(settings.dataset, settings.datasets_dir)
     # A stray file dated outside the partitions (sales_2099-01-01.csv) never defines the range;
@@ -69,7 +69,7 @@ def cmd_land(args: argparse.Namespace) -> int:
     settings = configure(args)
     start = dt.date.fromisoformat(args.start) if args.start else None
     end = dt.date.fromisoformat(args.end) if args.end else None
-    written = land(settings, start, args.stores, args.items, end)
+    written = land(settings, start, args.stores, args.items, end, closures=args.closures)
     print(f"landed {len(written)} files into {settings.landing_dir()}")
     return 0
 
@@ -113,7 +113,8 @@ def cmd_init_dataset(args: argparse.Namespace) -> int:
         proposal = inspect_csv(Path(args.csv), args.name, args.date, names(args.keys),
                                args.target, args.freq, names(args.known), names(args.observed),
                                args.horizon, names(args.static), args.holiday, args.metric,
-                               args.encoding)
+                               args.encoding, closures=args.closures,
+                               open_column=args.open_column)
         path = write_spec(proposal, settings.datasets_dir, overwrite=args.force)
     except (MappingError, ValueError) as err:
         raise SystemExit(f"error: {err}") from None

@@ -89,6 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
                                      "leaving December for simulate-drift)")
         p.add_argument("--stores", type=int, default=10, help="synthetic: number of stores")
         p.add_argument("--items", type=int, default=50, help="synthetic: items per store")
+        p.add_argument("--closures", action="store_true",
+                       help="synthetic: a retailer's calendar (Sunday and holiday closures, "
+                            "open days only, store-wide promotions with a six-week plan)")
         p.set_defaults(func=func)
     p = sub.add_parser("simulate-drift", help="land drifted days after the demo and watch "
                        "drift detection start a retrain")
@@ -136,6 +139,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--encoding", default="utf-8", choices=("utf-8", "cp1252"),
                    help="the text encoding of files that are not UTF-8 (Excel on Windows "
                         "writes cp1252); UTF-8 files are always read as UTF-8")
+    p.add_argument("--closures", metavar="FILE",
+                   help="a closures CSV declaring the days series are closed (columns date, "
+                        "yearly, weekday, key columns, note) instead of inferring them from "
+                        "the history; a declared closed day with sales is an error")
+    p.add_argument("--open", metavar="COLUMN", dest="open_column",
+                   help="a 0/1 column flagging open rows: closed rows (0, target 0 or empty) "
+                        "become exact closure rules and are not landed as sales")
     p.add_argument("--force", action="store_true", help="replace an existing spec of that name")
     p.set_defaults(func=cmd_init_dataset)
     return parser

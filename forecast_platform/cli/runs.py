@@ -31,13 +31,15 @@ def configure(args: argparse.Namespace) -> Settings:
 
 
 def land(settings: Settings, start: dt.date | None, stores: int, items: int,
-         end: dt.date | None = None) -> list[Path]:
+         end: dt.date | None = None, closures: bool = False) -> list[Path]:
     spec = get_spec(settings.dataset, settings.datasets_dir)
+    if closures and spec.name != "synthetic":
+        raise SystemExit("--closures applies to the synthetic dataset only")
     if spec.lander is None:
         raise SystemExit(f"dataset {spec.name!r} has no lander: drop files into "
                          f"{settings.landing_dir()} yourself")
-    kwargs = {"start": start, "end": end, "n_stores": stores, "n_items": items} \
-        if spec.name == "synthetic" else {}
+    kwargs = {"start": start, "end": end, "n_stores": stores, "n_items": items,
+              "closures": closures} if spec.name == "synthetic" else {}
     return spec.lander(spec, settings.landing_dir(), settings.source_dir, **kwargs)
 
 
@@ -59,7 +61,10 @@ def run_range(settings: Settings, job_name: str, start: dt.date | None = None,
     from forecast_platform.cli.recovery import process_tags, signal_guard, wait_for_warehouse
     from forecast_platform.definitions import build_definitions
     from forecast_platform.defs.automation import RANGE_END, RANGE_START
+    from forecast_platform.defs.jobs import INGEST_JOB
 
+    if job_name == INGEST_JOB and start is not None and end is not None:
+        heal_unbalanced(settings, start, end)
     job = build_definitions(settings).resolve_job_def(job_name)
     run_tags = dict(tags or {"trigger": "cli"})
     if start is not None and end is not None:
@@ -84,6 +89,30 @@ def run_range(settings: Settings, job_name: str, start: dt.date | None = None,
         if guard.signum is not None:  # Dagster ended the run itself after the signal
             guard.stop(instance)
         return result
+
+
+def heal_unbalanced(settings: Settings, start: dt.date, end: dt.date) -> None:
+    """Before an ingest of ``start..end``: validate again the days outside it whose raw rows are
+    not their validated + rejected rows (a run killed between its steps), one run per range of
+    consecutive days, so every ingest through the CLI leaves the whole warehouse balanced."""
+    from forecast_platform.defs.automation import contiguous_ranges
+    from forecast_platform.defs.jobs import INGEST_JOB
+    from forecast_platform.ingestion.checks import unbalanced_partitions
+    from forecast_platform.warehouse.store import connect
+
+    if not settings.warehouse_path.is_file():
+        return
+    spec = get_spec(settings.dataset, settings.datasets_dir)
+    with connect(settings.warehouse_path, read_only=True,
+                 wait_seconds=settings.lock_wait_seconds) as con:
+        if not con.execute("SELECT count(*) FROM information_schema.tables "
+                           f"WHERE table_name = '{tables.RAW}'").fetchone()[0]:
+            return
+        days = [d for d in unbalanced_partitions(con, spec) if not start <= d <= end]
+    for first, last in contiguous_ranges(days, spec.step_days):
+        print(f"Validating {first}..{last} again: their raw rows are not their validated + "
+              "rejected rows (a run stopped between its steps) ...", flush=True)
+        run_range(settings, INGEST_JOB, first, last, tags={"trigger": "rows_balance"})
 
 
 def scoring_range(settings: Settings) -> tuple[dt.date, dt.date] | None:

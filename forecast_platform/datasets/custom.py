@@ -14,9 +14,14 @@ the spec records its path (a ``--source-dir`` holding a file of the same name wi
 folder can be pointed at).
 
 Gaps are reported, not filled: a period without a row is "no data" (closed, not stocked), never
-zero sales. Dates on which no series has a row at all become the spec's ``closed_dates`` (the
-blocking completeness and volume checks would otherwise stop the whole history on them), and
-the completeness tolerance is proposed from the worst remaining date.
+zero sales. Closures are understood, not refused (datasets/closures.py): the days a series or a
+group of series does not report by rule (a store's Sundays, national and regional holidays, a
+refurbishment) are inferred from the history, declared with ``--closures FILE``, or read
+exactly from an open flag (``--open COLUMN``); they become closure rules in
+``<name>.closures.csv`` beside the YAML, which the blocking completeness and volume checks
+expect no row on. The completeness tolerance is proposed from the worst remaining date (gaps
+that are no closure). A history shorter than the forecaster needs (``shortest_history``) is
+refused with that figure.
 """
 
 from __future__ import annotations
@@ -28,11 +33,20 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import yaml
 
+from forecast_platform.datasets import closures as cl
 from forecast_platform.datasets.landing import write_landing_files
-from forecast_platform.datasets.spec import ENCODINGS, METRICS, ColumnType, DatasetSpec, decode
+from forecast_platform.datasets.spec import (
+    ENCODINGS,
+    METRICS,
+    ClosureRule,
+    ColumnType,
+    DatasetSpec,
+    decode,
+)
 
 # Date formats tried in order; the first that parses every value is the file's.
 DATE_FORMATS = ("%Y-%m-%d", "%Y/%m/%d", "%d/%m/%Y", "%m/%d/%Y", "%d.%m.%Y", "%Y%m%d",
@@ -43,6 +57,13 @@ MAX_CATEGORIES = 50  # a text covariate with more distinct values is not a code 
 # to a readable figure (1, 2 or 5 times a power of ten).
 MAX_TARGET_FACTOR = 10
 SPEC_VERSION = 1
+# What the forecaster needs (see ``shortest_history``): the train job's backtest origins
+# (defs/forecasting.py ForecasterConfig.backtest_origins) spaced 28 days' worth apart
+# (forecasting/training.py default_spacing).
+BACKTEST_ORIGINS = 3
+# More of the series-periods (between each series' first and last row, closures left out)
+# missing than this: the keys do not describe series.
+MAX_GAP_SHARE = 0.5
 
 
 class MappingError(ValueError):
@@ -55,6 +76,7 @@ class Proposal:
 
     spec: dict
     notes: list[str] = field(default_factory=list)
+    rules: list[ClosureRule] = field(default_factory=list)  # the closures file's rules
 
     def text(self) -> str:
         s = self.spec
@@ -75,6 +97,13 @@ class Proposal:
         if s.get("max_target") is not None:
             lines.append(f"  plausibility bound max_target {s['max_target']:,g}: a larger target "
                          "is quarantined (edit it in the spec if the business can exceed it)")
+        if s.get("open_column"):
+            lines.append(f"  open flag {s['open_column']!r}: closed rows (0) are closure rules, "
+                         "never landed as sales")
+        if self.rules:
+            lines.append(f"  closures: {len(self.rules)} rules in {s['closures']} (days a series "
+                         "has no row by rule; the ingest checks expect none)")
+            lines += [f"    {line}" for line in cl.summarize(self.rules)]
         if s.get("encoding", "utf-8") != "utf-8":
             lines.append(f"  files that are not UTF-8 are read as {s['encoding']}")
         lines += [f"  - {n}" for n in self.notes]
@@ -202,16 +231,54 @@ def holiday_flag(frame: pd.DataFrame, column: str) -> None:
                            f"on line {i + 2}")
 
 
+def open_flag(frame: pd.DataFrame, column: str) -> None:
+    """An open flag must be 0 (closed) or 1 (open) on every row."""
+    values = frame[column].str.strip()
+    bad = ~values.isin(["0", "1"])
+    if bad.any():
+        i = int(bad.to_numpy().nonzero()[0][0])
+        raise MappingError(f"open column {column!r} must hold 0 (closed) or 1 (open), got "
+                           f"{values.iloc[i]!r} on line {i + 2}")
+
+
+def shortest_history(frequency: str, horizon: int) -> tuple[int, str]:
+    """The fewest days of history the forecaster needs, and why: the features' longest
+    lookback (``plan_features(...).lookback_days``: before it a row lacks its yearly lags and
+    windows) plus the backtest's span (``check_history``: one horizon of training rows before
+    the first of ``BACKTEST_ORIGINS`` origins 28 days apart, and one horizon to score after the
+    last)."""
+    from forecast_platform.features.sql import plan_features
+
+    step = 7 if frequency == "W" else 1
+    probe = DatasetSpec(name="probe", frequency=frequency, date_column="d", keys=("k",),
+                        target="y", start=dt.date(2000, 1, 1), end=dt.date(2000, 1, 1),
+                        horizon=horizon)
+    lookback = plan_features(probe).lookback_days
+    spacing = max(1, 28 // step)
+    backtest = (2 * horizon + (BACKTEST_ORIGINS - 1) * spacing) * step
+    unit = "days" if step == 1 else "weeks"
+    why = (f"{lookback} days for the features' longest lookback + {backtest} days for the "
+           f"backtest ({BACKTEST_ORIGINS} origins {spacing * step} days apart, a "
+           f"{horizon}-{unit[:-1]} horizon of training before the first and to score after "
+           "the last)")
+    return lookback + backtest, why
+
+
 def inspect_csv(csv: Path, name: str, date: str, keys: list[str], target: str,
                 freq: str | None = None, known: list[str] = (), observed: list[str] = (),
                 horizon: int | None = None, static: list[str] = (), holiday: str | None = None,
-                metric: str | None = None, encoding: str = "utf-8") -> Proposal:
+                metric: str | None = None, encoding: str = "utf-8",
+                closures: Path | None = None, open_column: str | None = None) -> Proposal:
     """Check the mapping against the file and propose a spec (nothing is written here).
 
     ``holiday``: a 0/1 column flagging holiday periods; it becomes a known covariate and the
     spec's ``holiday_column``, and the metric of record defaults to WMAE (holidays weigh 5).
     ``encoding``: what the CSV and its landing files are in when they are not UTF-8 ('utf-8'
     or 'cp1252'). The target's plausibility bound ``max_target`` is proposed from the history.
+    ``closures``: a closures CSV (datasets/closures.py) declaring the closed days instead of
+    inferring them; a declared closed day with sales is an error. ``open_column``: a 0/1 column
+    flagging open rows; closed rows (0, target 0 or empty) become exact closure rules and are
+    not landed.
     """
     csv = Path(csv).expanduser().resolve()
     if not csv.is_file():
@@ -228,16 +295,20 @@ def inspect_csv(csv: Path, name: str, date: str, keys: list[str], target: str,
     _columns(frame, list(observed), "observed covariate")
     _columns(frame, list(static), "static")
     known = list(known)
+    if open_column is not None:
+        _columns(frame, [open_column], "open")
+        open_flag(frame, open_column)
     if holiday is not None:
         _columns(frame, [holiday], "holiday")
         holiday_flag(frame, holiday)
         if holiday not in known:
             known.append(holiday)
-    roles = [date, *keys, target, *known, *observed, *static]
+    roles = [date, *keys, target, *known, *observed, *static,
+             *([open_column] if open_column else [])]
     twice = sorted({c for c in roles if roles.count(c) > 1})
     if twice:
         raise MappingError(f"column {twice[0]!r} is mapped twice (date, keys, target, known, "
-                           "observed and static must be distinct)")
+                           "observed, static and open must be distinct)")
     metric = metric or ("wmae" if holiday is not None else "smape")
     if metric not in METRICS:
         raise MappingError(f"--metric {metric!r}: expected one of {list(METRICS)}")
@@ -262,8 +333,23 @@ def inspect_csv(csv: Path, name: str, date: str, keys: list[str], target: str,
         raise MappingError(f"--freq {freq} does not match the dates of {date!r}, which look "
                            f"{'weekly' if guessed == 'W' else 'daily'} ({guessed})")
     frequency = freq or guessed
+    periods_ahead = int(horizon or DEFAULT_HORIZON[frequency])
+    step = 7 if frequency == "W" else 1
+    needed, why = shortest_history(frequency, periods_ahead)
+    have = (dates.max() - dates.min()).days + step
+    if have < needed:
+        raise MappingError(
+            f"the history is too short: {dates.min().date()} .. {dates.max().date()} is {have} "
+            f"days, and a {'daily' if step == 1 else 'weekly'} dataset with a horizon of "
+            f"{periods_ahead} periods needs at least {needed} days ({why}); land more history")
+    key_types = {k: ("int" if infer_type(frame[k]) == "int" else "str") for k in keys}
+    rules, history, inferred, closure_notes = _closures(
+        frame, dates, keys, key_types, target, step, closures, open_column)
+    if open_column is not None:  # the closed rows are rules now, never sales
+        keep = frame[open_column].str.strip().eq("1").to_numpy()
+        frame, dates = frame[keep], dates[keep]
 
-    notes: list[str] = []
+    notes: list[str] = [f"history {have} days; the forecaster needs at least {needed} ({why})"]
     target_values = pd.to_numeric(frame[target].str.strip(), errors="coerce")
     bad = target_values.isna() & frame[target].str.strip().ne("")
     if bad.mean() > 0.5:
@@ -288,7 +374,6 @@ def inspect_csv(csv: Path, name: str, date: str, keys: list[str], target: str,
         notes.append(f"{int((target_values < 0).sum())} negative targets (returns?): accepted "
                      "(allow_negative_target)")
 
-    key_types = {k: ("int" if infer_type(frame[k]) == "int" else "str") for k in keys}
     types = {c: infer_type(frame[c]) for c in [*known, *observed, *static]}
     static_keys = static_keys_for(frame, keys, list(static)) if static else []
     if static:
@@ -306,32 +391,37 @@ def inspect_csv(csv: Path, name: str, date: str, keys: list[str], target: str,
         categories[c] = codes
         notes.append(f"{c}: text codes {codes} encoded as categories 1..{len(codes)}")
 
-    # Gaps: periods a series misses between its first and last row; whole periods with no row.
-    step = 7 if frequency == "W" else 1
-    series = frame[keys].astype(str).agg("|".join, axis=1)
-    spans = pd.DataFrame({"s": series, "d": dates}).groupby("s")["d"].agg(["min", "max", "count"])
-    expected = ((spans["max"] - spans["min"]).dt.days // step + 1)
-    missing = int((expected - spans["count"]).sum())
-    all_periods = pd.date_range(dates.min(), dates.max(), freq=f"{step}D")
-    empty = sorted(set(all_periods) - set(dates))
-    closed = [d.date().isoformat() for d in empty]
-    per_date = pd.Series(dates).value_counts()
-    active = pd.Series({d: int(((spans["min"] <= d) & (spans["max"] >= d)).sum())
-                        for d in per_date.index})
-    share = (1 - per_date / active).clip(lower=0)
-    worst = float(share.max()) if len(share) else 0.0
+    # Gaps: periods an open series misses between its first and last row (closures left out).
+    closed = inferred if inferred is not None else history.apply(rules)
+    open_s = history.active & ~closed
+    gaps = open_s & ~history.present
+    n_open, n_gaps = open_s.sum(0), gaps.sum(0)
+    share = np.where(n_open > 0, n_gaps / np.maximum(n_open, 1), 0.0)
+    worst = float(share.max()) if share.size else 0.0
+    missing = int(gaps.sum())
+    overall = missing / max(int(open_s.sum()), 1)
+    notes.append(f"{len(history.series_keys)} series, {len(frame)} rows; {missing} "
+                 "series-periods missing between a series' first and last row, closures left "
+                 "out (missing = no data, never zero)")
+    notes += closure_notes
+    found = "; ".join(cl.summarize(rules, shown=1)) or "no closures"
+    if overall > MAX_GAP_SHARE:
+        raise MappingError(
+            f"the keys {keys} do not describe series that report most periods: {overall:.0%} "
+            f"of the series-periods between each series' first and last row are missing, with "
+            f"{len(rules)} closure rules found ({found}); expected one row per date and series "
+            "on the days a series is open")
+    if worst >= 1:
+        t = int(share.argmax())
+        raise MappingError(
+            f"on {history.periods[t].date()} none of the {int(n_open[t])} series expected open "
+            f"has a row ({len(rules)} closure rules: {found}): declare the day closed in the "
+            "closures file (--closures) or land its rows")
     tolerance = max(0.05, math.ceil(worst * 20) / 20)
-    notes.append(f"{len(spans)} series, {len(frame)} rows; {missing} series-periods missing "
-                 "between a series' first and last row (missing = no data, never zero)")
-    if closed:
-        notes.append(f"{len(closed)} periods have no row at all ({', '.join(closed[:5])}"
-                     f"{' ...' if len(closed) > 5 else ''}): recorded as closed_dates")
     if tolerance > 0.05:
-        notes.append(f"up to {worst:.0%} of the active series miss a period: completeness "
+        notes.append(f"up to {worst:.0%} of the open series miss a period: completeness "
                      f"tolerance max_missing_share {tolerance:.2f}")
-    if tolerance >= 1:
-        raise MappingError(f"some periods miss {worst:.0%} of the active series: the keys "
-                           f"{keys} do not describe series that report every period")
+    tolerance = min(tolerance, 0.95)
 
     spec = {
         "version": SPEC_VERSION,
@@ -343,17 +433,85 @@ def inspect_csv(csv: Path, name: str, date: str, keys: list[str], target: str,
         "static": {c: types[c] for c in static}, "static_keys": static_keys,
         "holiday_column": holiday, "metric": metric,
         "categories": categories, "allow_negative_target": negative,
-        "max_missing_share": tolerance, "closed_dates": closed,
+        "max_missing_share": tolerance, "closed_dates": [],
+        "closures": cl.closures_file_name(name) if rules else None,
+        "open_column": open_column,
         "max_target": max_target, "encoding": encoding,
         "start": dates.min().date().isoformat(), "end": dates.max().date().isoformat(),
-        "horizon": int(horizon or DEFAULT_HORIZON[frequency]),
+        "horizon": periods_ahead,
     }
-    to_spec(spec)  # the spec's own rules (e.g. a weekly horizon the recipe can serve)
-    return Proposal(spec, notes)
+    to_spec(spec, rules=rules)  # the spec's own rules (e.g. a weekly horizon it can serve)
+    return Proposal(spec, notes, list(rules))
 
 
-def to_spec(data: dict) -> DatasetSpec:
-    """A ``DatasetSpec`` from the YAML's mapping, with the CSV lander bound to its file."""
+def _closures(frame: pd.DataFrame, dates: pd.Series, keys: list[str],
+              key_types: dict[str, str], target: str, step: int, declared: Path | None,
+              open_column: str | None
+              ) -> tuple[list[ClosureRule], cl.History, np.ndarray | None, list[str]]:
+    """The closure rules of the history (declared, from the open flag, else inferred), the
+    history of its open rows as matrices, the inferred closed matrix (None when not inferred)
+    and report lines."""
+    keyframe = pd.DataFrame({k: frame[k].map(lambda v, k=k: cl.normalize_key(v, key_types[k]))
+                             for k in keys})
+    values = pd.to_numeric(frame[target].str.strip(), errors="coerce")
+    sold = values.fillna(0).ne(0).to_numpy()
+    lines = pd.Series(np.arange(len(frame)) + 2)
+    rules: list[ClosureRule] = []
+    open_rows = np.ones(len(frame), dtype=bool)
+    if open_column is not None:
+        open_rows = frame[open_column].str.strip().eq("1").to_numpy()
+        bad = np.flatnonzero(~open_rows & sold)
+        if len(bad):
+            i = int(bad[0])
+            who = ", ".join(f"{k}={frame[k].iloc[i]}" for k in keys)
+            raise MappingError(
+                f"open column {open_column!r}: {who} is closed (0) on {dates.iloc[i].date()} "
+                f"but has {target}={frame[target].iloc[i]!r} (line {i + 2}); a closed row must "
+                f"have {target} 0 or empty ({len(bad)} such rows)")
+    history = cl.History.build(keyframe, dates.reset_index(drop=True), step, mask=open_rows)
+    daily = step == 1
+    notes: list[str] = []
+    if open_column is not None:
+        shut = cl.History.build(keyframe, dates.reset_index(drop=True), step,
+                                mask=~open_rows).present
+        rules += cl.rules_from_open_flag(history, shut, daily)
+        notes.append(f"open flag {open_column!r}: {int((~open_rows).sum())} closed rows read as "
+                     f"{len(rules)} exact closure rules (not landed)")
+    if declared is not None:
+        try:
+            given = cl.read_closures(Path(declared).expanduser(), keys, key_types)
+        except ValueError as err:
+            raise MappingError(f"--closures: {err}") from None
+        wrong = cl.contradictions(history, given, sold & open_rows, frame[target], lines)
+        if wrong:
+            raise MappingError(f"--closures {declared}: declared closed days have sales: "
+                               + "; ".join(wrong))
+        rules += [r if r.note else ClosureRule(r.date, r.yearly, r.weekday, r.match,
+                                               cl.NOTES["declared"]) for r in given]
+        notes.append(f"{len(given)} closure rules declared in {declared}")
+    if open_column is not None or declared is not None:
+        return rules, history, None, notes
+    inferred = cl.infer_closures(history, daily)
+    if inferred.rules:
+        notes.append(f"closures inferred from the history ({len(inferred.rules)} rules): days "
+                     "series do not report by rule, not gaps; edit the closures file, or "
+                     "declare them with --closures")
+    return inferred.rules, history, inferred.closed, notes
+
+
+def to_spec(data: dict, folder: Path | None = None,
+            rules: list[ClosureRule] | None = None) -> DatasetSpec:
+    """A ``DatasetSpec`` from the YAML's mapping, with the CSV lander bound to its file.
+
+    ``closures`` names a closures CSV in ``folder`` (the YAML's); ``rules`` given are used
+    instead of reading it."""
+    closures_file = data.get("closures")
+    if rules is None and closures_file:
+        if folder is None:
+            raise ValueError(f"dataset spec {data.get('name', '?')!r} names the closures file "
+                             f"{closures_file!r}: load it with the YAML's folder")
+        rules = list(cl.read_closures(Path(folder) / closures_file, list(data.get("keys", ())),
+                                      dict(data.get("key_types", {}))))
     try:
         return DatasetSpec(
             name=data["name"], description=data.get("description", ""),
@@ -369,12 +527,14 @@ def to_spec(data: dict) -> DatasetSpec:
             max_missing_share=float(data.get("max_missing_share", 0.05)),
             max_target=None if data.get("max_target") is None else float(data["max_target"]),
             encoding=str(data.get("encoding", "utf-8")),
-            closed_dates=tuple(data.get("closed_dates", ())),
+            closed_dates=tuple(data.get("closed_dates", ()) or ()),
+            closures_file=closures_file, closure_rules=tuple(rules or ()),
             start=dt.date.fromisoformat(str(data["start"])),
             end=dt.date.fromisoformat(str(data["end"])),
             horizon=int(data["horizon"]), metric=data.get("metric", "smape"),
             lander=functools.partial(land_csv, csv=data["csv"],
-                                     date_format=data.get("date_format", "%Y-%m-%d")),
+                                     date_format=data.get("date_format", "%Y-%m-%d"),
+                                     open_column=data.get("open_column")),
         )
     except KeyError as err:
         raise ValueError(f"dataset spec {data.get('name', '?')!r} lacks the field {err.args[0]!r}"
@@ -386,6 +546,12 @@ def write_spec(proposal: Proposal, datasets_dir: Path, overwrite: bool = False) 
     if path.exists() and not overwrite:
         raise MappingError(f"{path} exists: pass --force to replace it")
     path.parent.mkdir(parents=True, exist_ok=True)
+    stale = path.parent / cl.closures_file_name(proposal.spec["name"])
+    if proposal.rules:  # beside the YAML, before it: a YAML never names a missing file
+        cl.write_closures(proposal.rules, path.parent / proposal.spec["closures"],
+                          proposal.spec["keys"])
+    elif stale.exists():  # a replaced spec's rules
+        stale.unlink()
     tmp = path.with_suffix(".yaml.tmp")
     tmp.write_text("# written by forecast-platform init-dataset; edit freely\n"
                    + yaml.safe_dump(proposal.spec, sort_keys=False))
@@ -397,11 +563,12 @@ def load_spec(path: Path) -> DatasetSpec:
     data = yaml.safe_load(Path(path).read_text())
     if not isinstance(data, dict):
         raise ValueError(f"{path} is not a dataset spec (a YAML mapping)")
-    return to_spec(data)
+    return to_spec(data, folder=Path(path).parent)
 
 
 def land_csv(spec: DatasetSpec, landing_dir: Path, source_dir: Path | None = None, *,
-             csv: str, date_format: str, **_: object) -> list[Path]:
+             csv: str, date_format: str, open_column: str | None = None,
+             **_: object) -> list[Path]:
     """Split the user's CSV into landing files, one per period, values kept as text.
 
     Validation (pandera) then types the values and quarantines what does not parse, as for
@@ -415,6 +582,9 @@ def land_csv(spec: DatasetSpec, landing_dir: Path, source_dir: Path | None = Non
         raise FileNotFoundError(f"dataset {spec.name!r}: {path} does not exist (the CSV the "
                                 "spec was made from; pass --source-dir to point at its folder)")
     frame = read_text_csv(path, spec.encoding)
+    if open_column is not None and open_column in frame.columns:
+        # Closed rows (open flag 0) are closure rules of the spec, never sales.
+        frame = frame[frame[open_column].str.strip().ne("0")]
     missing = [c for c in spec.columns if c not in frame.columns]
     if missing:
         raise ValueError(f"dataset {spec.name!r}: {path} lacks the columns {missing}")

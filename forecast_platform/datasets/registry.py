@@ -56,18 +56,32 @@ def land_synthetic(
     drift_from: dt.date | None = None,
     seed: int = 42,
     mistakes: bool = True,
+    closures: bool = False,
 ) -> list[Path]:
     """Generate the embedded default data and drop it as landing files.
 
     The generator always simulates from the spec's start (so the series are the same whatever
     window is landed) and lands only ``start..end``. Anomaly labels go beside the files: they
     are the ground truth anomaly detection is scored against, not an input.
-    """
-    from forecast_platform.datasets.synthetic import SyntheticConfig, generate_sales
 
+    ``closures``: a retailer's calendar (``SyntheticConfig.closures``): open store-days only,
+    a ``region`` column, store-wide promotions, the refurbishment inside the landed window, and
+    the promotion plan of the six weeks after ``end`` beside the labels (``PLAN_FILE``).
+    """
+    from forecast_platform.datasets.synthetic import (
+        PLAN_FILE,
+        SyntheticConfig,
+        default_refurbish_start,
+        generate_sales,
+        promo_plan,
+    )
+
+    last = end or spec.end
     config = SyntheticConfig(
-        n_stores=n_stores, n_items=n_items, start=spec.start, end=end or spec.end,
-        drift_from=drift_from, seed=seed,
+        n_stores=n_stores, n_items=n_items, start=spec.start, end=last,
+        drift_from=drift_from, seed=seed, closures=closures,
+        refurbish_start=default_refurbish_start(max(start or spec.start, spec.start), last)
+        if closures else None,
     )
     sales, labels = generate_sales(config)
     # Holidays come from the platform's calendar (holiday_calendar), not from the sales feed.
@@ -81,6 +95,8 @@ def land_synthetic(
     else:
         written = write_landing_files(sales, landing_dir, spec.date_column)
     labels.to_csv(landing_dir / LABELS_FILE, index=False)
+    if closures:
+        promo_plan(config).to_csv(landing_dir / PLAN_FILE, index=False)
     return written
 
 

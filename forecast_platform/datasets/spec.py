@@ -16,6 +16,12 @@ the encoding never depends on which values happen to be in a training window.
 Gaps: a period with no row for a series means missing (closed, not stocked, not reported), never
 zero sales. Lags and windows are RANGE frames over dates, so a gap stays a NULL, and pooled means
 average the rows that exist. A spec whose source writes zeros for closed periods keeps them.
+
+Closures: days a series is closed by rule (a store's Sundays, national and regional holidays,
+a refurbishment) are ``ClosureRule``s, kept in a CSV beside the spec's YAML (``closures_file``)
+and parsed into ``closure_rules``; ``rules`` adds the built-in ``closed_dates`` (yearly or
+one-day rules for every series). The ingest checks expect no row from a closed series
+(datasets/closures.py says them in SQL).
 """
 
 from __future__ import annotations
@@ -38,6 +44,77 @@ ColumnType = Literal["int", "float", "str", "bool"]
 # files that are not valid UTF-8 (see ``decode``).
 ENCODINGS = ("utf-8", "cp1252")
 ENCODING_NAMES = {"utf-8": "UTF-8", "cp1252": "Windows-1252"}
+
+WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
+
+
+@dataclass(frozen=True)
+class ClosureRule:
+    """Series closed on a day: exactly one of ``date`` (YYYY-MM-DD, one day), ``yearly``
+    (MM-DD, that day of every year) or ``weekday`` (ISO 1-7, Monday = 1, every week), for the
+    series whose key columns hold ``match``'s values (text; empty = every series)."""
+
+    date: str | None = None
+    yearly: str | None = None
+    weekday: int | None = None
+    match: dict[str, str] = field(default_factory=dict)
+    note: str = ""
+
+    def __post_init__(self) -> None:
+        given = [k for k in ("date", "yearly", "weekday") if getattr(self, k) not in (None, "")]
+        if len(given) != 1:
+            raise ValueError(f"closure rule {self.describe()}: give exactly one of date, yearly "
+                             f"or weekday, got {given or 'none'}")
+        try:
+            if self.date not in (None, ""):
+                if len(str(self.date)) != 10:
+                    raise ValueError
+                dt.date.fromisoformat(str(self.date))
+            elif self.yearly not in (None, ""):
+                if len(str(self.yearly)) != 5:
+                    raise ValueError
+                dt.date.fromisoformat(f"2000-{self.yearly}")
+            elif not 1 <= int(self.weekday) <= 7 or str(int(self.weekday)) != str(
+                    self.weekday).strip():
+                raise ValueError
+        except (TypeError, ValueError):
+            raise ValueError(f"closure rule {self.describe()}: date must be YYYY-MM-DD, yearly "
+                             "MM-DD and weekday 1-7 (Monday = 1)") from None
+        object.__setattr__(self, "date", None if self.date in (None, "") else str(self.date))
+        object.__setattr__(self, "yearly",
+                           None if self.yearly in (None, "") else str(self.yearly))
+        object.__setattr__(self, "weekday",
+                           None if self.weekday in (None, "") else int(self.weekday))
+        object.__setattr__(self, "match", {str(k): str(v) for k, v in self.match.items()})
+
+    @property
+    def kind(self) -> str:
+        return "date" if self.date else "yearly" if self.yearly else "weekday"
+
+    @property
+    def value(self) -> str:
+        return self.date or self.yearly or str(self.weekday)
+
+    def applies(self, day: dt.date) -> bool:
+        """Whether the rule's day pattern holds on ``day`` (whatever the series)."""
+        if self.date:
+            return day.isoformat() == self.date
+        if self.yearly:
+            return day.strftime("%m-%d") == self.yearly
+        return day.isoweekday() == self.weekday
+
+    def describe(self) -> str:
+        if self.date:
+            what = f"on {self.date}"
+        elif self.yearly:
+            what = f"every {self.yearly}"
+        else:
+            day = str(self.weekday).strip()
+            what = f"every {WEEKDAYS[int(day) - 1]}" if day.isdigit() and 1 <= int(day) <= 7 \
+                else f"on weekday {self.weekday!r}"
+        who = ", ".join(f"{k}={v}" for k, v in self.match.items()) or "every series"
+        return f"{who} closed {what}"
+
 
 # A lander writes the dataset's landing files (one CSV per partition date) and returns them.
 Lander = Callable[["DatasetSpec", Path, "Path | None"], list[Path]]
@@ -76,6 +153,10 @@ class DatasetSpec:
     # "MM-DD" for a day the business is closed every year (Favorita: Christmas), "YYYY-MM-DD"
     # for one day (a known outage of the source). The rows those days do have are kept.
     closed_dates: tuple[str, ...] = ()
+    # Closures by rule (see the module docstring): the CSV beside the YAML they were read from
+    # (its file name, resolved in the YAML's folder) and its rules.
+    closures_file: str | None = None
+    closure_rules: tuple[ClosureRule, ...] = ()
     # Plausibility bound of the target: a larger value is quarantined (a unit mix-up, an
     # overflow such as 1e308), never trained on. None = no bound (only finite values pass).
     max_target: float | None = None
@@ -125,6 +206,11 @@ class DatasetSpec:
             except (TypeError, ValueError):
                 raise ValueError(f"dataset {self.name!r}: closed_dates entry {day!r} is not a "
                                  "day of every year 'MM-DD' or a date 'YYYY-MM-DD'") from None
+        for rule in self.closure_rules:
+            stray = [k for k in rule.match if k not in self.keys]
+            if stray:
+                raise ValueError(f"dataset {self.name!r}: closure rule {rule.describe()} matches "
+                                 f"{stray}, which are not among the keys {list(self.keys)}")
         names = self.columns
         dupes = {c for c in names if names.count(c) > 1}
         if dupes:
@@ -152,6 +238,14 @@ class DatasetSpec:
         if stray:
             raise ValueError(f"dataset {self.name!r}: model_covariates {stray} are not known "
                              f"covariates {list(self.known)}")
+
+    @property
+    def rules(self) -> tuple[ClosureRule, ...]:
+        """Every closure rule: the built-in ``closed_dates`` (for every series) and the
+        ``closure_rules`` of the closures file."""
+        builtin = tuple(ClosureRule(yearly=d) if len(d) == 5 else ClosureRule(date=d)
+                        for d in self.closed_dates)
+        return builtin + tuple(self.closure_rules)
 
     @property
     def columns(self) -> list[str]:

@@ -14,16 +14,25 @@ Demand is built multiplicatively on a (day, series) grid, with series ordered st
 Every random component draws from its own child stream of the seed, so switching one effect
 (e.g. ``drift_from``) leaves the others unchanged: the data before ``drift_from`` is identical
 to the data of the same config without drift.
+
+``closures=True`` turns the grid into a typical retailer's daily export (see ``retail_calendar``):
+most stores close on Sundays, all but one close on national holidays, the stores of region A
+close on regional holidays, one store closes two weeks for a refurbishment, and a closed day has
+no row at all. Promotions are then store-wide spells planned ahead, with one known lift
+(``closure_promo_lift``). With ``closures=False`` (the default) the output is unchanged.
 """
 
 from __future__ import annotations
 
 import datetime
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import date
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from dateutil.easter import easter
 
 SALES_COLUMNS: tuple[str, ...] = ("date", "store", "item", "sales", "promo", "holiday")
 ANOMALY_COLUMNS: tuple[str, ...] = (
@@ -70,7 +79,7 @@ _ANOMALY_DAYS = {"spike": (1, 1), "dip": (1, 3), "level_shift": (7, 28), "zero_r
 _ANOMALY_GAP_DAYS = 7  # clean days kept between two events of a series, so each has a baseline
 
 # Names of the independent random streams; appending a name keeps the existing streams stable.
-_STREAMS = ("params", "promo", "drift_promo", "latent", "noise", "anomalies")
+_STREAMS = ("params", "promo", "drift_promo", "latent", "noise", "anomalies", "store_promo")
 
 
 @dataclass(frozen=True)
@@ -97,13 +106,21 @@ class SyntheticConfig:
     dispersion: tuple[float, float] = (10.0, 40.0)  # negative binomial shape of regular series
     latent_sd: float = 0.08  # sd of the slow AR(1) demand shocks, on the log scale
     anomaly_start_day: int = 60  # no anomalies before this many days: detectors need history
+    # A retailer's calendar (module docstring); the fields below apply only with closures=True.
+    closures: bool = False
+    store_promo_share: float = 0.12  # share of store-days in a store-wide promotion spell
+    closure_promo_lift: float = 1.3  # the one multiplicative lift of a promotion day
+    pre_closure_lift: float = 1.15  # the open day before a holiday closure (shoppers stock up)
+    refurbish_start: datetime.date | None = None  # None: the Monday after mid start..end
+    refurbish_days: int = 14  # 0: no refurbishment
 
     def __post_init__(self) -> None:
         if self.n_stores < 1 or self.n_items < 1:
             raise ValueError("n_stores and n_items must be at least 1")
         if self.end < self.start:
             raise ValueError(f"end {self.end} is before start {self.start}")
-        for name in ("anomaly_share", "intermittent_share", "promo_share", "drift_promo_share"):
+        for name in ("anomaly_share", "intermittent_share", "promo_share", "drift_promo_share",
+                     "store_promo_share"):
             value = getattr(self, name)
             if not 0.0 <= value < 1.0:
                 raise ValueError(f"{name} must be in [0, 1), got {value}")
@@ -111,6 +128,10 @@ class SyntheticConfig:
             raise ValueError(f"drift_level must be positive, got {self.drift_level}")
         if self.promo_days[0] < 1 or self.promo_days[1] < self.promo_days[0]:
             raise ValueError(f"promo_days must be an increasing range >= 1, got {self.promo_days}")
+        if self.closure_promo_lift <= 0 or self.pre_closure_lift <= 0:
+            raise ValueError("closure_promo_lift and pre_closure_lift must be positive")
+        if self.refurbish_days < 0:
+            raise ValueError(f"refurbish_days must be >= 0, got {self.refurbish_days}")
 
 
 # --------------------------------------------------------------------------------- calendar
@@ -193,6 +214,293 @@ def _holiday_multiplier(dates: pd.DatetimeIndex) -> np.ndarray:
             if 0 <= index < n_days:
                 multiplier[index] *= factor
     return multiplier
+
+
+# ------------------------------------------------------------------------ retail closures
+#
+# A typical European retailer's calendar, shared by the generator (``closures=True``) and the
+# Store Item closure fixture (datasets/closures_fixture.py). Real dates per year.
+
+CLOSURE_REASONS: tuple[str, ...] = ("open", "sunday", "national", "regional", "refurbishment")
+PLAN_FILE = "covariate_plan.csv"  # known covariates planned after the landed end
+PLAN_DAYS = 42  # six weeks of plan
+
+
+def _closure_days_of_year(year: int) -> list[tuple[date, str, str]]:
+    """(day, name, scope) of the closing holidays of a year; scope national or regional."""
+    sunday = easter(year)
+    day = datetime.timedelta
+    national = [
+        (date(year, 1, 1), "New Year's Day"),
+        (sunday - day(days=2), "Good Friday"),
+        (sunday + day(days=1), "Easter Monday"),
+        (date(year, 5, 1), "Labour Day"),
+        (sunday + day(days=39), "Ascension Day"),
+        (sunday + day(days=50), "Whit Monday"),
+        (date(year, 10, 3), "National Day"),
+        (date(year, 12, 25), "Christmas Day"),
+        (date(year, 12, 26), "St Stephen's Day"),
+    ]
+    regional = [
+        (date(year, 1, 6), "Epiphany"),
+        (sunday + day(days=60), "Corpus Christi"),
+        (date(year, 8, 15), "Assumption Day"),
+        (date(year, 11, 1), "All Saints' Day"),
+    ]
+    return [(d, n, "national") for d, n in national] + [(d, n, "regional") for d, n in regional]
+
+
+def closure_calendar(start: date, end: date) -> pd.DataFrame:
+    """The closing holidays in [start, end]: columns date, holiday (name), scope
+    (``national``: every store but one closes; ``regional``: the stores of region A close)."""
+    rows = sorted(
+        row
+        for year in range(start.year, end.year + 1)
+        for row in _closure_days_of_year(year)
+        if start <= row[0] <= end
+    )
+    return pd.DataFrame(
+        {
+            "date": pd.to_datetime([r[0] for r in rows]).astype("datetime64[ns]"),
+            "holiday": pd.Series([r[1] for r in rows], dtype=object),
+            "scope": pd.Series([r[2] for r in rows], dtype=object),
+        }
+    )
+
+
+@dataclass(frozen=True)
+class StoreRoles:
+    """Which store does what on the retail calendar (stores sorted by number).
+
+    ``sunday_open``: the last tenth of the stores (at least one when there are two or more);
+    ``holiday_open``: the last store (open on national holidays, e.g. a station store);
+    ``region``: region A for the first 60 % of the stores (they close on regional holidays),
+    B for the rest; ``refurbished``: the first store, when there are two or more.
+    """
+
+    stores: tuple[int, ...]
+    sunday_open: tuple[int, ...]
+    holiday_open: int | None
+    region: dict[int, str]
+    refurbished: int | None
+
+    @property
+    def region_a(self) -> tuple[int, ...]:
+        return tuple(s for s in self.stores if self.region[s] == "A")
+
+
+def store_roles(stores: Sequence[int]) -> StoreRoles:
+    ordered = tuple(sorted(int(s) for s in stores))
+    n = len(ordered)
+    n_sunday_open = max(1, n // 10) if n > 1 else 0
+    n_region_a = int(round(0.6 * n))
+    return StoreRoles(
+        stores=ordered,
+        sunday_open=ordered[n - n_sunday_open:],
+        holiday_open=ordered[-1] if n > 1 else None,
+        region={s: "A" if i < n_region_a else "B" for i, s in enumerate(ordered)},
+        refurbished=ordered[0] if n > 1 else None,
+    )
+
+
+def default_refurbish_start(start: date, end: date) -> date:
+    """The Monday on or after the middle of ``start``..``end``."""
+    point = start + datetime.timedelta(days=(end - start).days // 2)
+    return point + datetime.timedelta(days=(7 - point.weekday()) % 7)
+
+
+@dataclass(frozen=True)
+class RetailCalendar:
+    """Per (day, store): why a store is closed (index into CLOSURE_REASONS, 0 = open)."""
+
+    dates: pd.DatetimeIndex
+    roles: StoreRoles
+    reason: np.ndarray  # (n_days, n_stores) int8
+
+    @property
+    def closed(self) -> np.ndarray:
+        return self.reason > 0
+
+    def pre_closure(self) -> np.ndarray:
+        """(n_days, n_stores) bool: the open day before a closure that includes a holiday
+        (e.g. the Saturday before Easter Monday); the day before a plain Sunday is not one."""
+        holiday = np.isin(self.reason, (2, 3))
+        closed = self.closed
+        pre = np.zeros_like(closed)
+        for column in range(closed.shape[1]):
+            upcoming = False
+            for day in range(closed.shape[0] - 1, -1, -1):
+                if closed[day, column]:
+                    upcoming = upcoming or bool(holiday[day, column])
+                else:
+                    pre[day, column] = upcoming
+                    upcoming = False
+        return pre
+
+    def closed_frame(self) -> pd.DataFrame:
+        """One row per closed store-day: date, store, reason."""
+        day, column = np.nonzero(self.closed)
+        return pd.DataFrame(
+            {
+                "date": self.dates.to_numpy(dtype="datetime64[ns]")[day],
+                "store": np.asarray(self.roles.stores, dtype=np.int64)[column],
+                "reason": np.asarray(CLOSURE_REASONS, dtype=object)[self.reason[day, column]],
+            }
+        )
+
+
+def retail_calendar(
+    stores: Sequence[int],
+    dates: pd.DatetimeIndex,
+    refurbish: tuple[date, int] | None = None,
+) -> RetailCalendar:
+    """Closures of ``stores`` on ``dates``: Sundays, national and regional holidays
+    (``closure_calendar``) by ``store_roles``, and ``refurbish`` = (first day, days) of the
+    refurbished store. A day closed for several reasons keeps the first of national, regional,
+    refurbishment, sunday."""
+    roles = store_roles(stores)
+    n_days, n_stores = len(dates), len(roles.stores)
+    reason = np.zeros((n_days, n_stores), dtype=np.int8)
+    column = {s: i for i, s in enumerate(roles.stores)}
+    sunday = (dates.dayofweek == 6)
+    for s in roles.stores:
+        if s not in roles.sunday_open:
+            reason[sunday, column[s]] = 1
+    if refurbish is not None and roles.refurbished is not None and refurbish[1] > 0:
+        first = pd.Timestamp(refurbish[0])
+        inside = (dates >= first) & (dates < first + pd.Timedelta(days=refurbish[1]))
+        reason[inside, column[roles.refurbished]] = 4
+    if n_days:
+        calendar = closure_calendar(dates[0].date(), dates[-1].date())
+        for scope, code in (("regional", 3), ("national", 2)):
+            on = dates.isin(calendar.loc[calendar["scope"] == scope, "date"])
+            closing = roles.region_a if scope == "regional" else [
+                s for s in roles.stores if s != roles.holiday_open]
+            for s in closing:
+                reason[on, column[s]] = code
+    return RetailCalendar(dates=dates, roles=roles, reason=reason)
+
+
+def store_promo_spells(
+    seed: int,
+    stores: Sequence[int],
+    n_days: int,
+    share: float,
+    days: tuple[int, int],
+    stream: int = _STREAMS.index("store_promo"),
+) -> np.ndarray:
+    """(n_days, n_stores) bool: store-wide promotion spells, planned from day 0 on.
+
+    Each store alternates gaps (geometric, mean set so spells cover about ``share`` of its days)
+    and spells of ``days`` (inclusive range), from its own random stream: a store's spells do not
+    depend on ``n_days`` or on the other stores, so the spells after a landed end (the plan) are
+    the ones a longer generation has there.
+    """
+    out = np.zeros((n_days, len(stores)), dtype=bool)
+    if share <= 0:
+        return out
+    mean_length = (days[0] + days[1]) / 2
+    mean_gap = max(mean_length * (1 - share) / share, 1.0)
+    for column, store in enumerate(stores):
+        rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(stream, int(store))))
+        day = int(rng.geometric(1 / mean_gap)) - 1
+        while day < n_days:
+            length = int(rng.integers(days[0], days[1] + 1))
+            out[day:day + length, column] = True
+            day += length + int(rng.geometric(1 / mean_gap))
+    return out
+
+
+@dataclass(frozen=True, eq=False)
+class ClosureTruth:
+    """What a closure dataset was built with: tests and benchmarks score against it.
+
+    ``closed``: one row per closed store-day (date, store, reason: sunday, national, regional,
+    refurbishment) within start..end; ``promo``: one row per open store-day on promotion (date,
+    store), every item of the store promoted; ``lift``: the multiplicative promotion lift.
+    """
+
+    start: date
+    end: date
+    closed: pd.DataFrame
+    promo: pd.DataFrame
+    lift: float
+    roles: StoreRoles
+    refurbishment: tuple[int, date, date] | None  # store, first and last closed day
+    plan_path: Path | None = None
+    holidays: pd.DataFrame = field(default_factory=pd.DataFrame)  # closure_calendar(start, end)
+
+    def closed_days(self, store: int) -> set[date]:
+        return set(self.closed.loc[self.closed["store"] == store, "date"].dt.date)
+
+
+def _refurbishment(config: SyntheticConfig) -> tuple[date, int] | None:
+    if config.refurbish_days <= 0:
+        return None
+    first = config.refurbish_start or default_refurbish_start(config.start, config.end)
+    return first, config.refurbish_days
+
+
+def _closure_world(config: SyntheticConfig, extra_days: int = 0
+                   ) -> tuple[RetailCalendar, np.ndarray]:
+    """The retail calendar and store promotions of start..end + ``extra_days``."""
+    dates = pd.date_range(config.start, config.end + datetime.timedelta(days=extra_days), freq="D")
+    stores = range(1, config.n_stores + 1)
+    calendar = retail_calendar(stores, dates, _refurbishment(config))
+    promo = store_promo_spells(config.seed, stores, len(dates), config.store_promo_share,
+                               config.promo_days)
+    return calendar, promo
+
+
+def closure_truth(config: SyntheticConfig) -> ClosureTruth:
+    """The closures and promotions ``generate_sales(config)`` has (config.closures must be on)."""
+    if not config.closures:
+        raise ValueError("closure_truth needs a config with closures=True")
+    calendar, promo = _closure_world(config)
+    day, column = np.nonzero(promo & ~calendar.closed)
+    refurbish = _refurbishment(config)
+    refurbished = calendar.roles.refurbished
+    return ClosureTruth(
+        start=config.start,
+        end=config.end,
+        closed=calendar.closed_frame(),
+        promo=pd.DataFrame({"date": calendar.dates.to_numpy(dtype="datetime64[ns]")[day],
+                            "store": np.asarray(calendar.roles.stores, dtype=np.int64)[column]}),
+        lift=config.closure_promo_lift,
+        roles=calendar.roles,
+        refurbishment=None if refurbish is None or refurbished is None else (
+            refurbished, refurbish[0], refurbish[0] + datetime.timedelta(days=refurbish[1] - 1)),
+        holidays=closure_calendar(config.start, config.end),
+    )
+
+
+def plan_frame(calendar: RetailCalendar, promo: np.ndarray, items: Sequence[int],
+               first: date, days: int = PLAN_DAYS) -> pd.DataFrame:
+    """The promotion plan of ``days`` days from ``first``: date, store, item, promo for every
+    calendar day and series (a complete grid); promo is 0 on a day the store is closed."""
+    dates = calendar.dates
+    keep = (dates >= pd.Timestamp(first)) & (dates < pd.Timestamp(first) + pd.Timedelta(days=days))
+    flags = (promo & ~calendar.closed)[keep]
+    n_days, n_stores, n_items = int(keep.sum()), len(calendar.roles.stores), len(items)
+    return pd.DataFrame(
+        {
+            "date": np.repeat(dates[keep].strftime("%Y-%m-%d").to_numpy(), n_stores * n_items),
+            "store": np.tile(np.repeat(np.asarray(calendar.roles.stores, dtype=np.int64),
+                                       n_items), n_days),
+            "item": np.tile(np.asarray(items, dtype=np.int64), n_days * n_stores),
+            "promo": np.repeat(flags.astype(np.int64), n_items, axis=1).ravel(),
+        }
+    )
+
+
+def promo_plan(config: SyntheticConfig, days: int = PLAN_DAYS) -> pd.DataFrame:
+    """The promotion plan of the ``days`` days after ``config.end`` (closures=True): the
+    flags a longer generation has there (``plan_frame``)."""
+    if not config.closures:
+        raise ValueError("promo_plan needs a config with closures=True")
+    calendar, promo = _closure_world(config, extra_days=days)
+    return plan_frame(calendar, promo, range(1, config.n_items + 1),
+                      config.end + datetime.timedelta(days=1), days)
 
 
 # ------------------------------------------------------------------------------ components
@@ -337,12 +645,15 @@ def _place_events(
     rng: np.random.Generator,
     closed: np.ndarray,
     intermittent: np.ndarray,
+    span_closed: bool = False,
 ) -> _Events:
     """Place non-overlapping events until they cover ``anomaly_share`` of all series-days.
 
     Events go on regular series only (an anomaly on a series that is mostly zero is not
     observable), never before ``anomaly_start_day`` and never over a closed day. The first four
-    events take one type each, so every type is present whenever any anomaly is.
+    events take one type each, so every type is present whenever any anomaly is. With
+    ``span_closed`` (a retail calendar: most weeks have a closed Sunday) an event may span
+    closed days but starts and ends on open ones; its closed days get no label.
     """
     n_days, n_series = closed.shape
     target = int(round(config.anomaly_share * n_days * n_series))
@@ -371,7 +682,11 @@ def _place_events(
         start = int(rng.integers(config.anomaly_start_day, last_start + 1))
         stop = start + length
         guard = slice(max(start - _ANOMALY_GAP_DAYS, 0), stop + _ANOMALY_GAP_DAYS)
-        if taken[guard, series].any() or closed[start:stop, series].any():
+        if span_closed:
+            blocked = bool(closed[start, series] or closed[stop - 1, series])
+        else:
+            blocked = bool(closed[start:stop, series].any())
+        if taken[guard, series].any() or blocked:
             continue
         taken[start:stop, series] = True
         rows.append((start, series, length, kind, _draw_factor(name, rng)))
@@ -432,7 +747,9 @@ def generate_sales(
     """Generate the demo dataset; same config, same frames, bit for bit.
 
     Returns ``(sales, anomaly_labels)``. ``sales`` has one row per (date, store, item) with
-    columns date, store, item, sales, promo, holiday, sorted by date, store, item.
+    columns date, store, item, sales, promo, holiday, sorted by date, store, item. With
+    ``config.closures`` it has rows for open store-days only, one more column ``region`` (the
+    store's, A or B), and ``promo`` is the store-wide plan (``closure_truth`` tells it all).
     ``anomaly_labels`` has one row per injected anomalous series-day with columns date, store,
     item, anomaly_type, event_id, expected (the clean count before injection) and actual (the
     count in ``sales``).
@@ -465,8 +782,22 @@ def generate_sales(
         weekly = np.where(drifted, after, weekly)
 
     holiday_mult = _holiday_multiplier(dates)
-    promo = _promo_spells(streams["promo"], n_days, n_series, config.promo_share, config.promo_days)
-    if drift_day < n_days:
+    store_index = np.repeat(np.arange(config.n_stores), config.n_items)
+    if config.closures:
+        # The retailer's own calendar decides closures; the one store open on Christmas Day
+        # sells there at half its level instead of nothing.
+        holiday_mult = np.where(holiday_mult == 0, 0.5, holiday_mult)
+        calendar, store_promo = _closure_world(config)
+        closed_series = calendar.closed[:, store_index]
+        promo = store_promo[:, store_index]
+        promo_mult = np.where(promo, config.closure_promo_lift, 1.0)
+        promo_mult = promo_mult * np.where(
+            calendar.pre_closure()[:, store_index], config.pre_closure_lift, 1.0)
+    else:
+        promo = _promo_spells(
+            streams["promo"], n_days, n_series, config.promo_share, config.promo_days
+        )
+    if drift_day < n_days and not config.closures:
         # The extra spells overlap the regular ones, so their union reaches drift_promo_share.
         extra_share = max(1 - (1 - config.drift_promo_share) / (1 - config.promo_share), 0.0)
         promo |= _promo_spells(
@@ -477,6 +808,9 @@ def generate_sales(
     hangover[1:] |= promo[:-1]
     hangover[2:] |= promo[:-2]
     hangover &= ~promo
+    if not config.closures:
+        promo_mult = np.where(promo, params.promo_lift[None, :], 1.0) * np.where(
+            hangover, 0.92, 1.0)
 
     mean = (
         params.level[None, :]
@@ -484,8 +818,7 @@ def generate_sales(
         * weekly
         * _yearly_shape(dates)[:, None] ** params.yearly_power[None, :]
         * holiday_mult[:, None] ** params.holiday_power[None, :]
-        * np.where(promo, params.promo_lift[None, :], 1.0)
-        * np.where(hangover, 0.92, 1.0)
+        * promo_mult
         * np.where(drifted, config.drift_level, 1.0)
         * _latent_shocks(streams["latent"], n_days, n_series, config.latent_sd)
     )
@@ -494,8 +827,13 @@ def generate_sales(
     shape = np.broadcast_to(params.dispersion, (n_days, n_series))
     clean = noise.poisson(mean * noise.gamma(shape, 1.0 / shape)).astype(np.int64)
 
-    closed = np.broadcast_to((holiday_mult == 0)[:, None], (n_days, n_series))
-    events = _place_events(config, streams["anomalies"], closed, params.intermittent)
+    if config.closures:
+        closed = closed_series
+    else:
+        closed = np.broadcast_to((holiday_mult == 0)[:, None], (n_days, n_series))
+    events = _place_events(
+        config, streams["anomalies"], closed, params.intermittent, span_closed=config.closures
+    )
     sales, labels = _inject(clean, mean, events)
 
     store_of = np.repeat(np.arange(1, config.n_stores + 1, dtype=np.int64), config.n_items)
@@ -511,6 +849,13 @@ def generate_sales(
             "holiday": np.repeat(holiday_days.astype(np.int64), n_series),
         }
     )
+
+    if config.closures:
+        region = np.asarray([calendar.roles.region[s] for s in calendar.roles.stores], dtype=object)
+        sales_frame["region"] = np.tile(region[store_index], n_days)
+        sales_frame = sales_frame[~closed.ravel()].reset_index(drop=True)
+        open_label = ~closed[labels["day"], labels["series"]]
+        labels = {name: values[open_label] for name, values in labels.items()}
 
     label_frame = pd.DataFrame(
         {

@@ -29,13 +29,12 @@ from forecast_platform.datasets.spec import DatasetSpec
 from forecast_platform.defs.metadata import OWNERS_FORECASTING, check_result, preview
 from forecast_platform.defs.partitions import date_range, partitions_for
 from forecast_platform.defs.resources import PlatformResource
-from forecast_platform.features.offline import FEATURES
 from forecast_platform.forecasting import registry
 from forecast_platform.forecasting.forecast import model_name
 from forecast_platform.forecasting.forecaster import Forecaster
 from forecast_platform.warehouse import tables
 from forecast_platform.warehouse.store import registered, replace_range, table_exists
-from forecast_platform.warehouse.tables import ANOMALIES, FORECASTS, VALIDATED
+from forecast_platform.warehouse.tables import ANOMALIES, FEATURES, FORECASTS, VALIDATED
 
 
 class AnomalyConfig(dg.Config):

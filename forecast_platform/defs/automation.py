@@ -14,10 +14,11 @@ run per day.
 from __future__ import annotations
 
 import datetime as dt
+import json
 
 import dagster as dg
 
-from forecast_platform.datasets.landing import landed_files
+from forecast_platform.datasets.landing import landed_files, stray_files
 from forecast_platform.datasets.spec import DatasetSpec
 from forecast_platform.defs.jobs import ANOMALY_JOB, INGEST_JOB, REFRESH_JOB
 from forecast_platform.defs.resources import PlatformResource
@@ -67,6 +68,25 @@ def ingested_since(instance: dg.DagsterInstance, partitions: list[str]) -> dict[
     return since
 
 
+def _range_request(spec: DatasetSpec, first: dt.date, last: dt.date, key: str,
+                   trigger: str) -> dg.RunRequest:
+    if first == last:
+        return dg.RunRequest(run_key=key, partition_key=first.isoformat(),
+                             tags={"trigger": trigger})
+    return dg.RunRequest(run_key=key, tags={
+        RANGE_START: first.isoformat(), RANGE_END: last.isoformat(), "trigger": trigger})
+
+
+def unbalanced_ranges(evaluation: dg.AssetCheckEvaluation | None) -> list[tuple[dt.date, dt.date]]:
+    """The day ranges a failed ``rows_balance`` evaluation asks to validate again."""
+    if evaluation is None or evaluation.passed:
+        return []
+    raw = evaluation.metadata.get("unbalanced_ranges")
+    text = getattr(raw, "value", raw)
+    return [(dt.date.fromisoformat(a), dt.date.fromisoformat(b))
+            for a, b in json.loads(text or "[]")]
+
+
 def build_landing_sensors(spec: DatasetSpec) -> list[dg.SensorDefinition]:
     @dg.sensor(
         name="landing_sensor",
@@ -83,11 +103,17 @@ def build_landing_sensors(spec: DatasetSpec) -> list[dg.SensorDefinition]:
             if mtime > high_water:
                 fresh[day] = mtime
         in_range = [d for d in fresh if spec.start <= d <= spec.end]
-        if len(in_range) < len(fresh):
+        skipped = [f"sales_{d.isoformat()}.csv (outside the partitions {spec.start}.."
+                   f"{spec.end})" for d in sorted(set(fresh) - set(in_range))]
+        if fresh:  # a stray name alone does not move the cursor: say it with new files only
+            skipped += [f"{name} ({reason})" for name, reason in stray_files(platform.landing_dir)
+                        if (platform.landing_dir / name).stat().st_mtime_ns > high_water]
+        if skipped:
             context.log.warning(
-                f"{len(fresh) - len(in_range)} landed files fall outside the partitions "
-                f"{spec.start}..{spec.end} and are not ingested"
-            )
+                f"{len(skipped)} landing files are skipped, never ingested: "
+                + "; ".join(skipped[:5]) + (f"; and {len(skipped) - 5} more (the "
+                                            "landing_file_names check lists them)"
+                                            if len(skipped) > 5 else ""))
         if not fresh:
             return dg.SkipReason("no new landing files")
         newest = max(fresh.values())
@@ -99,20 +125,39 @@ def build_landing_sensors(spec: DatasetSpec) -> list[dg.SensorDefinition]:
         if not in_range:
             return dg.SensorResult(cursor=str(newest), skip_reason=dg.SkipReason(
                 f"{len(done)} new landing files were already ingested unchanged"))
-        requests = []
-        for first, last in contiguous_ranges(in_range, spec.step_days):
-            key = f"{spec.name}:{first}..{last}:{newest}"
-            if first == last:
-                requests.append(dg.RunRequest(run_key=key, partition_key=first.isoformat(),
-                                              tags={"trigger": "landing"}))
-            else:
-                requests.append(dg.RunRequest(run_key=key, tags={
-                    RANGE_START: first.isoformat(), RANGE_END: last.isoformat(),
-                    "trigger": "landing",
-                }))
+        requests = [_range_request(spec, first, last, f"{spec.name}:{first}..{last}:{newest}",
+                                   "landing")
+                    for first, last in contiguous_ranges(in_range, spec.step_days)]
         return dg.SensorResult(run_requests=requests, cursor=str(newest))
 
-    return [landing_sensor]
+    @dg.sensor(
+        name="rows_balance_sensor",
+        job_name=INGEST_JOB,
+        minimum_interval_seconds=60,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description="Validates again the partitions the rows_balance check found with raw rows "
+                    "that are not their validated + rejected rows (a run killed between its "
+                    "steps), so the invariant heals without a person.",
+    )
+    def rows_balance_sensor(context: dg.SensorEvaluationContext):
+        check = dg.AssetCheckKey(dg.AssetKey(tables.VALIDATED), "rows_balance")
+        latest = context.instance.event_log_storage.get_latest_asset_check_execution_by_key(
+            [check]).get(check)
+        if latest is None or latest.event is None:
+            return dg.SkipReason("rows_balance has not been evaluated yet")
+        if context.cursor and int(context.cursor) >= latest.id:
+            return dg.SkipReason("no new rows_balance evaluation")
+        ranges = unbalanced_ranges(latest.event.dagster_event.event_specific_data
+                                   if latest.event.dagster_event else None)
+        if not ranges:
+            return dg.SensorResult(cursor=str(latest.id), skip_reason=dg.SkipReason(
+                "every partition's raw rows are its validated + rejected rows"))
+        context.log.warning(f"re-validating {len(ranges)} unbalanced range(s): {ranges[:5]}")
+        return dg.SensorResult(cursor=str(latest.id), run_requests=[
+            _range_request(spec, first, last, f"rebalance:{latest.id}:{first}..{last}",
+                           "rows_balance") for first, last in ranges])
+
+    return [landing_sensor, rows_balance_sensor]
 
 
 def build_schedules(jobs: list[dg.UnresolvedAssetJobDefinition]) -> list[dg.ScheduleDefinition]:

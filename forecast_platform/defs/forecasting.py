@@ -13,7 +13,6 @@ import mlflow
 from forecast_platform.datasets.spec import DatasetSpec
 from forecast_platform.defs.metadata import OWNERS_FORECASTING, preview
 from forecast_platform.defs.resources import PlatformResource
-from forecast_platform.features.offline import FEATURES
 from forecast_platform.features.sql import plan_features
 from forecast_platform.forecasting import registry
 from forecast_platform.forecasting.backtest import relative_gain
@@ -34,7 +33,7 @@ from forecast_platform.forecasting.training import (
 )
 from forecast_platform.warehouse import tables
 from forecast_platform.warehouse.store import quote, registered, replace_range
-from forecast_platform.warehouse.tables import EXPLANATIONS, FORECASTS, VALIDATED
+from forecast_platform.warehouse.tables import EXPLANATIONS, FEATURES, FORECASTS, VALIDATED
 
 
 class ForecasterConfig(dg.Config):

@@ -44,9 +44,12 @@ from forecast_platform.warehouse.tables import FILE_REJECTS, RAW, REJECTS, VALID
 BLOCKING_CHECKS = {
     "valid_rows_contract": "No null date, key or target; no negative target; unique (date, keys).",
     "completeness": "No date misses over {max_missing:.0%} of the series seen in the previous 28 "
-                    "periods (the dataset's max_missing_share), and every date's landing file "
-                    "gave rows (file_rejects names the files that did not, and why).",
-    "volume": "Rows per date within 0.5x..1.5x of the trailing 28-period mean.",
+                    "periods and open that day by the dataset's closure rules (its "
+                    "max_missing_share), and every date's landing file gave rows "
+                    "(file_rejects names the files that did not, and why).",
+    "volume": "Rows per date within 0.5x..1.5x of the rows expected from the series open that "
+              "day (the trailing 28-period rows per open series; closure rules say which "
+              "series are closed).",
     "quarantine_rate": "At most 5 % of a date's raw rows are quarantined.",
 }
 QUARANTINE_CHECKS = {

@@ -22,7 +22,7 @@ from forecast_platform.features.sql import plan_features
 from forecast_platform.forecasting import registry
 from forecast_platform.forecasting.forecast import model_name
 from forecast_platform.forecasting.forecaster import Forecaster
-from forecast_platform.monitoring.alerts import ALERTS_TABLE, raise_alert
+from forecast_platform.monitoring.alerts import raise_alert
 from forecast_platform.monitoring.drift import (
     DEFAULT_MAX_ROWS,
     DEFAULT_NUM_THRESHOLD,
@@ -210,7 +210,7 @@ def build_monitoring_assets(spec: DatasetSpec) -> list:
         })
 
     @dg.asset(
-        name=ALERTS_TABLE,
+        name=tables.ALERTS,
         group_name="monitoring",
         kinds={"duckdb"},
         owners=OWNERS_FORECASTING,
@@ -223,10 +223,10 @@ def build_monitoring_assets(spec: DatasetSpec) -> list:
     def alerts(context: dg.AssetExecutionContext, platform: PlatformResource):
         with platform.connect(log=context.log.warning) as con:
             recorded = drain_spool(con, platform.settings.alerts_spool_dir)
-            total = con.execute(f"SELECT count(*) FROM {ALERTS_TABLE}").fetchone()[0] \
-                if table_exists(con, ALERTS_TABLE) else 0
+            total = con.execute(f"SELECT count(*) FROM {tables.ALERTS}").fetchone()[0] \
+                if table_exists(con, tables.ALERTS) else 0
             recent = con.execute(
-                f"SELECT created_at, kind, severity, title FROM {ALERTS_TABLE} "
+                f"SELECT created_at, kind, severity, title FROM {tables.ALERTS} "
                 "ORDER BY created_at DESC LIMIT 10").df() if total else pd.DataFrame()
         return dg.MaterializeResult(metadata={
             "recorded": len(recorded), "dagster/row_count": int(total),

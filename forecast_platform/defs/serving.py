@@ -19,9 +19,10 @@ from forecast_platform.defs.metadata import OWNERS_FORECASTING, table_metadata
 from forecast_platform.defs.partitions import date_range
 from forecast_platform.defs.resources import PlatformResource
 from forecast_platform.forecasting.forecast import model_name
-from forecast_platform.serving.log import LOG_TABLE, log_file, log_select
+from forecast_platform.serving.log import log_file, log_select
 from forecast_platform.warehouse import tables
 from forecast_platform.warehouse.store import replace_range
+from forecast_platform.warehouse.tables import PREDICTION_LOG
 
 # Served traffic is dated by the wall clock (UTC), not by the dataset's calendar.
 PREDICTION_LOG_START = "2025-01-01"
@@ -70,7 +71,7 @@ def build_serving_assets(spec: DatasetSpec) -> list:
         })
 
     @dg.asset(
-        name=LOG_TABLE,
+        name=PREDICTION_LOG,
         group_name="serving",
         kinds={"duckdb", "json"},
         owners=OWNERS_FORECASTING,
@@ -90,11 +91,12 @@ def build_serving_assets(spec: DatasetSpec) -> list:
         days = [start + dt.timedelta(days=i) for i in range((end - start).days + 1)]
         files = [p for p in (log_file(directory, d) for d in days) if p.is_file()]
         with platform.connect(log=context.log.warning) as con:
-            rows = replace_range(con, LOG_TABLE, "log_date", start, end, log_select(files))
-            metadata = table_metadata(con, LOG_TABLE, "log_date", start, end, rows, schema=True)
+            rows = replace_range(con, PREDICTION_LOG, "log_date", start, end, log_select(files))
+            metadata = table_metadata(con, PREDICTION_LOG, "log_date", start, end, rows,
+                                      schema=True)
             requests, by_endpoint = con.execute(
                 f"SELECT count(DISTINCT request_id), "
-                f"string_agg(DISTINCT endpoint, ', ' ORDER BY endpoint) FROM {LOG_TABLE} "
+                f"string_agg(DISTINCT endpoint, ', ' ORDER BY endpoint) FROM {PREDICTION_LOG} "
                 "WHERE log_date BETWEEN ? AND ?", [start, end]).fetchone()
         return dg.MaterializeResult(metadata={
             **metadata, "files": len(files), "requests": int(requests or 0),

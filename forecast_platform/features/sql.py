@@ -76,7 +76,6 @@ KNOWN_IN_ADVANCE = 10**9  # safe_horizon of calendar and known covariates: any h
 MIN_COVERAGE = 0.95  # share of a pooled window's periods that must hold data, else NULL
 POOL_ALL = "_pool_all"  # CTE alias of the all-series pooled windows
 STATIC = "_static"  # CTE alias of the static attributes, one row per group
-STATIC_SOURCE = VALIDATED  # where static attributes are read (offline and in serving)
 GROWTH_CLIP = (0.5, 2.0)  # bounds of the weekly series growth factor
 DENSE = "_dense"  # CTE alias of the dense series x day grid (daily ROWS frames)
 WINDOWS = "_win"  # CTE alias of the grid with its named window columns
@@ -316,7 +315,7 @@ def plan_features(spec: DatasetSpec, horizon: int | None = None,
     if spec.static:
         group = ", ".join(quote(k) for k in spec.group_keys)
         cols = ", ".join(f"max({quote(c)}) AS {quote(c)}" for c in spec.static)
-        ctes.append(f"{STATIC} AS (SELECT {group}, {cols} FROM {STATIC_SOURCE} GROUP BY {group})")
+        ctes.append(f"{STATIC} AS (SELECT {group}, {cols} FROM {VALIDATED} GROUP BY {group})")
         joins.append(f"LEFT JOIN {STATIC} USING ({group})")
 
     longest = max(lag0 + 2 * season, 2 * season + half, w_last_year[1], w_recent_ly[1])

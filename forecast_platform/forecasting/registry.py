@@ -14,12 +14,11 @@ from dataclasses import dataclass
 
 import duckdb
 
-from forecast_platform.warehouse import tables
 from forecast_platform.warehouse.store import table_exists
+from forecast_platform.warehouse.tables import REGISTRY
 
-TABLE = tables.REGISTRY
 DDL = f"""
-CREATE TABLE IF NOT EXISTS {TABLE} (
+CREATE TABLE IF NOT EXISTS {REGISTRY} (
     model_name VARCHAR NOT NULL,
     version INTEGER NOT NULL,
     status VARCHAR NOT NULL,
@@ -73,10 +72,10 @@ def register(con: duckdb.DuckDBPyConnection, *, model_name: str, horizon: int,
     """Add a challenger row; returns its version (1, 2, ...)."""
     ensure(con)
     version = con.execute(
-        f"SELECT coalesce(max(version), 0) + 1 FROM {TABLE} WHERE model_name = ?", [model_name]
+        f"SELECT coalesce(max(version), 0) + 1 FROM {REGISTRY} WHERE model_name = ?", [model_name]
     ).fetchone()[0]
     con.execute(
-        f"INSERT INTO {TABLE} VALUES "
+        f"INSERT INTO {REGISTRY} VALUES "
         "(?, ?, 'challenger', ?, ?, ?, ?, ?, ?, ?, NULL, ?, ?, ?, ?, ?)",
         [model_name, version, dt.datetime.now(), horizon, train_start, train_end,
          json.dumps(features), json.dumps(params), json.dumps(metrics), mlflow_run_id,
@@ -96,7 +95,7 @@ def _record(row: tuple, columns: list[str]) -> ModelRecord:
 def get(con: duckdb.DuckDBPyConnection, model_name: str, version: int | None = None,
         status: str | None = None) -> ModelRecord | None:
     """A version, or the newest row with a status, or None (also on a read-only connection)."""
-    if not table_exists(con, TABLE):
+    if not table_exists(con, REGISTRY):
         return None
     where, params = "model_name = ?", [model_name]
     if version is not None:
@@ -105,7 +104,8 @@ def get(con: duckdb.DuckDBPyConnection, model_name: str, version: int | None = N
     if status is not None:
         where += " AND status = ?"
         params.append(status)
-    cur = con.execute(f"SELECT * FROM {TABLE} WHERE {where} ORDER BY version DESC LIMIT 1", params)
+    cur = con.execute(f"SELECT * FROM {REGISTRY} WHERE {where} ORDER BY version DESC LIMIT 1",
+                      params)
     # fetchall, not fetchone: DuckDB 2.0 keeps a half-read result open, and the connection's
     # next register() then fails with "unfinished result".
     rows = cur.fetchall()
@@ -123,9 +123,10 @@ def decide(con: duckdb.DuckDBPyConnection, model_name: str, version: int, promot
     con.execute("BEGIN TRANSACTION")
     try:
         if promote:
-            con.execute(f"UPDATE {TABLE} SET status = 'retired' WHERE model_name = ? "
+            con.execute(f"UPDATE {REGISTRY} SET status = 'retired' WHERE model_name = ? "
                         "AND status = 'champion'", [model_name])
-        con.execute(f"UPDATE {TABLE} SET status = ?, gate = ? WHERE model_name = ? AND version = ?",
+        con.execute(f"UPDATE {REGISTRY} SET status = ?, gate = ? "
+                    "WHERE model_name = ? AND version = ?",
                     ["champion" if promote else "rejected", json.dumps(gate), model_name, version])
         con.execute("COMMIT")
     except Exception:
@@ -135,9 +136,9 @@ def decide(con: duckdb.DuckDBPyConnection, model_name: str, version: int, promot
 
 def history(con: duckdb.DuckDBPyConnection, model_name: str):
     """Every version without the bytes: what the UI and the CLI show."""
-    if not table_exists(con, TABLE):
+    if not table_exists(con, REGISTRY):
         ensure(con)
     return con.execute(
         f"SELECT version, status, created_at, train_start, train_end, trigger, mlflow_run_id, "
-        f"metrics, gate FROM {TABLE} WHERE model_name = ? ORDER BY version", [model_name]
+        f"metrics, gate FROM {REGISTRY} WHERE model_name = ? ORDER BY version", [model_name]
     ).df()

@@ -8,12 +8,19 @@ outcomes into asset check results.
 from __future__ import annotations
 
 import datetime as dt
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import duckdb
 import pandas as pd
 
+from forecast_platform.datasets.closures import (
+    closed_for_all,
+    closed_pairs_sql,
+    closed_sql,
+    matched_keys,
+)
 from forecast_platform.datasets.spec import DatasetSpec
 from forecast_platform.ingestion.text import clip_message
 from forecast_platform.warehouse.store import quote, table_exists
@@ -74,17 +81,14 @@ def file_headers(con: duckdb.DuckDBPyConnection, start: dt.date, end: dt.date) -
 
 
 def _open(spec: DatasetSpec, column: str) -> str:
-    """SQL condition: the date in ``column`` is not one of the spec's closed calendar days."""
-    yearly = [d for d in spec.closed_dates if len(d) == 5]
-    once = [d for d in spec.closed_dates if len(d) == 10]
-    parts = [f"strftime({column}, '{fmt}') NOT IN ({', '.join(repr(d) for d in days)})"
-             for fmt, days in (("%m-%d", yearly), ("%Y-%m-%d", once)) if days]
-    return " AND ".join(parts) or "true"
+    """SQL condition: the date in ``column`` is not closed for every series by the spec's
+    closure rules (``closed_dates`` and the closures file's rules for all series)."""
+    return f"NOT {closed_sql(spec, column)}"
 
 
 def _closed(spec: DatasetSpec, day: dt.date) -> bool:
-    """Whether ``day`` is one of the spec's closed days (``_open`` in Python)."""
-    return day.strftime("%m-%d") in spec.closed_dates or day.isoformat() in spec.closed_dates
+    """Whether ``day`` is closed for every series (``_open`` in Python)."""
+    return closed_for_all(spec, day)
 
 
 def valid_rows_contract(
@@ -124,7 +128,9 @@ def completeness(
     A few missing series-days (a quarantined row) are reported but pass; a date missing more than
     ``max_missing_share`` of its expected series (a partial or empty file) fails. Computed from
     the gaps between a series' consecutive rows, so the cost follows the gaps, not series x dates.
-    The spec's ``closed_dates`` (days the business is closed every year) are never missing.
+    A series closed on a date by the spec's closure rules (``closed_dates``, and the closures
+    file's rules: a store's Sundays, its regional holidays) is not expected that day, so a
+    date is compared with the series expected open.
     The tolerance is the spec's (``spec.max_missing_share``) unless given: how many series
     normally skip a period is a property of the data (Walmart's departments come and go week to
     week; a daily feed of stores x items has every row every day).
@@ -139,15 +145,16 @@ def completeness(
         raise ValueError(f"dataset {spec.name!r}: max_missing_share must be in [0, 1), got "
                          f"{max_missing_share}")
     date = quote(spec.date_column)
+    keys = "".join(f", {quote(k)}" for k in matched_keys(spec))  # what the rules match on
     step = spec.step_days
     sql = f"""
         WITH s AS (
-            SELECT series_id, {date} AS d,
+            SELECT series_id{keys}, {date} AS d,
                    lead({date}) OVER (PARTITION BY series_id ORDER BY {date}) AS nxt
             FROM {VALIDATED}
             WHERE {date} BETWEEN ?::DATE - INTERVAL {expect_window * step} DAYS AND ?
         ), gaps AS (
-            SELECT series_id, unnest(generate_series(
+            SELECT series_id{keys}, unnest(generate_series(
                 d + INTERVAL {step} DAYS,
                 least(coalesce(nxt, ?::DATE + INTERVAL {step} DAYS),
                       d + INTERVAL {(expect_window + 1) * step} DAYS) - INTERVAL {step} DAYS,
@@ -155,7 +162,8 @@ def completeness(
             FROM s
         ), missing AS (
             SELECT missing_date, count(*) AS missing_series, min(series_id) AS example_series
-            FROM gaps WHERE missing_date BETWEEN ? AND ? AND {_open(spec, "missing_date")}
+            FROM gaps WHERE missing_date BETWEEN ? AND ?
+              AND NOT {closed_sql(spec, "missing_date", "gaps")}
             GROUP BY 1
         ), present AS (
             SELECT {date} AS missing_date, count(*) AS present_series FROM {VALIDATED}
@@ -236,46 +244,74 @@ def quarantined_files(con: duckdb.DuckDBPyConnection, start: dt.date, end: dt.da
                    files.head(EXAMPLES))
 
 
+def _dates_sentence(dates: pd.Series, limit: int = 10) -> str:
+    """The dates a check is about, every one of them up to ``limit`` and a count beyond: a
+    failing check must name what it is about, not only its first examples."""
+    days = [str(d)[:10] for d in dates]
+    more = f" and {len(days) - limit} more" if len(days) > limit else ""
+    return ", ".join(days[:limit]) + more
+
+
 def volume(
     con: duckdb.DuckDBPyConnection, spec: DatasetSpec, start: dt.date, end: dt.date,
     window: int = 28, low: float = 0.5, high: float = 1.5,
 ) -> Outcome:
-    """Rows per date against the trailing mean of the previous ``window`` periods.
+    """Rows per date against what the previous ``window`` periods make of the series open that
+    day: the date's rows per open series against the trailing mean of that ratio (the expected
+    rows are the trailing rows per open series x the series open that day).
 
-    The spec's ``closed_dates`` are left out: a closed day has (almost) no rows by design, and
-    must neither fail nor drag the trailing mean down.
+    Open series: those with a row in the window before the range or in the range, less the ones
+    the spec's closure rules close that day (a store's Sundays, its regional holidays, its
+    refurbishment), so a regional holiday with 40 of 99 stores open expects 40 stores' rows.
+    A day closed for every series (``closed_dates``, national holidays) is left out: it has
+    (almost) no rows by design, and must neither fail nor drag the trailing mean down. Without
+    closure rules for some series, this is the rows against their trailing mean.
     """
     date = quote(spec.date_column)
     step = spec.step_days
+    keys = "".join(f", {quote(k)}" for k in matched_keys(spec))  # what the rules match on
+    lookback = f"?::DATE - INTERVAL {window * step} DAYS"
     sql = f"""
         WITH spine AS (
-            SELECT unnest(generate_series(?::DATE - INTERVAL {window * step} DAYS, ?::DATE,
-                                          INTERVAL {step} DAYS))::DATE AS d
+            SELECT d FROM (
+                SELECT unnest(generate_series({lookback}, ?::DATE, INTERVAL {step} DAYS))::DATE
+                    AS d)
+            WHERE {_open(spec, "d")}
         ), daily AS (
             SELECT {date} AS d, count(*) AS n FROM {VALIDATED}
-            WHERE {date} BETWEEN ?::DATE - INTERVAL {window * step} DAYS AND ? GROUP BY 1
+            WHERE {date} BETWEEN {lookback} AND ? GROUP BY 1
+        ), series AS (
+            SELECT DISTINCT series_id{keys} FROM {VALIDATED}
+            WHERE {date} BETWEEN {lookback} AND ?
+        ), shut AS (
+            SELECT d, count(*) AS closed_series
+            FROM ({closed_pairs_sql(spec, "spine", "series")}) GROUP BY 1
         ), filled AS (
-            SELECT spine.d, coalesce(daily.n, 0) AS n, daily.n IS NOT NULL AS seen
-            FROM spine LEFT JOIN daily USING (d) WHERE {_open(spec, "spine.d")}
+            SELECT spine.d, coalesce(daily.n, 0) AS n, daily.n IS NOT NULL AS seen,
+                   (SELECT count(*) FROM series) - coalesce(shut.closed_series, 0) AS open
+            FROM spine LEFT JOIN daily USING (d) LEFT JOIN shut USING (d)
         ), trail AS (
-            SELECT d, n, avg(n) FILTER (seen) OVER (ORDER BY d ROWS BETWEEN {window} PRECEDING
-                                                    AND 1 PRECEDING) AS expected
+            SELECT d, n, open,
+                   avg(n / open) FILTER (seen AND open > 0) OVER (
+                       ORDER BY d ROWS BETWEEN {window} PRECEDING AND 1 PRECEDING) AS per_open
             FROM filled
         )
-        SELECT d AS date, n AS rows, round(expected, 1) AS trailing_mean
+        SELECT d AS date, n AS rows, open AS open_series,
+               round(per_open * open, 1) AS expected_rows
         FROM trail
-        WHERE d BETWEEN ? AND ? AND expected IS NOT NULL
-          AND (n < {low} * expected OR n > {high} * expected)
+        WHERE d BETWEEN ? AND ? AND per_open IS NOT NULL AND open > 0
+          AND (n < {low} * per_open * open OR n > {high} * per_open * open)
         ORDER BY d
     """
-    bad = con.execute(sql, [start, end, start, end, start, end]).df()
+    bad = con.execute(sql, [start, end, start, end, start, end, start, end]).df()
     if bad.empty:
-        return Outcome(True, f"daily volume within {low:g}x..{high:g}x of the trailing mean",
-                       {"dates_out_of_bounds": 0})
+        return Outcome(True, f"daily volume within {low:g}x..{high:g}x of the trailing rows per "
+                             "open series", {"dates_out_of_bounds": 0})
     return Outcome(
         False,
-        f"{len(bad)} dates have a row count outside {low:g}x..{high:g}x of the trailing "
-        f"{window}-period mean",
+        f"{len(bad)} dates have a row count outside {low:g}x..{high:g}x of the rows expected "
+        f"from the series open that day (the trailing {window}-period rows per open series): "
+        f"{_dates_sentence(bad['date'])}",
         {"dates_out_of_bounds": len(bad)},
         bad.head(EXAMPLES),
     )
@@ -413,7 +449,16 @@ def rows_balance(con: duckdb.DuckDBPyConnection, spec: DatasetSpec) -> Outcome:
     """raw = valid + rejected on every partition of the warehouse (not only the run's range:
     a killed earlier run leaves its partitions unbalanced until they are validated again)."""
     bad = _balance(con, spec, None, None)
-    figures = {"unbalanced_partitions": len(bad)}
+    days = sorted(d.date() if hasattr(d, "date") else d for d in bad["date"])
+    ranges: list[list[dt.date]] = []
+    for day in days:  # consecutive periods as one range: the sensor re-runs each as one run
+        if ranges and (day - ranges[-1][1]).days == spec.step_days:
+            ranges[-1][1] = day
+        else:
+            ranges.append([day, day])
+    figures = {"unbalanced_partitions": len(bad),
+               "unbalanced_ranges": json.dumps([[a.isoformat(), b.isoformat()]
+                                                for a, b in ranges])}
     if bad.empty:
         return Outcome(True, "every partition's raw rows are its validated + rejected rows",
                        figures)

@@ -8,7 +8,6 @@ keeps Dagster code loading fast.
 
 from forecast_platform.monitoring.alerts import (
     ALERT_KINDS,
-    ALERTS_TABLE,
     SEVERITIES,
     Alert,
     post_webhook,
@@ -28,7 +27,6 @@ from forecast_platform.monitoring.drift import (
 )
 
 __all__ = [
-    "ALERTS_TABLE",
     "ALERT_KINDS",
     "DEFAULT_MAX_ROWS",
     "DEFAULT_NUM_THRESHOLD",

@@ -27,14 +27,13 @@ import duckdb
 
 from forecast_platform.warehouse import tables
 
-ALERTS_TABLE = tables.ALERTS
 ALERT_KINDS = ("drift", "degradation", "failed_check", "failed_run")
 SEVERITIES = ("info", "warning", "critical")
 
 _LOG = logging.getLogger(__name__)
 
 _CREATE = f"""
-CREATE TABLE IF NOT EXISTS {ALERTS_TABLE} (
+CREATE TABLE IF NOT EXISTS {tables.ALERTS} (
     alert_id VARCHAR NOT NULL,
     created_at TIMESTAMP NOT NULL,  -- UTC
     kind VARCHAR NOT NULL,
@@ -115,7 +114,7 @@ def record_alert(
     """Append the alert to the ``alerts`` table, creating the table on first use."""
     con.execute(_CREATE)
     con.execute(
-        f"INSERT INTO {ALERTS_TABLE} (alert_id, created_at, kind, severity, title, details, "
+        f"INSERT INTO {tables.ALERTS} (alert_id, created_at, kind, severity, title, details, "
         "run_id, asset_key, partition_key, webhook_delivered) "
         "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         [alert.alert_id, alert.created_utc, alert.kind, alert.severity, alert.title,

@@ -20,7 +20,8 @@ from typing import Any
 
 import duckdb
 
-from forecast_platform.monitoring.alerts import ALERTS_TABLE, Alert, record_alert
+from forecast_platform.monitoring.alerts import Alert, record_alert
+from forecast_platform.warehouse import tables
 from forecast_platform.warehouse.store import table_exists
 
 SPOOL = "spool.jsonl"
@@ -54,8 +55,8 @@ def drain_spool(con: duckdb.DuckDBPyConnection, directory: Path) -> list[Alert]:
     if live.exists():
         live.rename(directory / f"draining-{uuid.uuid4().hex}.jsonl")
     recorded: list[Alert] = []
-    known = {row[0] for row in con.execute(f"SELECT alert_id FROM {ALERTS_TABLE}").fetchall()} \
-        if table_exists(con, ALERTS_TABLE) else set()
+    known = {row[0] for row in con.execute(f"SELECT alert_id FROM {tables.ALERTS}").fetchall()} \
+        if table_exists(con, tables.ALERTS) else set()
     for path in sorted(directory.glob("draining-*.jsonl")):
         lines = path.read_text(encoding="utf-8").splitlines()
         for number, line in enumerate(lines, start=1):

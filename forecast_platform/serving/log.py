@@ -28,8 +28,6 @@ from typing import Any
 
 from pydantic_core import to_json
 
-from forecast_platform.warehouse import tables
-
 OUTPUT_FIELDS = ("ds", "p10", "p50", "p90", "actual", "score", "is_anomaly")
 
 
@@ -78,7 +76,6 @@ class PredictionLog:
 
 # -- loading into the warehouse (used by the prediction_log asset) ---------------------------
 
-LOG_TABLE = tables.PREDICTION_LOG
 _JSON_COLUMNS = (
     "{logged_at: 'VARCHAR', request_id: 'VARCHAR', endpoint: 'VARCHAR', bundle: 'VARCHAR', "
     "forecaster_version: 'INTEGER', model_version: 'INTEGER', series_id: 'VARCHAR', "

@@ -354,4 +354,10 @@ class Served:
                 or not math.isfinite(actual) or (actual < 0 and not negative_ok):
             raise InvalidInput(f"actual: {quote(actual)} is not a valid {self.spec.target}",
                                "actual", "a finite number" + ("" if negative_ok else " >= 0"))
+        bound = self.spec.max_target
+        if bound is not None and actual > bound:
+            # The same plausibility bound ingestion quarantines by: the two sides agree.
+            raise InvalidInput(f"actual: {quote(actual)} is over the dataset's plausible "
+                               f"maximum {bound:g} (max_target)", "actual",
+                               f"a number <= {bound:g}")
         return float(actual)

@@ -22,9 +22,6 @@ import duckdb
 from forecast_platform.settings import DEFAULT_LOCK_WAIT_SECONDS
 from forecast_platform.warehouse.migrations import migrate
 
-# How long a writer waits for another process's hold on the file (a run, or a reader such as
-# `duckdb -readonly`) before it fails; FORECAST_LOCK_WAIT_SECONDS in the settings.
-LOCK_WAIT_SECONDS = DEFAULT_LOCK_WAIT_SECONDS
 _LOCK_HOLDER = re.compile(r"Conflicting lock is held in (.+?) \(PID (\d+)\)")
 logger = logging.getLogger(__name__)
 
@@ -39,7 +36,8 @@ def lock_holder(message: str) -> str:
     return f"{match.group(1)} (PID {match.group(2)})" if match else "another process"
 
 
-def open_warehouse(path: Path, read_only: bool = False, wait_seconds: float = LOCK_WAIT_SECONDS,
+def open_warehouse(path: Path, read_only: bool = False,
+                   wait_seconds: float = DEFAULT_LOCK_WAIT_SECONDS,
                    on_wait: Callable[[str], None] | None = None) -> duckdb.DuckDBPyConnection:
     """Connect, waiting with backoff while another process holds the file.
 
@@ -81,7 +79,7 @@ def open_warehouse(path: Path, read_only: bool = False, wait_seconds: float = LO
 
 
 @contextmanager
-def connect(path: Path, read_only: bool = False, wait_seconds: float = LOCK_WAIT_SECONDS,
+def connect(path: Path, read_only: bool = False, wait_seconds: float = DEFAULT_LOCK_WAIT_SECONDS,
             on_wait: Callable[[str], None] | None = None
             ) -> Iterator[duckdb.DuckDBPyConnection]:
     """Open the warehouse (waiting out another process's hold, see ``open_warehouse``); only
