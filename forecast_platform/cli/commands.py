@@ -34,7 +34,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
             print(f"  ({args.stores * args.items} series: too few to plant the upstream mistakes "
                   f"the quarantine demo shows without failing the blocking checks; they need "
                   f"{MISTAKES_MIN_SERIES})", flush=True)
-        land(settings, start, args.stores, args.items, end, closures=args.closures)
+        land(settings, start, args.stores, args.items, end)
         landed = landed_files(settings.landing_dir())
     spec = get_spec(settings.dataset, settings.datasets_dir)
     # A stray file dated outside the partitions (sales_2099-01-01.csv) never defines the range;
