@@ -370,8 +370,9 @@ class ForecastService:
                        scenario: Scenario = None) -> JSONBody:
         """Forecasts of many series in one vectorized call (at most ``max_batch``).
 
-        Per series: ``dates`` and parallel ``p10``/``p50``/``p90`` lists (compact for large
-        batches). The scenario applies to every series of the batch.
+        Per series: ``dates`` and parallel ``p10``/``p50``/``p90``/``is_open`` lists (compact
+        for large batches; a closed day has ``is_open`` false and every quantile 0). The
+        scenario applies to every series of the batch.
         """
         def work(online: OnlineModel) -> dict[str, Any]:
             results = online.forecast(series, horizon, scenario, batch=True)
@@ -465,8 +466,9 @@ def _forecast_outputs(result: dict[str, Any]) -> dict[str, list]:
 
 def _records(result: dict[str, Any]) -> dict[str, Any]:
     """One series' columnar forecast as per-date records, the readable single-series shape."""
-    rows = [{"date": d, "p10": a, "p50": b, "p90": c} for d, a, b, c in zip(
-        result["dates"], result["p10"], result["p50"], result["p90"], strict=True)]
+    rows = [{"date": d, "p10": a, "p50": b, "p90": c, "is_open": o} for d, a, b, c, o in zip(
+        result["dates"], result["p10"], result["p50"], result["p90"], result["is_open"],
+        strict=True)]
     return {"series": result["series"], "series_id": result["series_id"], "forecast": rows}
 
 

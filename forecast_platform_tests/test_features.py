@@ -144,6 +144,28 @@ def test_pooled_features_need_a_covered_window(tmp_path):
     assert late[["share_store", "level_all_yearly", "yoy", "norm"]].notna().all().all()
 
 
+def test_regular_closures_keep_pooled_windows_and_norm(tmp_path):
+    """A store closed on Sundays (no rows) and for two weeks gets its pooled windows, its
+    series_dev and norm from its open days; a window mostly before the data stays NULL, and the
+    open store's features are those of the gapless history."""
+    con = warehouse(tmp_path, "closed")
+    gapless = features(con, dt.date(2017, 5, 17), dt.date(2017, 5, 23))
+    con.execute("DELETE FROM validated_sales WHERE store <> 3 AND (isodow(date) = 7 "
+                "OR date BETWEEN DATE '2016-09-05' AND DATE '2016-09-18')")
+    late = features(con, dt.date(2017, 5, 17), dt.date(2017, 5, 23))
+    cols = ["share_store", "share_item", "level_all", "series_dev", "level_all_yearly", "yoy",
+            "norm"]
+    assert late[cols].notna().all().all()
+    assert not (late["ds"].map(lambda d: d.isoweekday()) == 7)[late["store"] != 3].any()
+    open_store = late[late["store"] == 3].reset_index(drop=True)
+    same = gapless[gapless["store"] == 3].reset_index(drop=True)
+    pd.testing.assert_series_equal(open_store["y_mean_28"], same["y_mean_28"])
+    # Store 1's share is its open-day mean over the all-series mean, not a count-shrunk one.
+    assert 0.7 < late.loc[late["store"] == 1, "share_store"].iloc[0] < 1.0
+    early = features(con, dt.date(2015, 6, 1), dt.date(2015, 6, 1))
+    assert early[["share_store", "series_dev", "norm"]].isna().all().all()
+
+
 def test_future_rows_with_null_targets_get_the_same_features(tmp_path):
     """Rows with y NULL (future dates) are features-only: pooled means skip them."""
     origin = dt.date(2017, 3, 1)

@@ -240,6 +240,7 @@ def test_forecast_and_what_if_promotion(client, online):
     first = body["forecast"][0]
     assert first["date"] == str(END + dt.timedelta(days=1))
     assert first["p10"] <= first["p50"] <= first["p90"]
+    assert all(row["is_open"] is True for row in body["forecast"])  # no closure rules here
     day = first["date"]
     promo = client.post("/forecast", json={"series": S12, "horizon": 14,
                                            "scenario": {day: {"promo": 1}}}).json()

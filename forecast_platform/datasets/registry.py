@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from forecast_platform.datasets.landing import write_landing_files
-from forecast_platform.datasets.spec import DatasetSpec
+from forecast_platform.datasets.spec import ClosureRule, DatasetSpec
 
 LABELS_FILE = "anomaly_labels.csv"
 # Each planted mistake quarantines one row of its day; below this many series that one row is
@@ -301,6 +301,78 @@ def _synthetic_spec() -> DatasetSpec:
     )
 
 
+# The stores the ``synthetic_closures`` spec's closure rules are written for (the CLI's default).
+CLOSURE_STORES = 10
+
+
+def synthetic_closure_rules(n_stores: int, start: dt.date, end: dt.date
+                            ) -> tuple[ClosureRule, ...]:
+    """The generator's own retail calendar (``closures=True``) for stores 1..n as rules: a
+    Sunday rule per store closing on Sundays; per holiday and closing store a yearly rule when
+    the holiday falls on the same MM-DD in every year of start..end, else one date rule a year
+    (national: every store but the one open on holidays; regional: the stores of region A).
+    The refurbishment is not a rule: its days depend on the landed window."""
+    from forecast_platform.datasets.synthetic import closure_calendar, store_roles
+
+    roles = store_roles(range(1, n_stores + 1))
+    rules = [ClosureRule(weekday=7, match={"store": str(s)}, note="closed on Sundays")
+             for s in roles.stores if s not in roles.sunday_open]
+    calendar = closure_calendar(start, end)
+    years = end.year - start.year + 1
+    for (scope, name), days in calendar.groupby(["scope", "holiday"], sort=False)["date"]:
+        closing = roles.region_a if scope == "regional" else [
+            s for s in roles.stores if s != roles.holiday_open]
+        mmdd = sorted(set(days.dt.strftime("%m-%d")))
+        yearly = len(mmdd) == 1 and len(days) == years
+        for s in closing:
+            if yearly:
+                rules.append(ClosureRule(yearly=mmdd[0], match={"store": str(s)},
+                                         note=f"{scope}: {name}"))
+            else:
+                rules.extend(ClosureRule(date=d.strftime("%Y-%m-%d"), match={"store": str(s)},
+                                         note=f"{scope}: {name}") for d in days)
+    return tuple(rules)
+
+
+def land_synthetic_closures(spec: DatasetSpec, landing_dir: Path, source_dir: Path | None = None,
+                            n_stores: int = CLOSURE_STORES, **kwargs: object) -> list[Path]:
+    """``land_synthetic`` with the retailer's calendar, for the stores the spec's rules name."""
+    if n_stores != CLOSURE_STORES:
+        raise ValueError(f"dataset {spec.name!r}: its closure rules are written for "
+                         f"{CLOSURE_STORES} stores, not {n_stores}")
+    kwargs.pop("closures", None)
+    return land_synthetic(spec, landing_dir, source_dir, n_stores=n_stores, closures=True,
+                          **kwargs)
+
+
+def _synthetic_closures_spec() -> DatasetSpec:
+    start, end = dt.date(2013, 1, 1), dt.date(2017, 12, 31)
+    return DatasetSpec(
+        name="synthetic_closures",
+        description=f"The embedded generator with a retailer's calendar: {CLOSURE_STORES} "
+                    "stores x items, daily, open store-days only (Sundays, national and "
+                    "regional holidays, a refurbishment), store-wide promotions, a region",
+        frequency="D",
+        date_column="date",
+        keys=("store", "item"),
+        key_types={"store": "int", "item": "int"},
+        target="sales",
+        known={"promo": "int"},
+        static={"region": "str"},
+        static_keys=("store",),
+        categories={"region": ("A", "B")},
+        closure_rules=synthetic_closure_rules(CLOSURE_STORES, start, end),
+        # The refurbishment (one store of ten closed for two weeks, placed in the landed
+        # window) is no rule: completeness tolerates its tenth of the series.
+        max_missing_share=0.12,
+        max_target=100_000,
+        start=start,
+        end=end,
+        horizon=90,
+        lander=land_synthetic_closures,
+    )
+
+
 def _store_item_spec() -> DatasetSpec:
     return DatasetSpec(
         name="store_item",
@@ -318,7 +390,8 @@ def _store_item_spec() -> DatasetSpec:
     )
 
 
-BUILTIN = {"synthetic": _synthetic_spec, "store_item": _store_item_spec,
+BUILTIN = {"synthetic": _synthetic_spec, "synthetic_closures": _synthetic_closures_spec,
+           "store_item": _store_item_spec,
            "walmart": _walmart_spec, "favorita_transactions": _favorita_transactions_spec}
 
 

@@ -32,6 +32,7 @@ from forecast_platform.forecasting.training import (
     train,
 )
 from forecast_platform.warehouse import tables
+from forecast_platform.warehouse.migrations import columns
 from forecast_platform.warehouse.store import quote, registered, replace_range
 from forecast_platform.warehouse.tables import EXPLANATIONS, FEATURES, FORECASTS, VALIDATED
 
@@ -175,8 +176,10 @@ def build_forecasting_assets(spec: DatasetSpec) -> list:
         pool="duckdb",
         description=(
             "The champion's P10/P50/P90 for every active series over the horizon after the last "
-            "date with data, with the forecaster version; forecast_explanations holds each "
-            "forecast's top feature contributions (XGBoost pred_contribs)."
+            "date with data, with the forecaster version; a day the dataset's closure rules "
+            "close for a series has is_open false and P10 = P50 = P90 = 0. "
+            "forecast_explanations holds each open forecast's top feature contributions "
+            "(XGBoost pred_contribs)."
         ),
     )
     def forecasts(context: dg.AssetExecutionContext, platform: PlatformResource):
@@ -191,6 +194,12 @@ def build_forecasting_assets(spec: DatasetSpec) -> list:
             query = future_query(spec, plan, origin)
             rows = con.execute(query.sql, query.params).df()
             forecast = build_forecast(model, rows, spec, origin, champion_row.version)
+            have = columns(con, {FORECASTS}).get(FORECASTS)
+            if have is not None and "is_open" not in have:
+                # A forecasts table written before closed days were kept (all its rows open):
+                # INSERT BY NAME needs the column.
+                con.execute(f"ALTER TABLE {quote(FORECASTS)} ADD COLUMN is_open "
+                            "BOOLEAN DEFAULT true").fetchall()
             with registered(con, "_fc", forecast.rows):
                 n = replace_range(con, FORECASTS, "origin", origin, origin, "SELECT * FROM _fc")
             with registered(con, "_ex", forecast.explanations):
@@ -205,6 +214,7 @@ def build_forecasting_assets(spec: DatasetSpec) -> list:
             "series_without_forecast_examples": ", ".join(unforecastable[:10]) or "none",
             "forecaster_version": champion_row.version,
             "series": int(out["series_id"].nunique()),
+            "closed_forecasts": int((~out["is_open"]).sum()),
             "preview": preview(sample),
         })
 

@@ -35,9 +35,14 @@ those daily means, joined back on the date (and the key):
     norm              the expected level of the series on the target date:
                       product of the shares x level_all_yearly x yoy (NULL when unusable)
 
-A pooled window is NULL unless at least ``MIN_COVERAGE`` of its periods have data: a partial
-window at the start of the data is a different, biased feature, not the steady-state one, and
-``norm`` is NULL with it (the forecaster neither trains nor predicts on such rows).
+A pooled window (and the series' own yearly mean in ``series_dev``) is NULL unless its data spans
+at least ``MIN_COVERAGE`` of its periods (first to last period with data) and at least
+``MIN_PRESENT`` of its periods hold data: a partial window at the start of the data is a
+different, biased feature, not the steady-state one, and ``norm`` is NULL with it (the
+forecaster neither trains nor predicts on such rows). Gaps inside a spanned window are closures
+(a store's Sundays and holidays, a refurbishment): the means are over the periods with data (a
+store closed on Sundays gets its level from its open days). On data without gaps the span
+equals the count, so this is exactly "``MIN_COVERAGE`` of the periods hold data".
 
 Weekly data (a period is labelled by its last day, as Walmart's Fridays are) differs in three
 ways, none of which touches daily features:
@@ -73,7 +78,8 @@ from forecast_platform.warehouse.store import quote
 from forecast_platform.warehouse.tables import VALIDATED
 
 KNOWN_IN_ADVANCE = 10**9  # safe_horizon of calendar and known covariates: any horizon
-MIN_COVERAGE = 0.95  # share of a pooled window's periods that must hold data, else NULL
+MIN_COVERAGE = 0.95  # share of a pooled window's periods its data must span, else NULL
+MIN_PRESENT = 0.5  # share of a pooled window's periods that must hold data, else NULL
 POOL_ALL = "_pool_all"  # CTE alias of the all-series pooled windows
 STATIC = "_static"  # CTE alias of the static attributes, one row per group
 GROWTH_CLIP = (0.5, 2.0)  # bounds of the weekly series growth factor
@@ -260,10 +266,12 @@ def plan_features(spec: DatasetSpec, horizon: int | None = None,
     w_recent_ly = (lag0 + season, lag0 + season + quarter - 1)
 
     def covered_mean(order: str, window: tuple[int, int]) -> str:
-        """Mean of the daily means ``m`` over ``window``; NULL if too few periods hold data."""
+        """Mean of the daily means ``m`` over ``window``; NULL unless the window is covered."""
         over = f"OVER ({order} {frame(*window)})"
-        need = math.ceil(MIN_COVERAGE * (window[1] - window[0] + 1))
-        return f"CASE WHEN count(m) {over} >= {need} THEN avg(m) {over} END"
+        seen = "FILTER (WHERE m IS NOT NULL)"
+        covered = _covered(f"count(m) {over}", f"min(ds) {seen} {over}",
+                           f"max(ds) {seen} {over}", window[1] - window[0] + 1, step)
+        return f"CASE WHEN {covered} THEN avg(m) {over} END"
 
     ctes = [f"""{POOL_ALL} AS (
   SELECT ds,
@@ -290,8 +298,10 @@ def plan_features(spec: DatasetSpec, horizon: int | None = None,
             f"{season} periods ending {lag0} back")
     add("level_all", f"{POOL_ALL}.level_year", w_year[0],
         f"mean of all series over the {season} periods ending {lag0} back")
-    own = (f"CASE WHEN {over('count', y, *w_year)} >= {math.ceil(MIN_COVERAGE * season)} "
-           f"THEN {over('avg', y, *w_year)} END")
+    seen_ds = f"CASE WHEN {y} IS NOT NULL THEN ds END"
+    own_covered = _covered(over("count", y, *w_year), over("min", seen_ds, *w_year),
+                           over("max", seen_ds, *w_year), season, step)
+    own = f"CASE WHEN {own_covered} THEN {over('avg', y, *w_year)} END"
     expected = " * ".join([f"{POOL_ALL}.level_year", *(f"({s})" for s in shares)])
     add("series_dev", f"({own}) / nullif({expected}, 0)", w_year[0],
         f"the series' own mean over the {season} periods ending {lag0} back / what the key "
@@ -385,6 +395,15 @@ def _weekly_norm(spec: DatasetSpec, lag0: int, season: int, quarter: int, frame,
         "when the other is missing); NULL when not positive (the model's target is y / norm)")
     add("snaive_ratio", f"({snaive}) / nullif({blend}, 0)", lag0, "snaive_growth / norm")
     add("pooled_ratio", f"({pooled}) / nullif({blend}, 0)", lag0, "pooled_profile / norm")
+
+
+def _covered(count: str, first: str, last: str, periods: int, step: int) -> str:
+    """Whether a window of ``periods`` periods is covered: its data (``count`` periods, the
+    first on ``first``, the last on ``last``) spans ``MIN_COVERAGE`` of it and fills
+    ``MIN_PRESENT`` of it. Without gaps the span is the count: ``count >= MIN_COVERAGE``."""
+    need = math.ceil(MIN_COVERAGE * periods)
+    return (f"({count} >= {math.ceil(MIN_PRESENT * periods)} "
+            f"AND {last} - {first} >= {(need - 1) * step})")
 
 
 def _clipped_ratio(num: str, den: str) -> str:

@@ -1,8 +1,10 @@
 """The champion's forecast over the horizon after an origin, with each forecast's explanation.
 
 What the forecasts asset stores: one row per active series and future period, and the top
-feature contributions of each. The asset reads and writes the warehouse; the rows are built
-here so the service and the benchmarks can build them the same way.
+feature contributions of each. A day the spec's closure rules close for a series keeps its row,
+with ``is_open = false`` and P10 = P50 = P90 = 0 (``forecasting.closed``), and has no
+explanation: the closure, not the features, sets it. The asset reads and writes the warehouse;
+the rows are built here so the service and the benchmarks can build them the same way.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import pandas as pd
 from forecast_platform.datasets.spec import DatasetSpec
 from forecast_platform.features.offline import HOLIDAYS_SOURCE
 from forecast_platform.features.sql import FeaturePlan, features_select
+from forecast_platform.forecasting.closed import apply_closures
 from forecast_platform.forecasting.forecaster import Forecaster
 from forecast_platform.forecasting.future import future_params, future_source
 
@@ -86,15 +89,18 @@ def build_forecast(model: Forecaster, rows: pd.DataFrame, spec: DatasetSpec, ori
     # this model: leave it out, and say which ones, rather than store NaN.
     unforecastable = sorted(rows.loc[preds["p50"].isna(), "series_id"].unique())
     rows, preds = rows[preds["p50"].notna()], preds[preds["p50"].notna()]
+    # Closed days: kept, is_open false and every quantile 0 (never a positive forecast).
+    preds = apply_closures(spec, rows, preds)
     out = rows[["ds", "series_id", *spec.keys]].assign(
         origin=origin, forecaster_version=forecaster_version,
-        p10=preds["p10"], p50=preds["p50"], p90=preds["p90"],
-        created_at=dt.datetime.now(),
+        p10=preds["p10"].to_numpy(), p50=preds["p50"].to_numpy(), p90=preds["p90"].to_numpy(),
+        is_open=preds["is_open"].to_numpy(), created_at=dt.datetime.now(),
     )
     # Approximate attributions for the bulk table (exact TreeSHAP costs far more, see
     # docs/benchmarks.md); the service's /explain computes exact SHAP for the forecast a
-    # person asks about.
-    contribs = model.contributions(rows, exact=False)
-    explain = top_contributions(contribs, rows, TOP_CONTRIBUTIONS).assign(
+    # person asks about. Closed days have none: their forecast is the closure's 0.
+    open_rows = rows[preds["is_open"].to_numpy()]
+    contribs = model.contributions(open_rows, exact=False)
+    explain = top_contributions(contribs, open_rows, TOP_CONTRIBUTIONS).assign(
         origin=origin, forecaster_version=forecaster_version)
     return Forecast(out, explain, unforecastable)

@@ -44,7 +44,7 @@ from forecast_platform.anomalies.expected import (
     context_days,
     expected_with_actuals,
 )
-from forecast_platform.datasets.spec import DatasetSpec
+from forecast_platform.datasets.spec import ClosureRule, DatasetSpec
 from forecast_platform.features.sql import FeaturePlan, plan_features
 from forecast_platform.forecasting import registry
 from forecast_platform.forecasting.forecaster import Forecaster
@@ -74,6 +74,8 @@ def spec_to_dict(spec: DatasetSpec) -> dict[str, Any]:
             continue
         if isinstance(value, dt.date):
             value = value.isoformat()
+        elif f.name == "closure_rules":
+            value = [dataclasses.asdict(rule) for rule in value]
         elif isinstance(value, tuple):
             value = list(value)
         out[f.name] = value
@@ -86,6 +88,12 @@ def spec_from_dict(data: dict[str, Any]) -> DatasetSpec:
     for key in ("start", "end"):
         kwargs[key] = dt.date.fromisoformat(kwargs[key])
     kwargs["keys"] = tuple(kwargs["keys"])
+    # The closure rules: the service marks the same closed days as the forecasts asset.
+    kwargs["closure_rules"] = tuple(ClosureRule(**rule)
+                                    for rule in kwargs.get("closure_rules") or ())
+    for key in ("closed_dates", "static_keys"):
+        if key in kwargs:
+            kwargs[key] = tuple(kwargs[key])
     return DatasetSpec(**kwargs)
 
 

@@ -21,6 +21,7 @@ from typing import Any
 
 import pandas as pd
 
+from forecast_platform.forecasting.closed import apply_closures, closed_mask
 from forecast_platform.serving.anomaly import (
     Expected,
     NotScorable,
@@ -58,6 +59,10 @@ class OnlineModel:
         self.served = Served(self.spec, self.plan.horizon, self.windows.origin,
                              self.windows.future_start, snap.dates, snap.series_index)
         preds = self.model.predict(snap.rows)
+        # Closed days (the spec's closure rules, as the forecasts asset applies them): is_open
+        # false and every quantile 0, whatever the model or a scenario says.
+        self.closed = closed_mask(self.spec, snap.rows)
+        preds = apply_closures(self.spec, snap.rows, preds)
         self.p10 = preds["p10"].to_numpy()
         self.p50 = preds["p50"].to_numpy()
         self.p90 = preds["p90"].to_numpy()
@@ -88,7 +93,9 @@ class OnlineModel:
     def forecast(self, series: Sequence[Mapping[str, Any]], horizon: int | None = None,
                  scenario: Mapping[Any, Mapping[str, Any]] | None = None,
                  batch: bool = False) -> list[dict[str, Any]]:
-        """P10/P50/P90 per series over the horizon: one vectorized lookup (or one predict).
+        """P10/P50/P90 and ``is_open`` per series over the horizon: one vectorized lookup (or
+        one predict). A closed day (the spec's closure rules) is ``is_open`` false with every
+        quantile 0, as in the forecasts table; a scenario does not open it.
 
         ``batch`` names bad entries ``series[i]`` (a list) rather than ``series`` (one).
         """
@@ -105,17 +112,20 @@ class OnlineModel:
             frame = self.features(series, [self.dates[p] for p in date_pos], scenario) \
                 if not self.passthrough else snap.overlay(
                     snap.rows.iloc[idx].reset_index(drop=True), plan)
-            preds = self.model.predict(frame)
+            # A scenario cannot open a closed day: the closure applies to its rows too.
+            preds = apply_closures(self.spec, frame, self.model.predict(frame))
             p10, p50, p90 = (preds[c].to_numpy() for c in ("p10", "p50", "p90"))
+            is_open = preds["is_open"].to_numpy()
         else:
             p10, p50, p90 = self.p10[idx], self.p50[idx], self.p90[idx]
+            is_open = ~self.closed[idx]
         dates = snap.date_text[date_pos[0]:date_pos[-1] + 1]
         out = []
         for i, r in enumerate(resolved):
             sl = slice(i * h, (i + 1) * h)
             out.append({"series": r.keys, "series_id": r.series_id, "dates": dates,
                         "p10": p10[sl].tolist(), "p50": p50[sl].tolist(),
-                        "p90": p90[sl].tolist()})
+                        "p90": p90[sl].tolist(), "is_open": is_open[sl].tolist()})
         return out
 
     def explain(self, series: Mapping[str, Any], date: Any,
