@@ -30,7 +30,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         start = dt.date.fromisoformat(args.start) if args.start else DEMO_START
         end = dt.date.fromisoformat(args.end) if args.end else DEMO_END
         print(f"Landing {settings.dataset} data into {settings.landing_dir()} ...", flush=True)
-        if settings.dataset == "synthetic" and args.stores * args.items < MISTAKES_MIN_SERIES:
+        if settings.dataset.startswith("synthetic") \
+                and args.stores * args.items < MISTAKES_MIN_SERIES:
             print(f"  ({args.stores * args.items} series: too few to plant the upstream mistakes "
                   f"the quarantine demo shows without failing the blocking checks; they need "
                   f"{MISTAKES_MIN_SERIES})", flush=True)

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from forecast_platform.cli.instance import ensure_dagster_home, open_instance
-from forecast_platform.datasets.registry import get_spec
+from forecast_platform.datasets.registry import get_spec, land_synthetic, land_synthetic_closures
 from forecast_platform.settings import Settings, load_settings
 from forecast_platform.warehouse import tables
 
@@ -33,13 +33,15 @@ def configure(args: argparse.Namespace) -> Settings:
 def land(settings: Settings, start: dt.date | None, stores: int, items: int,
          end: dt.date | None = None, closures: bool = False) -> list[Path]:
     spec = get_spec(settings.dataset, settings.datasets_dir)
-    if closures and spec.name != "synthetic":
-        raise SystemExit("--closures applies to the synthetic dataset only")
+    generated = spec.lander in (land_synthetic, land_synthetic_closures)
+    if closures and spec.lander is not land_synthetic:
+        raise SystemExit("--closures applies to the synthetic dataset only "
+                         "(synthetic_closures has its calendar already)")
     if spec.lander is None:
         raise SystemExit(f"dataset {spec.name!r} has no lander: drop files into "
                          f"{settings.landing_dir()} yourself")
     kwargs = {"start": start, "end": end, "n_stores": stores, "n_items": items,
-              "closures": closures} if spec.name == "synthetic" else {}
+              "closures": closures} if generated else {}
     return spec.lander(spec, settings.landing_dir(), settings.source_dir, **kwargs)
 
 
