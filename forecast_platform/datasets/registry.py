@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from pathlib import Path
 
@@ -346,29 +347,21 @@ def land_synthetic_closures(spec: DatasetSpec, landing_dir: Path, source_dir: Pa
 
 
 def _synthetic_closures_spec() -> DatasetSpec:
-    start, end = dt.date(2013, 1, 1), dt.date(2017, 12, 31)
-    return DatasetSpec(
+    """The synthetic spec, with the retailer's calendar as closure rules and a region."""
+    base = _synthetic_spec()
+    return dataclasses.replace(
+        base,
         name="synthetic_closures",
         description=f"The embedded generator with a retailer's calendar: {CLOSURE_STORES} "
                     "stores x items, daily, open store-days only (Sundays, national and "
                     "regional holidays, a refurbishment), store-wide promotions, a region",
-        frequency="D",
-        date_column="date",
-        keys=("store", "item"),
-        key_types={"store": "int", "item": "int"},
-        target="sales",
-        known={"promo": "int"},
         static={"region": "str"},
         static_keys=("store",),
         categories={"region": ("A", "B")},
-        closure_rules=synthetic_closure_rules(CLOSURE_STORES, start, end),
+        closure_rules=synthetic_closure_rules(CLOSURE_STORES, base.start, base.end),
         # The refurbishment (one store of ten closed for two weeks, placed in the landed
         # window) is no rule: completeness tolerates its tenth of the series.
         max_missing_share=0.12,
-        max_target=100_000,
-        start=start,
-        end=end,
-        horizon=90,
         lander=land_synthetic_closures,
     )
 
