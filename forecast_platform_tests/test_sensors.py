@@ -7,10 +7,10 @@ import os
 
 import dagster as dg
 
-from forecast_platform.datasets.landing import landed_files, write_landing_files
+from forecast_platform.datasets.landing import contiguous_ranges, landed_files, write_landing_files
 from forecast_platform.datasets.registry import get_spec
 from forecast_platform.definitions import build_definitions
-from forecast_platform.defs.automation import RANGE_END, RANGE_START, contiguous_ranges
+from forecast_platform.defs.automation import RANGE_END, RANGE_START
 from forecast_platform_tests.conftest import make_settings
 
 SPEC = get_spec("synthetic")

@@ -12,7 +12,7 @@ from pathlib import Path
 from forecast_platform.cli.runs import configure, land, run_range, scoring_range
 from forecast_platform.cli.summary import summarize
 from forecast_platform.datasets.landing import landed_files
-from forecast_platform.datasets.registry import MISTAKES_MIN_SERIES, get_spec
+from forecast_platform.datasets.registry import MISTAKES_MIN_SERIES, get_spec, is_generated
 
 # Three years: the forecaster's yearly features need ~1.5 years before a row trains, and the
 # anomaly detector needs half a year of out-of-sample residuals before it scores.
@@ -25,19 +25,18 @@ DEMO_END = dt.date(2017, 11, 30)
 def cmd_demo(args: argparse.Namespace) -> int:
     settings = configure(args)
     started = time.perf_counter()
+    spec = get_spec(settings.dataset, settings.datasets_dir)
     landed = landed_files(settings.landing_dir())
     if not landed:
         start = dt.date.fromisoformat(args.start) if args.start else DEMO_START
         end = dt.date.fromisoformat(args.end) if args.end else DEMO_END
         print(f"Landing {settings.dataset} data into {settings.landing_dir()} ...", flush=True)
-        if settings.dataset.startswith("synthetic") \
-                and args.stores * args.items < MISTAKES_MIN_SERIES:
+        if is_generated(spec) and args.stores * args.items < MISTAKES_MIN_SERIES:
             print(f"  ({args.stores * args.items} series: too few to plant the upstream mistakes "
                   f"the quarantine demo shows without failing the blocking checks; they need "
                   f"{MISTAKES_MIN_SERIES})", flush=True)
         land(settings, start, args.stores, args.items, end)
         landed = landed_files(settings.landing_dir())
-    spec = get_spec(settings.dataset, settings.datasets_dir)
     # A stray file dated outside the partitions (sales_2099-01-01.csv) never defines the range;
     # the landing_file_names check names it.
     landed = {d: p for d, p in landed.items() if spec.start <= d <= spec.end}

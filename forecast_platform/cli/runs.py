@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from forecast_platform.cli.instance import ensure_dagster_home, open_instance
-from forecast_platform.datasets.registry import get_spec, land_synthetic, land_synthetic_closures
+from forecast_platform.datasets.registry import get_spec, is_generated, land_synthetic
 from forecast_platform.settings import Settings, load_settings
 from forecast_platform.warehouse import tables
 
@@ -33,7 +33,6 @@ def configure(args: argparse.Namespace) -> Settings:
 def land(settings: Settings, start: dt.date | None, stores: int, items: int,
          end: dt.date | None = None, closures: bool = False) -> list[Path]:
     spec = get_spec(settings.dataset, settings.datasets_dir)
-    generated = spec.lander in (land_synthetic, land_synthetic_closures)
     if closures and spec.lander is not land_synthetic:
         raise SystemExit("--closures applies to the synthetic dataset only "
                          "(synthetic_closures has its calendar already)")
@@ -41,7 +40,7 @@ def land(settings: Settings, start: dt.date | None, stores: int, items: int,
         raise SystemExit(f"dataset {spec.name!r} has no lander: drop files into "
                          f"{settings.landing_dir()} yourself")
     kwargs = {"start": start, "end": end, "n_stores": stores, "n_items": items,
-              "closures": closures} if generated else {}
+              "closures": closures} if is_generated(spec) else {}
     return spec.lander(spec, settings.landing_dir(), settings.source_dir, **kwargs)
 
 
@@ -97,18 +96,17 @@ def heal_unbalanced(settings: Settings, start: dt.date, end: dt.date) -> None:
     """Before an ingest of ``start..end``: validate again the days outside it whose raw rows are
     not their validated + rejected rows (a run killed between its steps), one run per range of
     consecutive days, so every ingest through the CLI leaves the whole warehouse balanced."""
-    from forecast_platform.defs.automation import contiguous_ranges
+    from forecast_platform.datasets.landing import contiguous_ranges
     from forecast_platform.defs.jobs import INGEST_JOB
     from forecast_platform.ingestion.checks import unbalanced_partitions
-    from forecast_platform.warehouse.store import connect
+    from forecast_platform.warehouse.store import connect, table_exists
 
     if not settings.warehouse_path.is_file():
         return
     spec = get_spec(settings.dataset, settings.datasets_dir)
     with connect(settings.warehouse_path, read_only=True,
                  wait_seconds=settings.lock_wait_seconds) as con:
-        if not con.execute("SELECT count(*) FROM information_schema.tables "
-                           f"WHERE table_name = '{tables.RAW}'").fetchone()[0]:
+        if not table_exists(con, tables.RAW):
             return
         days = [d for d in unbalanced_partitions(con, spec) if not start <= d <= end]
     for first, last in contiguous_ranges(days, spec.step_days):

@@ -50,6 +50,18 @@ def stray_files(landing_dir: Path) -> list[tuple[str, str]]:
     return sorted(stray)
 
 
+def contiguous_ranges(days: list[dt.date], step_days: int) -> list[tuple[dt.date, dt.date]]:
+    """Group dates into runs of consecutive periods: one range is one single-run backfill
+    (the landing sensor's new files, days to validate again)."""
+    ranges: list[tuple[dt.date, dt.date]] = []
+    for day in sorted(days):
+        if ranges and (day - ranges[-1][1]).days == step_days:
+            ranges[-1] = (ranges[-1][0], day)
+        else:
+            ranges.append((day, day))
+    return ranges
+
+
 def landed_files(landing_dir: Path) -> dict[dt.date, Path]:
     """Every landing file in the directory, by partition date."""
     if not landing_dir.is_dir():

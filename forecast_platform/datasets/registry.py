@@ -383,6 +383,12 @@ def _store_item_spec() -> DatasetSpec:
     )
 
 
+
+def is_generated(spec: DatasetSpec) -> bool:
+    """Whether the platform's own generator lands this dataset (it takes a size and dates)."""
+    return spec.lander in (land_synthetic, land_synthetic_closures)
+
+
 BUILTIN = {"synthetic": _synthetic_spec, "synthetic_closures": _synthetic_closures_spec,
            "store_item": _store_item_spec,
            "walmart": _walmart_spec, "favorita_transactions": _favorita_transactions_spec}

@@ -18,7 +18,7 @@ import json
 
 import dagster as dg
 
-from forecast_platform.datasets.landing import landed_files, stray_files
+from forecast_platform.datasets.landing import contiguous_ranges, landed_files, stray_files
 from forecast_platform.datasets.spec import DatasetSpec
 from forecast_platform.defs.jobs import ANOMALY_JOB, INGEST_JOB, REFRESH_JOB
 from forecast_platform.defs.resources import PlatformResource
@@ -28,17 +28,6 @@ RANGE_START = "dagster/asset_partition_range_start"
 RANGE_END = "dagster/asset_partition_range_end"
 # Partitions per event-log query (an SQL IN list; well under SQLite's variable limit).
 LOOKUP_BATCH = 500
-
-
-def contiguous_ranges(days: list[dt.date], step_days: int) -> list[tuple[dt.date, dt.date]]:
-    """Group sorted dates into runs of consecutive periods."""
-    ranges: list[tuple[dt.date, dt.date]] = []
-    for day in sorted(days):
-        if ranges and (day - ranges[-1][1]).days == step_days:
-            ranges[-1] = (ranges[-1][0], day)
-        else:
-            ranges.append((day, day))
-    return ranges
 
 
 def ingested_since(instance: dg.DagsterInstance, partitions: list[str]) -> dict[str, float]:

@@ -21,6 +21,7 @@ from forecast_platform.datasets.closures import (
     closed_sql,
     matched_keys,
 )
+from forecast_platform.datasets.landing import contiguous_ranges
 from forecast_platform.datasets.spec import DatasetSpec
 from forecast_platform.ingestion.text import clip_message
 from forecast_platform.warehouse.store import quote, table_exists
@@ -442,20 +443,20 @@ def unbalanced_partitions(con: duckdb.DuckDBPyConnection, spec: DatasetSpec,
     ``start`` / ``end`` (inclusive) narrow the scan.
     """
     frame = _balance(con, spec, start, end)
-    return [d.date() if hasattr(d, "date") else d for d in frame["date"]]
+    return [_as_date(d) for d in frame["date"]]
+
+
+def _as_date(value) -> dt.date:
+    """A date from DuckDB's frame (a pandas Timestamp or already a date)."""
+    return value.date() if hasattr(value, "date") else value
 
 
 def rows_balance(con: duckdb.DuckDBPyConnection, spec: DatasetSpec) -> Outcome:
     """raw = valid + rejected on every partition of the warehouse (not only the run's range:
     a killed earlier run leaves its partitions unbalanced until they are validated again)."""
     bad = _balance(con, spec, None, None)
-    days = sorted(d.date() if hasattr(d, "date") else d for d in bad["date"])
-    ranges: list[list[dt.date]] = []
-    for day in days:  # consecutive periods as one range: the sensor re-runs each as one run
-        if ranges and (day - ranges[-1][1]).days == spec.step_days:
-            ranges[-1][1] = day
-        else:
-            ranges.append([day, day])
+    # Consecutive days as one range: the rows_balance sensor validates each in one run.
+    ranges = contiguous_ranges([_as_date(d) for d in bad["date"]], spec.step_days)
     figures = {"unbalanced_partitions": len(bad),
                "unbalanced_ranges": json.dumps([[a.isoformat(), b.isoformat()]
                                                 for a, b in ranges])}
@@ -463,10 +464,10 @@ def rows_balance(con: duckdb.DuckDBPyConnection, spec: DatasetSpec) -> Outcome:
         return Outcome(True, "every partition's raw rows are its validated + rejected rows",
                        figures)
     dates = [str(d)[:10] for d in bad["date"]]
-    shown = ", ".join(dates[:10]) + (f" and {len(dates) - 10} more" if len(dates) > 10 else "")
     return Outcome(
         False,
-        f"{len(bad)} partitions are not validated from their raw rows ({shown}); run the "
+        f"{len(bad)} partitions are not validated from their raw rows "
+        f"({_dates_sentence(bad['date'])}); run the "
         "ingest job over them to validate them again",
         figures, bad.head(EXAMPLES).assign(date=dates[:EXAMPLES]),
     )
