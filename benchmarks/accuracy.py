@@ -3,6 +3,7 @@
     python benchmarks/accuracy.py --dataset store_item --data-dir ../shared/data/store_item_demand
     python benchmarks/accuracy.py ... --origin 2016-10-02 --no-append
     python benchmarks/accuracy.py ... --extra-features share_store   # a model-feature variant
+    python benchmarks/accuracy.py --closures   # Store Item as a retailer's export, with a plan
 
 Everything runs through the platform's own code, as the assets do, over an in-memory DuckDB:
 
@@ -236,8 +237,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bucket", type=int, default=0,
                         help="one direct model per this many periods of the horizon (0: one "
                              "model for the whole horizon, as the forecaster asset trains)")
+    parser.add_argument("--closures", action="store_true",
+                        help="Store Item Demand as a retailer's export (closures, promotions) "
+                             "set up by init-dataset's inference and forecast with its plan "
+                             "(benchmarks/accuracy_closures.py)")
     parser.add_argument("--no-append", action="store_true", help="do not write docs/benchmarks.md")
     args = parser.parse_args(argv)
+    if args.closures:
+        return closures_main(args)
 
     spec = get_spec(args.dataset)
     origin = args.origin or DEFAULT_ORIGIN.get(spec.name)
@@ -272,6 +279,48 @@ def main(argv: list[str] | None = None) -> int:
         "points": r["points"],
     }
     print(json.dumps(summary))
+    return 0
+
+
+def closures_main(args) -> int:
+    from accuracy_closures import HORIZON, run_closures
+
+    r = run_closures(Path(args.data_dir).resolve())
+    print(f"store_item_closures: train up to {r['origin']}, forecast {r['first']} .. "
+          f"{r['last']} ({HORIZON} days), {r['points']:,} open-day points, {r['series']} "
+          f"series; {r['closure_rules']} closure rules inferred; {r['plan_rows_used']:,} "
+          f"forecast rows read the plan")
+    for name in ("rmspe", "rmspe_median_dow_promo", "rmspe_seasonal_naive_7"):
+        print(f"{name:<24} {r[name]:.4f}")
+    ratio = r["rmspe"] / r["rmspe_median_dow_promo"]
+    print(f"ratio to median_dow_promo {ratio:.3f} (goal <= 0.85); SMAPE {r['smape']:.3f}, "
+          f"P10-P90 coverage {r['coverage_p10_p90']:.3f}; {r['open_days_forecast_closed']} "
+          f"open days forecast closed; {r['closed_forecasts']} closed forecasts (zero)")
+    summary = {k: round(v, 4) if isinstance(v, float) else v for k, v in r.items()
+               if k not in ("origin", "first", "last")}
+    summary["ratio_to_median_dow_promo"] = round(ratio, 4)
+    if not args.no_append:
+        lines = [
+            f"## Accuracy benchmark (Store Item as a retailer's export, with a plan), "
+            f"{dt.datetime.now():%Y-%m-%d %H:%M}", "",
+            f"- machine: {machine()}",
+            f"- command: `{' '.join(['python', 'benchmarks/accuracy.py', *sys.argv[1:]])}`",
+            f"- task: spec inferred by init-dataset from the training part; train up to "
+            f"{r['origin']}, forecast {r['first']} .. {r['last']} with the promotion plan "
+            f"landed through the plan path; scored on {r['points']:,} open-day points of "
+            f"{r['series']} series", "",
+            "| method | RMSPE |", "|---|---:|",
+            f"| model (P50, with the plan) | {r['rmspe']:.4f} |",
+            f"| median by weekday and promo, last 52 weeks | "
+            f"{r['rmspe_median_dow_promo']:.4f} |",
+            f"| seasonal naive 7 | {r['rmspe_seasonal_naive_7']:.4f} |", "",
+            f"Ratio to the weekday-promo median {ratio:.3f} (goal <= 0.85). Plan rows used "
+            f"{r['plan_rows_used']:,}; closure rules inferred {r['closure_rules']}; open days "
+            f"forecast closed {r['open_days_forecast_closed']}; training "
+            f"{r['train_seconds']:.1f} s on {r['train_rows']:,} rows.", "",
+        ]
+        print(f"appended to {append_section(chr(10).join(lines) + chr(10)).relative_to(ROOT)}")
+    print(json.dumps(summary, default=str))
     return 0
 
 

@@ -392,7 +392,8 @@ class ForecastService:
         """The top feature contributions (XGBoost ``pred_contribs``) to one P50.
 
         ``bias + sum(contributions) + rest == raw_p50``; the served ``p50`` is
-        ``max(raw_p50, 0)``. Dates: the recent observed dates and the forecast dates.
+        ``max(raw_p50, 0)``. Dates: the recent observed dates and the forecast dates. A day
+        the closure rules close answers ``is_open`` false, 0 and no contributions.
         """
         def work(online: OnlineModel) -> dict[str, Any]:
             result = online.explain(series, date, scenario, top)
@@ -461,7 +462,7 @@ class ForecastService:
 
 def _forecast_outputs(result: dict[str, Any]) -> dict[str, list]:
     return {"ds": result["dates"], "p10": result["p10"], "p50": result["p50"],
-            "p90": result["p90"]}
+            "p90": result["p90"], "is_open": result["is_open"]}
 
 
 def _records(result: dict[str, Any]) -> dict[str, Any]:

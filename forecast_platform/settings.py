@@ -20,6 +20,13 @@ DEFAULT_BUNDLE_NAME = "forecast_bundle"
 DEFAULT_MAX_BATCH = 1000
 DEFAULT_MAX_BODY_BYTES = 1_000_000
 DEFAULT_LOCK_WAIT_SECONDS = 180.0
+# Where the dashboard's what-if page finds the forecasting service (`forecast-platform serve`).
+DEFAULT_SERVICE_URL = "http://127.0.0.1:3001"  # `serve`'s default; the Dagster UI has 3000
+# How the forecaster's boosters are fitted: in the training process, or on a Dask cluster
+# (forecasting/distributed.py) fed Parquet from FORECAST_HANDOFF_DIR.
+TRAINING_ENGINES = ("local", "dask")
+DEFAULT_DASK_WORKERS = 2
+DEFAULT_DASK_CONNECT_SECONDS = 10.0
 
 # Variable -> meaning, for error messages and the README's settings table (a test keeps the
 # two equal).
@@ -39,6 +46,12 @@ VARIABLES = {
     "FORECAST_ADMIN_KEY": "key the service's /reload needs",
     "FORECAST_ALERT_WEBHOOK_URL": "alerts are POSTed here",
     "FORECAST_RETRAIN_COOLDOWN_MINUTES": "no automatic retrain within this long of the last",
+    "FORECAST_SERVICE_URL": "the forecasting service the dashboard's what-if page calls",
+    "FORECAST_TRAINING_ENGINE": "where the forecaster is fitted: local or dask",
+    "FORECAST_DASK_SCHEDULER": "the Dask scheduler to train on (empty: a LocalCluster)",
+    "FORECAST_DASK_WORKERS": "workers of the LocalCluster started when no scheduler is set",
+    "FORECAST_DASK_CONNECT_SECONDS": "how long to wait for the Dask scheduler to answer",
+    "FORECAST_HANDOFF_DIR": "where training features are written as Parquet for Dask workers",
 }
 
 
@@ -59,6 +72,16 @@ class Settings:
     admin_key: str | None = None
     alert_webhook_url: str | None = None
     retrain_cooldown_minutes: float = 360.0
+    service_url: str = DEFAULT_SERVICE_URL
+    training_engine: str = "local"
+    # A scheduler address (tcp://host:8786); None: the run starts a LocalCluster of
+    # ``dask_workers`` processes on this machine and closes it afterwards.
+    dask_scheduler: str | None = None
+    dask_workers: int = DEFAULT_DASK_WORKERS
+    dask_connect_seconds: float = DEFAULT_DASK_CONNECT_SECONDS
+    # A folder or fsspec URL every Dask worker can read; None: <data dir>/handoff, which only
+    # workers on this machine (the LocalCluster) can.
+    handoff_dir: str | None = None
 
     @property
     def warehouse_path(self) -> Path:
@@ -70,6 +93,15 @@ class Settings:
 
     def landing_dir(self, dataset: str | None = None) -> Path:
         return self.landing_root / (dataset or self.dataset)
+
+    def plans_dir(self, dataset: str | None = None) -> Path:
+        """Where landed plan files are kept, one per plan version (planning/files.py)."""
+        return self.data_dir / "plans" / (dataset or self.dataset)
+
+    @property
+    def dashboard_dir(self) -> Path:
+        """Where the dashboard_snapshot asset publishes what the dashboard reads."""
+        return self.data_dir / "dashboard"
 
     @property
     def reports_dir(self) -> Path:
@@ -102,6 +134,11 @@ class Settings:
     def mlflow_artifacts_dir(self) -> Path:
         return self.data_dir / "mlartifacts"
 
+    @property
+    def handoff_root(self) -> str:
+        """Where the Dask engine writes each fit's Parquet (a path or an fsspec URL)."""
+        return self.handoff_dir or str(self.data_dir / "handoff")
+
     def as_env(self) -> dict[str, str]:
         """These settings as the variables ``load_settings`` reads back to the same values."""
         env = {
@@ -115,10 +152,16 @@ class Settings:
             "FORECAST_MAX_BODY_BYTES": str(self.max_body_bytes),
             "FORECAST_LOCK_WAIT_SECONDS": str(self.lock_wait_seconds),
             "FORECAST_RETRAIN_COOLDOWN_MINUTES": str(self.retrain_cooldown_minutes),
+            "FORECAST_SERVICE_URL": self.service_url,
+            "FORECAST_TRAINING_ENGINE": self.training_engine,
+            "FORECAST_DASK_WORKERS": str(self.dask_workers),
+            "FORECAST_DASK_CONNECT_SECONDS": str(self.dask_connect_seconds),
         }
         optional = {"FORECAST_SOURCE_DIR": self.source_dir, "FORECAST_API_KEY": self.api_key,
                     "FORECAST_ADMIN_KEY": self.admin_key,
-                    "FORECAST_ALERT_WEBHOOK_URL": self.alert_webhook_url}
+                    "FORECAST_ALERT_WEBHOOK_URL": self.alert_webhook_url,
+                    "FORECAST_DASK_SCHEDULER": self.dask_scheduler,
+                    "FORECAST_HANDOFF_DIR": self.handoff_dir}
         env.update({k: str(v) for k, v in optional.items() if v})
         return env
 
@@ -185,7 +228,31 @@ def load_settings(env: Mapping[str, str] | None = None,
         alert_webhook_url=env.get("FORECAST_ALERT_WEBHOOK_URL") or None,
         retrain_cooldown_minutes=float(_number(env, "FORECAST_RETRAIN_COOLDOWN_MINUTES", "360",
                                                float, "360", 0)),
+        service_url=(env.get("FORECAST_SERVICE_URL") or DEFAULT_SERVICE_URL).rstrip("/"),
+        training_engine=_training_engine(env),
+        dask_scheduler=(env.get("FORECAST_DASK_SCHEDULER") or "").strip() or None,
+        dask_workers=int(_number(env, "FORECAST_DASK_WORKERS", str(DEFAULT_DASK_WORKERS), int,
+                                 "2", 1)),
+        dask_connect_seconds=float(_number(env, "FORECAST_DASK_CONNECT_SECONDS",
+                                           str(DEFAULT_DASK_CONNECT_SECONDS), float, "10", 0.1)),
+        handoff_dir=_handoff_dir(env.get("FORECAST_HANDOFF_DIR")),
     )
+
+
+def _training_engine(env: Mapping[str, str]) -> str:
+    raw = (env.get("FORECAST_TRAINING_ENGINE") or "local").strip()
+    if raw.lower() not in TRAINING_ENGINES:
+        raise ValueError(f"FORECAST_TRAINING_ENGINE={raw!r} is not one of "
+                         f"{', '.join(TRAINING_ENGINES)}")
+    return raw.lower()
+
+
+def _handoff_dir(raw: str | None) -> str | None:
+    """A local folder made absolute (a run's working directory must not move it); a URL
+    (``s3://bucket/handoff``) as given, for fsspec."""
+    if not raw:
+        return None
+    return raw if "://" in raw else str(Path(raw).expanduser().resolve())
 
 
 def disable_telemetry() -> None:

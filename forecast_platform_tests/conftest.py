@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import datetime as dt
 import os
 from contextlib import nullcontext
@@ -15,6 +16,22 @@ SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 STORE_ITEM_DIR = SHARED_DATA / "store_item_demand"
 
 os.environ.setdefault("DO_NOT_TRACK", "1")
+
+_EXIT_CODE = [1]
+
+
+def pytest_configure(config) -> None:
+    """End the test process as the CLI ends (``_end_process_after_exit_handlers``): after the
+    exit handlers, without module teardown, whose order makes DuckDB's extension print a
+    "nanobind: leaked" report of its own module objects after some sequences of in-process
+    runs (train, then monitor) although no connection of ours is open."""
+    from forecast_platform.cli.parser import _end_process_after_exit_handlers
+
+    atexit.register(_end_process_after_exit_handlers, _EXIT_CODE)
+
+
+def pytest_sessionfinish(session, exitstatus) -> None:
+    _EXIT_CODE[0] = int(exitstatus)
 
 
 def make_settings(tmp_path: Path, dataset: str = "synthetic", source: Path | None = None

@@ -57,6 +57,8 @@ def test_demo_builds_the_warehouse_and_summarizes(tmp_path):
     assert f"sales_features {rows:>12}".replace(" ", "") in out.replace(" ", "")
     assert champions == 2  # the forecaster and the anomaly detector
     assert any((data / "bentoml" / "models").iterdir())
+    # demo ends with a dashboard snapshot, so `forecast-platform dashboard` shows all of it
+    assert (data / "dashboard" / "CURRENT").is_file() and "forecast-platform dashboard" in out
     assert 'forecast-platform query "SELECT ..."' in out and "duckdb -readonly" not in out
 
     # The safe way to read: one query, and the file is let go at once.

@@ -120,3 +120,15 @@ def test_the_service_answers_the_forecasts_assets_closed_days(closed_on_sundays)
     day = what_if["dates"].index(sunday)
     assert what_if["is_open"][day] is False
     assert what_if["p50"][day] == what_if["p10"][day] == what_if["p90"][day] == 0
+
+
+def test_explain_says_a_closed_day_is_closed_not_why_the_model_would_sell(closed_on_sundays):
+    _, _, online = closed_on_sundays
+    served = online.forecast([{"store": 1, "item": 2}])[0]
+    sunday = served["dates"][served["is_open"].index(False)]
+    closed = online.explain({"store": 1, "item": 2}, sunday)
+    assert closed["is_open"] is False and closed["p50"] == closed["p90"] == 0
+    assert closed["contributions"] == [] and "closure rules" in closed["note"]
+    monday = served["dates"][served["is_open"].index(False) + 1]
+    opened = online.explain({"store": 1, "item": 2}, monday)
+    assert opened["is_open"] is True and opened["p50"] > 0 and opened["contributions"]

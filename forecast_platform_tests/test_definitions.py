@@ -17,7 +17,8 @@ from forecast_platform_tests.conftest import make_settings
 ROOT = Path(__file__).resolve().parents[1]
 ASSETS = {"raw_sales", "validated_sales", "sales_rejects", "holiday_calendar", "sales_features",
           "forecaster", "forecasts", "serving_bundle", "prediction_log", "expected_sales",
-          "anomaly_model", "sales_anomalies", "drift_report", "forecast_performance", "alerts"}
+          "anomaly_model", "sales_anomalies", "drift_report", "forecast_performance", "alerts",
+          "covariate_plan", "plan_lift", "dashboard_snapshot"}
 
 
 def test_workspace_yaml_loads_the_code_location(tmp_path):
@@ -42,16 +43,20 @@ def test_graph_checks_sensors_and_jobs(tmp_path):
     assert lineage["validated_sales"] == {"raw_sales"}
     assert lineage["sales_features"] == {"validated_sales", "holiday_calendar"}
     assert lineage["forecaster"] == {"sales_features"}
-    assert lineage["forecasts"] == {"forecaster"}
+    assert lineage["forecasts"] == {"forecaster", "covariate_plan"}
+    assert lineage["covariate_plan"] == {"validated_sales"}
+    assert lineage["plan_lift"] == {"forecasts", "covariate_plan"}
     assert lineage["drift_report"] == {"sales_features", "forecaster"}
     assert lineage["forecast_performance"] == {"sales_features", "forecasts"}
+    assert {"forecasts", "sales_anomalies", "drift_report", "sales_rejects"} <= \
+        lineage["dashboard_snapshot"]
 
     checks = {f"{c.asset_key.to_user_string()}.{c.name}" for c in graph.asset_check_keys}
     assert {"validated_sales.completeness", "validated_sales.volume",
             "validated_sales.valid_rows_contract", "sales_rejects.target_valid",
             "raw_sales.freshness", "forecaster.champion_gate"} <= checks
     for sensor in ("landing_sensor", "rows_balance_sensor", "monitor_sensor", "drift_sensor",
-                   "performance_sensor",
+                   "performance_sensor", "plan_sensor", "dashboard_sensor",
                    "alert_sensor"):
         assert defs.resolve_sensor_def(sensor).default_status == dg.DefaultSensorStatus.RUNNING
     assert defs.resolve_job_def("monitor_job") is not None
@@ -67,8 +72,8 @@ def test_every_asset_tells_its_story(tmp_path):
     for spec in defs.resolve_all_asset_specs():
         name = spec.key.to_user_string()
         assert spec.description and len(spec.description) > 40, name
-        assert spec.group_name in ("ingestion", "features", "forecasting", "anomalies",
-                                   "serving", "monitoring"), name
+        assert spec.group_name in ("ingestion", "features", "forecasting", "planning",
+                                   "anomalies", "serving", "monitoring", "dashboard"), name
         assert spec.owners, name
         assert spec.kinds, name
 

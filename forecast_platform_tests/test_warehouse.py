@@ -125,12 +125,16 @@ def test_an_old_column_name_is_migrated_on_the_next_writable_connect(tmp_path):
     with connect(path, read_only=True) as con:  # a reader changes nothing
         assert "model_version" in con.execute("SELECT * FROM forecasts").df().columns
     with connect(path) as con:
-        for table in ("forecasts", "drift_summary"):
-            assert list(con.execute(f"SELECT * FROM {table}").df().columns) == [
-                "ds", "forecaster_version", "p50"]
+        assert list(con.execute("SELECT * FROM drift_summary").df().columns) == [
+            "ds", "forecaster_version", "p50"]
+        # Forecasts written before closed days were kept: all open.
+        assert list(con.execute("SELECT * FROM forecasts").df().columns) == [
+            "ds", "forecaster_version", "p50", "is_open"]
         assert list(con.execute("SELECT * FROM alerts").df().columns) == ["model_version"]
-        sql = "SELECT DATE '2024-01-02' AS ds, 3.5 AS p50, 2 AS forecaster_version"
+        sql = ("SELECT DATE '2024-01-02' AS ds, 3.5 AS p50, 2 AS forecaster_version, "
+               "false AS is_open")
         assert replace_range(con, "forecasts", "ds", D2, D2, sql) == 1
-        got = con.execute("SELECT ds, forecaster_version, p50 FROM forecasts ORDER BY ds")
-        assert got.fetchall() == [(D1, 1, 2.5), (D2, 2, 3.5)]
+        got = con.execute("SELECT ds, forecaster_version, p50, is_open FROM forecasts "
+                          "ORDER BY ds")
+        assert got.fetchall() == [(D1, 1, 2.5, True), (D2, 2, 3.5, False)]
         assert migrate(con) == []  # idempotent: nothing left to do

@@ -6,10 +6,12 @@ import argparse
 import datetime as dt
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
-from forecast_platform.cli.runs import configure, land, run_range, scoring_range
+from forecast_platform.cli.plans import generated_plan, store, validate_plans
+from forecast_platform.cli.runs import configure, land, run_range, scoring_range, with_closures
 from forecast_platform.cli.summary import summarize
 from forecast_platform.datasets.landing import landed_files
 from forecast_platform.datasets.registry import MISTAKES_MIN_SERIES, get_spec, is_generated
@@ -23,7 +25,7 @@ DEMO_END = dt.date(2017, 11, 30)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    settings = configure(args)
+    settings = configure(with_closures(args))
     started = time.perf_counter()
     spec = get_spec(settings.dataset, settings.datasets_dir)
     landed = landed_files(settings.landing_dir())
@@ -47,10 +49,21 @@ def cmd_demo(args: argparse.Namespace) -> int:
     first, last = min(landed), max(landed)
     print(f"Materializing the asset graph for {first}..{last} ({len(landed)} partitions) "
           "as one run ...", flush=True)
-    from forecast_platform.defs.jobs import ANOMALY_JOB, INGEST_JOB, MONITOR_JOB, TRAIN_JOB
+    from forecast_platform.defs.jobs import (
+        ANOMALY_JOB,
+        DASHBOARD_JOB,
+        INGEST_JOB,
+        MONITOR_JOB,
+        TRAIN_JOB,
+    )
 
     results = [run_range(settings, INGEST_JOB, first, last)]
     if results[0].success:
+        generated_plan(settings, spec)
+        planned = validate_plans(settings, spec)
+        if planned is not None:
+            results.append(planned)
+    if results[-1].success:
         print("Training, backtesting and gating the forecaster; forecasting with the champion; "
               "fitting the anomaly detector; packing the serving bundle ...", flush=True)
         results.append(run_range(settings, TRAIN_JOB))
@@ -58,18 +71,23 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if scored:
         print(f"Scoring {scored[0]}..{scored[1]} for anomalies as one run ...", flush=True)
         results.append(run_range(settings, ANOMALY_JOB, *scored))
-    if results[1:] and results[1].success:
+    trained = [r for r in results if r.dagster_run.job_name == TRAIN_JOB]
+    if trained and trained[0].success:
         print(f"Drift report and forecast performance for {last} ...", flush=True)
         results.append(run_range(settings, MONITOR_JOB, partition=last))
+    # Last, so `forecast-platform dashboard` shows everything above (even a failed ingest's
+    # quarantine); no daemon runs dashboard_sensor for the CLI's runs.
+    print("Publishing the dashboard snapshot ...", flush=True)
+    results.append(run_range(settings, DASHBOARD_JOB))
     print(summarize(settings, results, time.perf_counter() - started))
     return 0 if all(r.success for r in results) else 1
 
 
 def cmd_land(args: argparse.Namespace) -> int:
-    settings = configure(args)
+    settings = configure(with_closures(args))
     start = dt.date.fromisoformat(args.start) if args.start else None
     end = dt.date.fromisoformat(args.end) if args.end else None
-    written = land(settings, start, args.stores, args.items, end, closures=args.closures)
+    written = land(settings, start, args.stores, args.items, end)
     print(f"landed {len(written)} files into {settings.landing_dir()}")
     return 0
 
@@ -102,6 +120,12 @@ def cmd_init_dataset(args: argparse.Namespace) -> int:
     """Inspect a CSV, propose a spec and write it as YAML (nothing is written on an error)."""
     from forecast_platform.datasets.custom import MappingError, inspect_csv, write_spec
     from forecast_platform.datasets.registry import BUILTIN
+    from forecast_platform.planning.files import (
+        PlanFileError,
+        partitions_of,
+        plan_range,
+        read_plan,
+    )
 
     def names(value: str | None) -> list[str]:
         return [c.strip() for c in (value or "").split(",") if c.strip()]
@@ -115,10 +139,23 @@ def cmd_init_dataset(args: argparse.Namespace) -> int:
                                args.horizon, names(args.static), args.holiday, args.metric,
                                args.encoding, closures=args.closures,
                                open_column=args.open_column)
+        if args.plan:  # checked against the proposed spec before anything is written
+            with tempfile.TemporaryDirectory() as scratch:
+                write_spec(proposal, Path(scratch))
+                draft = get_spec(args.name, Path(scratch))
+                partitions_of(read_plan(Path(args.plan), draft), draft, plan_range(draft))
         path = write_spec(proposal, settings.datasets_dir, overwrite=args.force)
-    except (MappingError, ValueError) as err:
+    except FileNotFoundError as err:
+        raise SystemExit(f"error: {err.filename}: no such file") from None
+    except (MappingError, PlanFileError) as err:
+        raise SystemExit(f"error: {'--plan ' if isinstance(err, PlanFileError) else ''}"
+                         f"{err}") from None
+    except ValueError as err:
         raise SystemExit(f"error: {err}") from None
     print(proposal.text())
+    if args.plan:
+        store(settings, get_spec(args.name, settings.datasets_dir), Path(args.plan))
+        print("  validated into covariate_plan once the sales are ingested (demo does it)")
     print(f"wrote {path}\nnext: forecast-platform demo --dataset {args.name}"
           + (f" --data-dir {settings.data_dir}" if args.data_dir else ""))
     return 0

@@ -18,6 +18,8 @@ from forecast_platform.cli.commands import (
     cmd_query,
     cmd_serve,
 )
+from forecast_platform.cli.dashboard import add_dashboard_parser
+from forecast_platform.cli.plans import cmd_plan, cmd_what_if
 from forecast_platform.cli.simulate_drift import cmd_simulate_drift
 from forecast_platform.cli.ui import cmd_ui
 from forecast_platform.datasets.spec import METRICS
@@ -89,10 +91,10 @@ def build_parser() -> argparse.ArgumentParser:
                                      "leaving December for simulate-drift)")
         p.add_argument("--stores", type=int, default=10, help="synthetic: number of stores")
         p.add_argument("--items", type=int, default=50, help="synthetic: items per store")
-        if name == "land":  # demo gets it once the graph runs on closures end to end (#15)
-            p.add_argument("--closures", action="store_true",
-                           help="synthetic: a retailer's calendar (Sunday and holiday closures, "
-                                "open days only, store-wide promotions with a six-week plan)")
+        p.add_argument("--closures", action="store_true",
+                       help="the generator with a retailer's calendar: dataset "
+                            "synthetic_closures (Sunday and holiday closures, open days only, "
+                            "store-wide promotions with a six-week plan)")
         p.set_defaults(func=func)
     p = sub.add_parser("simulate-drift", help="land drifted days after the demo and watch "
                        "drift detection start a retrain")
@@ -108,8 +110,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("serve", help="serve the newest serving bundle over HTTP (bentoml serve)")
     common(p)
     p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=3000)
+    p.add_argument("--port", type=int, default=3001, help="default 3001 (the Dagster UI has 3000)")
     p.set_defaults(func=cmd_serve)
+    add_dashboard_parser(sub, common)
     p = sub.add_parser("query", help="run one read-only SQL query on the warehouse and let "
                        "go of it at once (waits out a run's hold, as writers do)")
     common(p)
@@ -117,6 +120,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-rows", type=int, default=50, help="rows to print (default 50)")
     p.add_argument("--csv", help="write the whole result to this CSV file instead")
     p.set_defaults(func=cmd_query)
+    p = sub.add_parser("plan", help="land a plan of known covariates (promotions) for future "
+                       "dates; a newer plan for the same dates replaces the older one")
+    common(p)
+    p.add_argument("--csv", required=True, help="the plan: the dataset's date and key columns "
+                   "and some of its known covariates, one row per future date and series")
+    p.add_argument("--no-refresh", action="store_true",
+                   help="only validate the plan; leave the forecasts to the plan sensor")
+    p.set_defaults(func=cmd_plan)
+    p = sub.add_parser("what-if", help="print the plan's lift: forecast P50 totals per date with "
+                       "the plan and with its covariates off, for a store or an item")
+    common(p)
+    p.add_argument("--where", action="append", metavar="KEY=VALUE",
+                   help="keep the series whose key has this value (repeatable), e.g. store=3")
+    p.set_defaults(func=cmd_what_if)
     p = sub.add_parser("init-dataset", help="map a CSV of your own onto a dataset spec (YAML "
                        "under <data dir>/datasets), so `demo --dataset NAME` runs on it")
     p.add_argument("--data-dir", help="where everything is written (FORECAST_DATA_DIR)")
@@ -147,6 +164,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--open", metavar="COLUMN", dest="open_column",
                    help="a 0/1 column flagging open rows: closed rows (0, target 0 or empty) "
                         "become exact closure rules and are not landed as sales")
+    p.add_argument("--plan", metavar="FILE",
+                   help="a plan of known covariates for the dates after the history (as "
+                        "`forecast-platform plan --csv`); validated when the sales are ingested")
     p.add_argument("--force", action="store_true", help="replace an existing spec of that name")
     p.set_defaults(func=cmd_init_dataset)
     return parser

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from forecast_platform.cli.instance import ensure_dagster_home, open_instance
-from forecast_platform.datasets.registry import get_spec, is_generated, land_synthetic
+from forecast_platform.datasets.registry import get_spec, is_generated
 from forecast_platform.settings import Settings, load_settings
 from forecast_platform.warehouse import tables
 
@@ -30,17 +30,25 @@ def configure(args: argparse.Namespace) -> Settings:
     return settings
 
 
+def with_closures(args: argparse.Namespace) -> argparse.Namespace:
+    """``--closures`` picks the generator with a retailer's calendar (synthetic_closures),
+    whose spec states the closures; any other dataset is refused, naming it."""
+    if getattr(args, "closures", False):
+        if args.dataset not in (None, "synthetic", "synthetic_closures"):
+            raise SystemExit(f"error: --closures applies to the generated data, not to "
+                             f"--dataset {args.dataset}; its own data has its calendar")
+        args.dataset = "synthetic_closures"
+    return args
+
+
 def land(settings: Settings, start: dt.date | None, stores: int, items: int,
-         end: dt.date | None = None, closures: bool = False) -> list[Path]:
+         end: dt.date | None = None) -> list[Path]:
     spec = get_spec(settings.dataset, settings.datasets_dir)
-    if closures and spec.lander is not land_synthetic:
-        raise SystemExit("--closures applies to the synthetic dataset only "
-                         "(synthetic_closures has its calendar already)")
     if spec.lander is None:
         raise SystemExit(f"dataset {spec.name!r} has no lander: drop files into "
                          f"{settings.landing_dir()} yourself")
-    kwargs = {"start": start, "end": end, "n_stores": stores, "n_items": items,
-              "closures": closures} if is_generated(spec) else {}
+    kwargs = {"start": start, "end": end, "n_stores": stores, "n_items": items} \
+        if is_generated(spec) else {}
     return spec.lander(spec, settings.landing_dir(), settings.source_dir, **kwargs)
 
 

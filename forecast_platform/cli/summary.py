@@ -93,6 +93,8 @@ def summarize(settings: Settings, results: list, seconds: float) -> str:
         f"Dagster home: {settings.dagster_home}",
         f"BentoML home: {settings.bentoml_home}",
         "UI:           forecast-platform ui   then open http://127.0.0.1:3000",
-        "Serving:      forecast-platform serve --port 3001   then POST /forecast",
+        "Serving:      forecast-platform serve   then POST http://127.0.0.1:3001/forecast",
+        "Dashboard:    forecast-platform dashboard   then open http://127.0.0.1:8501 (what-if "
+        "pages call the service: forecast-platform serve)",
     ]
     return "\n".join(lines)

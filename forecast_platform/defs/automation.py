@@ -1,5 +1,6 @@
-"""Automation: landed files start ingestion by themselves, each file exactly once; schedules
-keep forecasts, the serving bundle and anomaly scores current between retrains.
+"""Automation: landed files start ingestion by themselves, each file exactly once; a landed plan
+refreshes the forecasts; schedules keep forecasts, the serving bundle and anomaly scores current
+between retrains.
 
 The cursor is the newest file modification time already considered, so a file re-landed with
 corrected content (a newer mtime) is ingested again, and an unchanged file never is. A file
@@ -146,7 +147,38 @@ def build_landing_sensors(spec: DatasetSpec) -> list[dg.SensorDefinition]:
             _range_request(spec, first, last, f"rebalance:{latest.id}:{first}..{last}",
                            "rows_balance") for first, last in ranges])
 
-    return [landing_sensor, rows_balance_sensor]
+    @dg.sensor(
+        name="plan_sensor",
+        job_name=REFRESH_JOB,
+        minimum_interval_seconds=30,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description="A newly landed plan (a covariate_plan materialization) re-materializes "
+                    "the forecasts, the plan lift and the serving bundle, so forecasts and the "
+                    "service use it; skipped when the forecasts are already newer than it.",
+    )
+    def plan_sensor(context: dg.SensorEvaluationContext):
+        plan = _latest(context.instance, tables.COVARIATE_PLAN)
+        if plan is None:
+            return dg.SkipReason("no plan has been landed")
+        if context.cursor and int(context.cursor) >= plan.storage_id:
+            return dg.SkipReason("no new plan")
+        if _latest(context.instance, tables.FORECASTER) is None:
+            return dg.SensorResult(cursor=str(plan.storage_id), skip_reason=dg.SkipReason(
+                "no forecaster trained yet: its first forecasts will read the plan"))
+        forecasts = _latest(context.instance, tables.FORECASTS)
+        if forecasts is not None and forecasts.timestamp >= plan.timestamp:
+            return dg.SensorResult(cursor=str(plan.storage_id), skip_reason=dg.SkipReason(
+                "the forecasts were made after the newest plan landed"))
+        return dg.SensorResult(cursor=str(plan.storage_id), run_requests=[dg.RunRequest(
+            run_key=f"plan:{plan.storage_id}", tags={"trigger": "plan"})])
+
+    return [landing_sensor, rows_balance_sensor, plan_sensor]
+
+
+def _latest(instance: dg.DagsterInstance, asset: str) -> dg.EventLogRecord | None:
+    """The newest materialization of ``asset`` (any partition), or None."""
+    records = instance.fetch_materializations(dg.AssetKey(asset), limit=1).records
+    return records[0] if records else None
 
 
 def build_schedules(jobs: list[dg.UnresolvedAssetJobDefinition]) -> list[dg.ScheduleDefinition]:

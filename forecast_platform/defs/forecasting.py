@@ -11,11 +11,14 @@ import dagster as dg
 import mlflow
 
 from forecast_platform.datasets.spec import DatasetSpec
+from forecast_platform.defs.dask_cluster import DaskCluster
 from forecast_platform.defs.metadata import OWNERS_FORECASTING, preview
 from forecast_platform.defs.resources import PlatformResource
+from forecast_platform.defs.tracking import register_model_version
 from forecast_platform.features.sql import plan_features
 from forecast_platform.forecasting import registry
 from forecast_platform.forecasting.backtest import relative_gain
+from forecast_platform.forecasting.backtest_store import save_backtest
 from forecast_platform.forecasting.forecast import build_forecast, future_query, model_name
 from forecast_platform.forecasting.forecaster import (
     Forecaster,
@@ -31,10 +34,16 @@ from forecast_platform.forecasting.training import (
     render_report,
     train,
 )
+from forecast_platform.planning.store import plan_rows, usage
 from forecast_platform.warehouse import tables
-from forecast_platform.warehouse.migrations import columns
-from forecast_platform.warehouse.store import quote, registered, replace_range
-from forecast_platform.warehouse.tables import EXPLANATIONS, FEATURES, FORECASTS, VALIDATED
+from forecast_platform.warehouse.store import quote, registered, replace_range, table_exists
+from forecast_platform.warehouse.tables import (
+    COVARIATE_PLAN,
+    EXPLANATIONS,
+    FEATURES,
+    FORECASTS,
+    VALIDATED,
+)
 
 
 class ForecasterConfig(dg.Config):
@@ -63,7 +72,7 @@ def build_forecasting_assets(spec: DatasetSpec) -> list:
         group_name="forecasting",
         kinds={"xgboost", "mlflow", "duckdb"},
         owners=OWNERS_FORECASTING,
-        required_resource_keys={"mlflow", "platform"},
+        required_resource_keys={"mlflow", "platform", "dask_cluster"},
         pool="duckdb",
         description=(
             "One global XGBoost model over every series (P10/P50/P90), backtested from rolling "
@@ -88,14 +97,20 @@ def build_forecasting_assets(spec: DatasetSpec) -> list:
         with platform.connect(log=context.log.warning) as con:
             frame, start, end = load_training_frame(con, spec, config.train_periods)
             champion_row = registry.champion(con, name)
-        run = train(frame, start, end, spec, plan.horizon, features, params,
-                    backtest_origins=config.backtest_origins,
-                    origin_spacing=config.origin_spacing, champion_row=champion_row,
-                    log=context.log)
+        # Local, or xgboost.dask on the settings' cluster (fed Parquet, never the warehouse),
+        # open only for the fits: a failed fit raises here, before anything is logged or
+        # registered, so no partial model ever becomes a registry row.
+        cluster: DaskCluster = context.resources.dask_cluster
+        with cluster.engine(context.log) as engine:
+            run = train(frame, start, end, spec, plan.horizon, features, params,
+                        backtest_origins=config.backtest_origins,
+                        origin_spacing=config.origin_spacing, champion_row=champion_row,
+                        log=context.log, engine=engine)
         model, backtest, overall, metric = run.model, run.backtest, run.overall, spec.metric
 
         # -- MLflow: params, data window, metrics per origin, artifacts, model version ---------
-        tracker.log_params(run.tracking_params(spec.name))
+        tracker.log_params({**run.tracking_params(spec.name),
+                            "training_engine": cluster.description})
         for metrics in run.tracking_metrics():
             tracker.log_metrics(metrics)
         tracker.log_metric("model.coverage_p10_p90", float(overall["coverage"]))
@@ -105,9 +120,9 @@ def build_forecasting_assets(spec: DatasetSpec) -> list:
         mlflow.log_figure(figure, "feature_importance.png")
         plt.close(figure)
         info = mlflow.xgboost.log_model(model.booster, name=tables.FORECASTER,
-                                        registered_model_name=name, model_format="ubj")
-        mlflow_version = str(info.registered_model_version)
+                                        model_format="ubj")
         run_id = mlflow.active_run().info.run_id
+        mlflow_version = register_model_version(name, info, run_id)
         client = mlflow.MlflowClient()
         client.set_registered_model_alias(name, "challenger", mlflow_version)
 
@@ -124,6 +139,8 @@ def build_forecasting_assets(spec: DatasetSpec) -> list:
             )
             verdict = judge(run, frame, metric, config.gate_margin, champion_row)
             registry.decide(con, name, version, verdict.passed, verdict.as_dict())
+            # The points, for the dashboard's accuracy by horizon and key and its safety stock.
+            save_backtest(con, version, backtest.predictions, spec.step_days)
         if verdict.passed:
             client.set_registered_model_alias(name, "champion", mlflow_version)
         tracker.set_tags({"gate": "promoted" if verdict.passed else "rejected",
@@ -147,6 +164,7 @@ def build_forecasting_assets(spec: DatasetSpec) -> list:
             "train_window": f"{start} .. {end}",
             "train_rows": model.train_rows,
             "train_seconds": round(model.train_seconds, 2),
+            "training_engine": cluster.description,
             **anchored_info(model),
             "backtest_train_seconds": round(backtest.train_seconds, 2),
             f"backtest_{metric}": round(overall[metric], 4),
@@ -169,14 +187,16 @@ def build_forecasting_assets(spec: DatasetSpec) -> list:
 
     @dg.asset(
         name=FORECASTS,
-        deps=[tables.FORECASTER],
+        deps=[tables.FORECASTER, COVARIATE_PLAN],
         group_name="forecasting",
         kinds={"xgboost", "duckdb"},
         owners=OWNERS_FORECASTING,
         pool="duckdb",
         description=(
             "The champion's P10/P50/P90 for every active series over the horizon after the last "
-            "date with data, with the forecaster version; a day the dataset's closure rules "
+            "date with data, with the forecaster version, using the covariate plan (planned "
+            "promotions) where it has the date and series and 'nothing planned' elsewhere; a "
+            "day the dataset's closure rules "
             "close for a series has is_open false and P10 = P50 = P90 = 0. "
             "forecast_explanations holds each open forecast's top feature contributions "
             "(XGBoost pred_contribs)."
@@ -189,17 +209,14 @@ def build_forecasting_assets(spec: DatasetSpec) -> list:
                 raise ValueError(f"no champion {name} in model_registry: train the forecaster "
                                  "and let it pass the champion gate first")
             origin = con.execute(
-                f"SELECT max({quote(spec.date_column)}) FROM {VALIDATED}").fetchone()[0]
+                f"SELECT max({quote(spec.date_column)}) FROM {VALIDATED}").fetchall()[0][0]
             model = at_origin(con, spec, Forecaster.from_bytes(champion_row.model_bytes), origin)
-            query = future_query(spec, plan, origin)
+            planned = table_exists(con, COVARIATE_PLAN)
+            query = future_query(spec, plan, origin, planned=planned)
             rows = con.execute(query.sql, query.params).df()
             forecast = build_forecast(model, rows, spec, origin, champion_row.version)
-            have = columns(con, {FORECASTS}).get(FORECASTS)
-            if have is not None and "is_open" not in have:
-                # A forecasts table written before closed days were kept (all its rows open):
-                # INSERT BY NAME needs the column.
-                con.execute(f"ALTER TABLE {quote(FORECASTS)} ADD COLUMN is_open "
-                            "BOOLEAN DEFAULT true").fetchall()
+            plan_used, plan_versions = usage(forecast.rows,
+                                             plan_rows(con, query.first, query.last))
             with registered(con, "_fc", forecast.rows):
                 n = replace_range(con, FORECASTS, "origin", origin, origin, "SELECT * FROM _fc")
             with registered(con, "_ex", forecast.explanations):
@@ -215,6 +232,9 @@ def build_forecasting_assets(spec: DatasetSpec) -> list:
             "forecaster_version": champion_row.version,
             "series": int(out["series_id"].nunique()),
             "closed_forecasts": int((~out["is_open"]).sum()),
+            # Known covariates of the other rows are "nothing planned" (0).
+            "plan_rows_used": plan_used,
+            "plan_versions": ", ".join(plan_versions) or "none",
             "preview": preview(sample),
         })
 

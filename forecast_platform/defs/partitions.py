@@ -7,6 +7,7 @@ import datetime as dt
 import dagster as dg
 
 from forecast_platform.datasets.spec import DatasetSpec
+from forecast_platform.planning.files import plan_range
 
 
 def partitions_for(spec: DatasetSpec) -> dg.TimeWindowPartitionsDefinition:
@@ -23,6 +24,23 @@ def partitions_for(spec: DatasetSpec) -> dg.TimeWindowPartitionsDefinition:
             day_offset=(spec.start.isoweekday() % 7),
         )
     return dg.DailyPartitionsDefinition(start_date=spec.start.isoformat(), end_date=end.isoformat())
+
+
+def plan_partitions_for(spec: DatasetSpec) -> dg.TimeWindowPartitionsDefinition:
+    """The plan's partitions: the sales partitions and a season beyond (``plan_range``).
+
+    Future dates must exist as partitions even when the data is current: ``end_offset``
+    extends the partitions past today up to the fixed end.
+    """
+    window = plan_range(spec)
+    end = window.last + dt.timedelta(days=spec.step_days)
+    periods = (end - window.start).days // spec.step_days + 1
+    if spec.frequency == "W":
+        return dg.WeeklyPartitionsDefinition(
+            start_date=window.start.isoformat(), end_date=end.isoformat(),
+            day_offset=(window.start.isoweekday() % 7), end_offset=periods)
+    return dg.DailyPartitionsDefinition(start_date=window.start.isoformat(),
+                                        end_date=end.isoformat(), end_offset=periods)
 
 
 def date_range(context: dg.AssetExecutionContext | dg.AssetCheckExecutionContext,

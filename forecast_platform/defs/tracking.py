@@ -17,11 +17,26 @@ from dagster_mlflow.resources import MlFlow
 
 from forecast_platform.defs.resources import PlatformResource
 
-__all__ = ["end_mlflow_on_run_finished", "experiment_name", "mlflow_resource"]
+__all__ = ["end_mlflow_on_run_finished", "experiment_name", "mlflow_resource",
+           "register_model_version"]
 
 
 def experiment_name(dataset: str) -> str:
     return f"forecast_platform/{dataset}"
+
+
+def register_model_version(name: str, info: mlflow.models.model.ModelInfo, run_id: str) -> str:
+    """A new version of the registered model ``name`` for a logged model; its version number.
+
+    What ``log_model(registered_model_name=...)`` does, through the client: the fluent path
+    prints "Successfully registered model" and "Created version" on stderr in every run.
+    """
+    client = mlflow.MlflowClient()
+    if not client.search_registered_models(filter_string=f"name = '{name}'"):
+        client.create_registered_model(name)
+    version = client.create_model_version(name, source=info.model_uri, run_id=run_id,
+                                          model_id=info.model_id)
+    return str(version.version)
 
 
 def ensure_experiment(tracking_uri: str, name: str, artifact_root: Path) -> str:
@@ -39,13 +54,15 @@ def mlflow_resource(context) -> MlFlow:
     platform: PlatformResource = context.resources.platform
     settings = platform.settings
     name = experiment_name(settings.dataset)
-    ensure_experiment(settings.mlflow_tracking_uri, name, settings.data_dir / "mlartifacts")
     # An MLflow run left active by an earlier Dagster run in this process (one materialized
-    # without train_job's end hook, e.g. a selection run in the same Python process) would
-    # otherwise receive this run's params and fail on "changing param values".
+    # without train_job's end hook, e.g. a selection run, or a run that failed after its MLflow
+    # run started) would otherwise receive this run's params and fail on "changing param
+    # values". It is ended first, while the tracking URI is still its store's: after the
+    # switch to this run's store it could not be found there.
     active = mlflow.active_run()
     if active is not None and active.data.tags.get("dagster_run_id") != context.run_id:
         mlflow.end_run()
+    ensure_experiment(settings.mlflow_tracking_uri, name, settings.data_dir / "mlartifacts")
     # MlFlow reads only these four attributes of its init context.
     return MlFlow(SimpleNamespace(
         resource_config={"experiment_name": name,

@@ -60,13 +60,16 @@ class FutureQuery:
     last: dt.date
 
 
-def future_query(spec: DatasetSpec, plan: FeaturePlan, origin: dt.date) -> FutureQuery:
+def future_query(spec: DatasetSpec, plan: FeaturePlan, origin: dt.date,
+                 planned: bool = False) -> FutureQuery:
     """The very feature SQL of training over the future rows, so offline features and the
-    forecast's inputs cannot disagree; the history reaches back the plan's lookback only."""
+    forecast's inputs cannot disagree; the history reaches back the plan's lookback only.
+    ``planned``: known covariates from ``covariate_plan`` (see ``future_source``)."""
     history_start = origin - dt.timedelta(days=plan.lookback_days)
     first = origin + dt.timedelta(days=spec.step_days)
     last = origin + dt.timedelta(days=plan.horizon * spec.step_days)
-    sql = features_select(plan, future_source(spec, plan.horizon), HOLIDAYS_SOURCE)
+    sql = features_select(plan, future_source(spec, plan.horizon, planned=planned),
+                          HOLIDAYS_SOURCE)
     return FutureQuery(sql, [*future_params(history_start, origin), first, last], origin, first,
                        last)
 

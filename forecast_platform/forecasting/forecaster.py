@@ -38,6 +38,7 @@ import numpy as np
 import pandas as pd
 import xgboost as xgb
 
+from forecast_platform.forecasting.engine import LOCAL, FitEngine
 from forecast_platform.forecasting.seasonal import (
     ANCHOR_COLUMNS,
     Anchor,
@@ -137,6 +138,9 @@ class Forecaster:
     info: dict = field(default_factory=dict)
     # Weekly (anchored) models: the seasonal recipe's forecast from the end of the training data.
     anchor: Anchor | None = None
+    # Where the booster is fitted (forecasting/engine.py): this process unless a run chose a
+    # Dask cluster. Not part of the recipe (the gate's same_recipe ignores it) nor of the bytes.
+    engine: FitEngine = field(default=LOCAL, repr=False, compare=False)
 
     @property
     def anchored(self) -> bool:
@@ -168,10 +172,9 @@ class Forecaster:
         y = usable["y"].to_numpy(dtype=float)
         x = usable[self.features].to_numpy(dtype=np.float32)
         started, cpu_started = time.perf_counter(), time.process_time()
-        dtrain = xgb.QuantileDMatrix(x, label=(y / scale).astype(np.float32),
-                                     max_bin=self.params.max_bin, nthread=self.params.nthread)
-        self.booster = xgb.train(self._booster_params(), dtrain,
-                                 num_boost_round=self.params.n_estimators)
+        self.booster = self.engine.train(
+            self._booster_params(), x, (y / scale).astype(np.float32), self.params.n_estimators,
+            max_bin=self.params.max_bin, nthread=self.params.nthread)
         fitted = np.asarray(self.booster.inplace_predict(x), dtype=float) * scale
         self._finish(y, fitted, len(usable), started, cpu_started)
         return self
@@ -230,11 +233,12 @@ class Forecaster:
         fit_x, fit_label, fit_weight = (x, label, weight) if len(x) else (
             np.zeros((1, len(self.features)), np.float32), np.ones(1, np.float32),
             np.ones(1, np.float32))
-        dtrain = xgb.QuantileDMatrix(fit_x, label=fit_label, weight=fit_weight,
-                                     max_bin=self.params.max_bin, nthread=self.params.nthread)
-        self.booster = xgb.train(
+        # The identity is one round at learning rate 0: nothing a cluster could speed up.
+        engine = LOCAL if identity else self.engine
+        self.booster = engine.train(
             self._booster_params(base_score=1.0, **({"learning_rate": 0.0} if identity else {})),
-            dtrain, num_boost_round=max(rounds, 1))
+            fit_x, fit_label, max(rounds, 1), weight=fit_weight, max_bin=self.params.max_bin,
+            nthread=self.params.nthread)
         if len(x):
             fitted = np.asarray(self.booster.inplace_predict(x), dtype=float) * base
             self._finish(rows["y"].to_numpy(dtype=float), fitted, len(x), started, cpu_started)

@@ -1,8 +1,10 @@
 """Future rows to forecast: every active series over the horizon after an origin.
 
-Known-in-advance covariates are not in the history for future dates: they come from a scenario
-(a planned promotion, say) and default to 0, "nothing planned". The same function serves the
-forecasts asset and the service, so offline and online forecasts are built alike; so does
+Known-in-advance covariates are not in the history for future dates: they come from the plan
+(``covariate_plan``, landed by ``forecast-platform plan``) and, where a date and series has no
+plan row or a plan leaves a covariate out, default to 0, "nothing planned" (NULL for a text
+code). A service request's scenario overrides both. The same function serves the forecasts
+asset and the service, so offline and online forecasts are built alike; so does
 ``at_origin``, which moves a weekly model's seasonal recipe to the origin it forecasts from.
 """
 
@@ -18,19 +20,29 @@ from forecast_platform.features.offline import history_source
 from forecast_platform.forecasting.forecaster import Forecaster
 from forecast_platform.forecasting.seasonal import Recipe
 from forecast_platform.warehouse.store import quote
-from forecast_platform.warehouse.tables import FEATURES, VALIDATED
+from forecast_platform.warehouse.tables import COVARIATE_PLAN, FEATURES, VALIDATED
 
 
-def future_source(spec: DatasetSpec, horizon: int, active_days: int = 28) -> str:
+def future_source(spec: DatasetSpec, horizon: int, active_days: int = 28,
+                  planned: bool = False) -> str:
     """SQL with the history and the future rows; parameters: history start, origin (x3).
 
     Series count as active when they have a row in the ``active_days`` before the origin.
+    With ``planned``, known covariates come from the ``covariate_plan`` table where it has
+    the date and series (the table must exist); otherwise every one is "nothing planned".
     """
     keys = ", ".join(quote(k) for k in spec.keys)
     date = quote(spec.date_column)
     # Text codes (spec.categories) have no "nothing planned" value: NULL, an unknown code.
-    known_future = "".join(
-        f", {'NULL::VARCHAR' if c in spec.categories else '0'} AS {quote(c)}" for c in spec.known)
+    defaults = {c: "NULL::VARCHAR" if c in spec.categories else "0" for c in spec.known}
+    if planned:
+        known_future = "".join(f", coalesce(p.{quote(c)}, {d}) AS {quote(c)}"
+                               for c, d in defaults.items())
+        plan_join = (f"LEFT JOIN {COVARIATE_PLAN} p "
+                     "ON p.series_id = a.series_id AND p.ds = f.ds")
+    else:
+        known_future = "".join(f", {d} AS {quote(c)}" for c, d in defaults.items())
+        plan_join = ""
     step = spec.step_days
     return f"""
         {history_source(spec)}
@@ -42,6 +54,7 @@ def future_source(spec: DatasetSpec, horizon: int, active_days: int = 28) -> str
         CROSS JOIN (SELECT unnest(generate_series(?::DATE + INTERVAL {step} DAYS,
                                                   ?::DATE + INTERVAL {horizon * step} DAYS,
                                                   INTERVAL {step} DAYS))::DATE AS ds) f
+        {plan_join}
     """
 
 

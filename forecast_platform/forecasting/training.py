@@ -24,6 +24,7 @@ from forecast_platform.forecasting.backtest import (
     origins_for,
     run_backtest,
 )
+from forecast_platform.forecasting.engine import LOCAL, FitEngine
 from forecast_platform.forecasting.forecaster import Forecaster, ForecasterParams
 from forecast_platform.forecasting.gate import GateVerdict, evaluate, same_recipe
 from forecast_platform.forecasting.report import render
@@ -90,8 +91,8 @@ def load_champion(champion_row: registry.ModelRecord | None, log: _Logger) -> Fo
         return None
 
 
-def champion_rival(champion: Forecaster | None, challenger: Forecaster, frame: pd.DataFrame
-                   ) -> dict[str, Callable[[], Forecaster]]:
+def champion_rival(champion: Forecaster | None, challenger: Forecaster, frame: pd.DataFrame,
+                   engine: FitEngine = LOCAL) -> dict[str, Callable[[], Forecaster]]:
     """The champion's recipe as a backtest rival, when the challenger's recipe differs from it
     and the training frame still has every feature it reads (see forecasting/gate.py).
 
@@ -105,7 +106,7 @@ def champion_rival(champion: Forecaster | None, challenger: Forecaster, frame: p
             or not set(champion.row_features) <= set(frame.columns):
         return {}
     params, features, horizon = champion.params, list(champion.features), champion.horizon
-    return {CHAMPION: lambda: Forecaster(params, features, horizon)}
+    return {CHAMPION: lambda: Forecaster(params, features, horizon, engine=engine)}
 
 
 def anchored_info(model: Forecaster) -> dict[str, Any]:
@@ -166,9 +167,12 @@ class Training:
 def train(frame: pd.DataFrame, start: dt.date, end: dt.date, spec: DatasetSpec, horizon: int,
           features: list[str], params: ForecasterParams, *, backtest_origins: int,
           origin_spacing: int | None, champion_row: registry.ModelRecord | None,
-          log: _Logger) -> Training:
+          log: _Logger, engine: FitEngine = LOCAL) -> Training:
     """Backtest the recipe from rolling origins (against the champion's recipe when it
     differs), then fit it on the whole window.
+
+    ``engine`` fits every booster of the run, the backtest's per-origin fits and the rival's
+    included, so a backtest measures the path that trained the model (forecasting/engine.py).
 
     ``frame`` is ``load_training_frame``'s window ``start..end``; ``origin_spacing`` None means
     ``default_spacing``.
@@ -178,10 +182,10 @@ def train(frame: pd.DataFrame, start: dt.date, end: dt.date, spec: DatasetSpec, 
     check_history(frame, spec, horizon, origins, start)
 
     def make_model() -> Forecaster:
-        return Forecaster(params, features, horizon)
+        return Forecaster(params, features, horizon, engine=engine)
 
     champion = load_champion(champion_row, log)
-    rivals = champion_rival(champion, make_model(), frame)
+    rivals = champion_rival(champion, make_model(), frame, engine)
     if rivals:
         log.info(f"the recipe differs from champion v{champion_row.version}'s: "
                  "its recipe is refit at the same backtest origins for the gate")

@@ -8,6 +8,8 @@ behind a backfill), so the bundle carries a small, self-sufficient snapshot:
     history.parquet    validated_sales of every series over the feature lookback before the
                        origin (plus one horizon of recent dates, for explaining and scoring them)
     holidays.parquet   holiday_calendar over the same window and the horizon after the origin
+    plan.parquet       covariate_plan over the horizon: the planned known covariates the
+                       service answers with by default (a request's scenario overrides them)
     anomaly/           the anomaly detector's slot: ``model.bin`` + ``info.json`` when one exists,
                        and ``context.parquet``: per series, the actuals and the expected
                        P10/P50/P90 the ``sales_anomalies`` asset reads (``expected_with_actuals``)
@@ -50,12 +52,13 @@ from forecast_platform.forecasting import registry
 from forecast_platform.forecasting.forecaster import Forecaster
 from forecast_platform.forecasting.future import at_origin
 from forecast_platform.warehouse.store import quote, table_exists
-from forecast_platform.warehouse.tables import CALENDAR, VALIDATED
+from forecast_platform.warehouse.tables import CALENDAR, COVARIATE_PLAN, VALIDATED
 
 BUNDLE_FORMAT = 1
 MANIFEST_FILE = "manifest.json"
 FORECASTER_FILE = "forecaster.bin"
 HISTORY_FILE = "history.parquet"
+PLAN_FILE = "plan.parquet"
 HOLIDAYS_FILE = "holidays.parquet"
 ANOMALY_DIR = "anomaly"
 ANOMALY_MODEL_FILE = "model.bin"
@@ -221,6 +224,7 @@ class PackedBundle:
     anomaly_info: dict[str, Any]
     anomaly_model: bytes | None
     anomaly_context: pd.DataFrame | None
+    covariate_plan: pd.DataFrame
 
     def write(self, root: Path) -> None:
         """The bundle's files in ``root`` (an existing, empty folder); the manifest last."""
@@ -228,6 +232,7 @@ class PackedBundle:
         (root / FORECASTER_FILE).write_bytes(self.forecaster)
         self.history.to_parquet(root / HISTORY_FILE, index=False)
         self.holidays.to_parquet(root / HOLIDAYS_FILE, index=False)
+        self.covariate_plan.to_parquet(root / PLAN_FILE, index=False)
         slot = root / ANOMALY_DIR
         slot.mkdir()
         (slot / ANOMALY_INFO_FILE).write_text(json.dumps(self.anomaly_info, indent=2,
@@ -264,6 +269,7 @@ def pack_bundle(con: duckdb.DuckDBPyConnection, spec: DatasetSpec, model_name: s
     if holidays.empty or pd.Timestamp(holidays["ds"].max()) < pd.Timestamp(windows.future_end):
         raise ValueError(f"{CALENDAR} ends before {windows.future_end}, the last forecast date: "
                          "re-materialize holiday_calendar")
+    plan_frame = bundle_plan(con, spec, windows)
     # Optional: a bundle without a detector serves forecasts and answers score_anomaly with
     # a clear "not available".
     anomaly = registry.champion(con, anomaly_model_name(spec))
@@ -302,6 +308,8 @@ def pack_bundle(con: duckdb.DuckDBPyConnection, spec: DatasetSpec, model_name: s
         "history_rows": len(history),
         "model": model,
         "anomaly": anomaly_info,
+        "covariate_plan": {"rows": len(plan_frame),
+                           "versions": sorted(plan_frame["plan_version"].unique().tolist())},
         **(extra_metadata or {}),
     }
     # Versions: what the forecaster and the detector are (``forecaster_version``,
@@ -323,7 +331,29 @@ def pack_bundle(con: duckdb.DuckDBPyConnection, spec: DatasetSpec, model_name: s
         manifest=manifest, labels=labels, metadata=metadata, forecaster=forecaster.to_bytes(),
         history=history, holidays=holidays, anomaly_info=anomaly_info,
         anomaly_model=anomaly.model_bytes if anomaly is not None else None,
-        anomaly_context=context)
+        anomaly_context=context, covariate_plan=plan_frame)
+
+
+def bundle_plan(con: duckdb.DuckDBPyConnection, spec: DatasetSpec, windows: Windows
+                ) -> pd.DataFrame:
+    """The plan rows of the bundle's horizon (typed, possibly none): ds, series_id, the known
+    covariates and the plan version."""
+    columns = ["series_id", *spec.known, "plan_version"]
+    if not table_exists(con, COVARIATE_PLAN):
+        return empty_plan(spec)
+    return con.execute(
+        f"SELECT ds, {', '.join(quote(c) for c in columns)} FROM {COVARIATE_PLAN} "
+        "WHERE ds BETWEEN ? AND ? ORDER BY series_id, ds",
+        [windows.future_start, windows.future_end]).df()
+
+
+def empty_plan(spec: DatasetSpec) -> pd.DataFrame:
+    """No plan: the columns of ``bundle_plan``, no rows."""
+    kinds = {"int": "Int64", "float": "float64", "str": "string", "bool": "boolean"}
+    return pd.DataFrame({"ds": pd.Series(dtype="datetime64[ns]"),
+                         "series_id": pd.Series(dtype="string"),
+                         **{c: pd.Series(dtype=kinds[t]) for c, t in spec.known.items()},
+                         "plan_version": pd.Series(dtype="string")})
 
 
 # -- loading ------------------------------------------------------------------------------------
@@ -344,6 +374,8 @@ class Bundle:
     anomaly_bytes: bytes | None
     # Per-series actuals and expected values for anomaly scoring (None: an older bundle).
     anomaly_context: pd.DataFrame | None = None
+    # The plan rows of the horizon; empty for no plan (or a bundle packed before plans).
+    covariate_plan: pd.DataFrame | None = None
 
     @property
     def forecaster_version(self) -> int:
@@ -395,4 +427,6 @@ def load_bundle(root: str | Path, tag: str | None = None) -> Bundle:
         holidays=pd.read_parquet(root / HOLIDAYS_FILE),
         anomaly_bytes=anomaly_file.read_bytes() if anomaly_file.is_file() else None,
         anomaly_context=pd.read_parquet(context_file) if context_file.is_file() else None,
+        covariate_plan=pd.read_parquet(root / PLAN_FILE) if (root / PLAN_FILE).is_file()
+        else empty_plan(spec),
     )

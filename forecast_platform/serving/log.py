@@ -6,7 +6,11 @@ file into the warehouse for monitoring. Each line is one series of one request:
 
     {"request_id", "logged_at", "endpoint", "bundle", "forecaster_version", "series_id",
      "series", "inputs", "outputs": {"ds": [...], "p10": [...], "p50": [...], "p90": [...],
-                                     "actual": [...], "score": [...], "is_anomaly": [...]}}
+                                     "is_open": [...], "actual": [...], "score": [...],
+                                     "is_anomaly": [...]}}
+
+``is_open`` is false on a day the closure rules close (its forecast is 0); performance
+monitoring skips those days. Lines served before it existed load it as NULL.
 
 ``forecaster_version`` is the registry version of the forecaster that served the line (lines
 written before the rename say ``model_version``; the loader reads either).
@@ -28,7 +32,7 @@ from typing import Any
 
 from pydantic_core import to_json
 
-OUTPUT_FIELDS = ("ds", "p10", "p50", "p90", "actual", "score", "is_anomaly")
+OUTPUT_FIELDS = ("ds", "p10", "p50", "p90", "is_open", "actual", "score", "is_anomaly")
 
 
 def new_request_id() -> str:
@@ -80,15 +84,16 @@ _JSON_COLUMNS = (
     "{logged_at: 'VARCHAR', request_id: 'VARCHAR', endpoint: 'VARCHAR', bundle: 'VARCHAR', "
     "forecaster_version: 'INTEGER', model_version: 'INTEGER', series_id: 'VARCHAR', "
     "series: 'JSON', inputs: 'JSON', "
-    "outputs: 'STRUCT(ds DATE[], p10 DOUBLE[], p50 DOUBLE[], p90 DOUBLE[], actual DOUBLE[], "
-    "score DOUBLE[], is_anomaly BOOLEAN[])'}"
+    "outputs: 'STRUCT(ds DATE[], p10 DOUBLE[], p50 DOUBLE[], p90 DOUBLE[], is_open BOOLEAN[], "
+    "actual DOUBLE[], score DOUBLE[], is_anomaly BOOLEAN[])'}"
 )
 _EMPTY = (
     "(SELECT NULL::VARCHAR AS logged_at, NULL::VARCHAR AS request_id, NULL::VARCHAR AS endpoint, "
     "NULL::VARCHAR AS bundle, NULL::INTEGER AS forecaster_version, "
     "NULL::INTEGER AS model_version, NULL::VARCHAR AS series_id, "
     "NULL::JSON AS series, NULL::JSON AS inputs, NULL::STRUCT(ds DATE[], p10 DOUBLE[], "
-    "p50 DOUBLE[], p90 DOUBLE[], actual DOUBLE[], score DOUBLE[], is_anomaly BOOLEAN[]) "
+    "p50 DOUBLE[], p90 DOUBLE[], is_open BOOLEAN[], actual DOUBLE[], score DOUBLE[], "
+    "is_anomaly BOOLEAN[]) "
     "AS outputs, NULL::VARCHAR AS filename WHERE false)"
 )
 
@@ -107,7 +112,7 @@ def log_select(files: list[Path]) -> str:
         source = _EMPTY
     return f"""
 SELECT CAST(ts AS DATE) AS log_date, ts AS logged_at, request_id, endpoint, bundle,
-       forecaster_version, series_id, ds, p10, p50, p90, actual, score, is_anomaly,
+       forecaster_version, series_id, ds, p10, p50, p90, is_open, actual, score, is_anomaly,
        CAST(series AS VARCHAR) AS series, CAST(inputs AS VARCHAR) AS inputs,
        filename AS _source_file
 FROM (
@@ -116,7 +121,8 @@ FROM (
          coalesce(forecaster_version, model_version) AS forecaster_version,
          series_id, series, inputs, filename,
          unnest(outputs.ds) AS ds, unnest(outputs.p10) AS p10, unnest(outputs.p50) AS p50,
-         unnest(outputs.p90) AS p90, unnest(outputs.actual) AS actual,
+         unnest(outputs.p90) AS p90, unnest(outputs.is_open) AS is_open,
+         unnest(outputs.actual) AS actual,
          unnest(outputs.score) AS score, unnest(outputs.is_anomaly) AS is_anomaly
   FROM {source}
   WHERE logged_at IS NOT NULL

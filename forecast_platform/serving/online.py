@@ -154,6 +154,15 @@ class OnlineModel:
             raise InvalidInput(f"date: the model has no forecast for series {resolved.keys} on "
                                f"{day} to explain", "date",
                                f"a forecast date from {w.future_start} to {w.future_end}")
+        if closed_mask(self.spec, frame)[0]:
+            # The closure, not the features, sets a closed day's forecast: nothing to attribute.
+            return {
+                "series": resolved.keys, "series_id": resolved.series_id,
+                "date": day.isoformat(), "is_open": False, "p10": 0.0, "p50": 0.0, "p90": 0.0,
+                "contributions": [], "actual": _number(frame.at[0, "y"]),
+                "note": "closed by the dataset's closure rules: the forecast is 0 whatever "
+                        "the features say",
+            }
         contribs = self.model.contributions(frame).iloc[0]
         values = self.model.inputs(frame)
         bias = float(contribs["bias"])
@@ -163,6 +172,7 @@ class OnlineModel:
         rest = float(parts.drop(chosen).sum())
         return {
             "series": resolved.keys, "series_id": resolved.series_id, "date": day.isoformat(),
+            "is_open": True,
             "p10": float(pred["p10"]), "p50": float(pred["p50"]), "p90": float(pred["p90"]),
             "raw_p50": float(contribs.sum()), "bias": bias, "rest": rest,
             "contributions": [{"feature": name, "value": _number(values.at[0, name]),

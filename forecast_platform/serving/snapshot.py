@@ -4,10 +4,11 @@ At load, the bundle's snapshot goes into an in-memory DuckDB under the warehouse
 names (``validated_sales``, ``holiday_calendar``), and the ``forecasts`` asset's query
 (``future_source`` + ``features_select``) computes the feature rows of every active series for
 the served dates: the recent observed dates and the horizon after the origin. Those rows are
-kept in a series x date grid, so answering "nothing planned" (known covariates 0, as offline)
-is a lookup, not a query.
+kept in a series x date grid, so answering with the plan (the bundle's ``covariate_plan``, as
+offline; "nothing planned" where it has no row) is a lookup, not a query.
 
-What-if scenarios set known-in-advance covariates (e.g. ``promo = 1``) on future dates. In the
+What-if scenarios set known-in-advance covariates (e.g. ``promo = 1``, or ``promo = 0`` to see a
+planned promotion's day without it) on future dates, over the plan. In the
 plan those covariates are pure pass-through columns (``src."promo"``) that no other feature
 reads, which ``known_passthrough`` verifies at load; a scenario then only overwrites those
 columns of the precomputed rows (``overlay``). When that does not hold, or when asked, the
@@ -28,10 +29,11 @@ from forecast_platform.anomalies.detector import AnomalyDetector
 from forecast_platform.features.offline import HOLIDAYS_SOURCE
 from forecast_platform.features.sql import features_select
 from forecast_platform.forecasting.future import future_params, future_source
+from forecast_platform.planning.store import SQL_TYPES as PLAN_SQL_TYPES
 from forecast_platform.serving.anomaly import AnomalyContext, check_detector
-from forecast_platform.serving.bundle import Bundle
+from forecast_platform.serving.bundle import Bundle, empty_plan
 from forecast_platform.warehouse.store import quote
-from forecast_platform.warehouse.tables import CALENDAR, VALIDATED
+from forecast_platform.warehouse.tables import CALENDAR, COVARIATE_PLAN, VALIDATED
 
 Scenario = dict[dt.date, dict[str, float | str]]
 
@@ -65,7 +67,7 @@ def scenario_source(bundle: Bundle) -> str:
     keys = ", ".join(f"b.{quote(k)}" for k in spec.keys)
     known = "".join(f", coalesce(sc.{quote(c)}, b.{quote(c)}) AS {quote(c)}" for c in spec.known)
     return (f"SELECT b.ds, b.series_id, {keys}, b.y{known} "
-            f"FROM ({future_source(spec, bundle.plan.horizon)}) b "
+            f"FROM ({future_source(spec, bundle.plan.horizon, planned=True)}) b "
             "LEFT JOIN _scenario sc ON sc.series_id = b.series_id AND sc.ds = b.ds "
             "AND b.y IS NULL")
 
@@ -110,6 +112,16 @@ class Snapshot:
         self.con.execute(f"CREATE TABLE {CALENDAR} AS SELECT CAST(ds AS DATE) AS ds, "
                          "is_holiday, days_to_holiday FROM _holidays")
         self.con.unregister("_holidays")
+        plan = bundle.covariate_plan if bundle.covariate_plan is not None else \
+            empty_plan(self.spec)
+        self.con.register("_plan", plan)
+        self.con.execute(
+            f"CREATE TABLE {COVARIATE_PLAN} AS SELECT CAST(ds AS DATE) AS ds, "
+            "CAST(series_id AS VARCHAR) AS series_id"
+            + "".join(f", CAST({quote(c)} AS {PLAN_SQL_TYPES[t]}) AS {quote(c)}"
+                      for c, t in self.spec.known.items())
+            + ", CAST(plan_version AS VARCHAR) AS plan_version FROM _plan")
+        self.con.unregister("_plan")
 
         # Future rows exactly as the forecasts asset computes them (same lookback, so the same
         # window frames and the same floating-point sums); the recent observed dates with the
@@ -153,7 +165,7 @@ class Snapshot:
         cur = self.con.cursor()
         try:
             if scenario is None:
-                source = future_source(self.spec, self.plan.horizon)
+                source = future_source(self.spec, self.plan.horizon, planned=True)
             else:
                 cur.register("_scenario", scenario)
                 source = scenario_source(self.bundle)

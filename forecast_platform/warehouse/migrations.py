@@ -1,4 +1,5 @@
-"""Schema steps that keep an existing data directory working after a rename in the code.
+"""Schema steps that keep an existing data directory working after a column is renamed or
+added in the code.
 
 Each step is idempotent: it looks at the warehouse's columns and does nothing when its change is
 already there (or its table does not exist yet). ``migrate`` runs them all on a writable
@@ -43,12 +44,41 @@ class RenameColumn:
                     f"RENAME COLUMN {_quote(self.old)} TO {_quote(self.new)}")
 
 
+@dataclass(frozen=True)
+class AddColumn:
+    """``ALTER TABLE table ADD COLUMN column type DEFAULT default`` when the table lacks it:
+    rows written before the column existed read the default."""
+
+    table: str
+    column: str
+    type_and_default: str
+
+    @property
+    def name(self) -> str:
+        return f"{self.table}: add {self.column}"
+
+    def applies(self, columns: Columns) -> bool:
+        have = columns.get(self.table)
+        return have is not None and self.column not in have
+
+    def apply(self, con: duckdb.DuckDBPyConnection) -> None:
+        con.execute(f"ALTER TABLE {_quote(self.table)} "
+                    f"ADD COLUMN {_quote(self.column)} {self.type_and_default}")
+
+
+Step = RenameColumn | AddColumn
+
 # "One vocabulary for versions": what the forecaster produced or is judged on says
-# forecaster_version (was model_version).
-STEPS: tuple[RenameColumn, ...] = tuple(
-    RenameColumn(table, "model_version", "forecaster_version")
-    for table in (tables.FORECASTS, tables.EXPLANATIONS, tables.DRIFT_SUMMARY,
-                  tables.DRIFT_COLUMNS, tables.PERFORMANCE, tables.PREDICTION_LOG))
+# forecaster_version (was model_version). Closed days are kept as forecast rows with
+# is_open false (rows written before were all open); the prediction log says it per value
+# (unknown, NULL, for lines served before).
+STEPS: tuple[Step, ...] = (
+    *(RenameColumn(table, "model_version", "forecaster_version")
+      for table in (tables.FORECASTS, tables.EXPLANATIONS, tables.DRIFT_SUMMARY,
+                    tables.DRIFT_COLUMNS, tables.PERFORMANCE, tables.PREDICTION_LOG)),
+    AddColumn(tables.FORECASTS, "is_open", "BOOLEAN DEFAULT true"),
+    AddColumn(tables.PREDICTION_LOG, "is_open", "BOOLEAN"),
+)
 
 
 def _quote(identifier: str) -> str:
@@ -69,7 +99,7 @@ def columns(con: duckdb.DuckDBPyConnection, names: set[str]) -> Columns:
     return found
 
 
-def migrate(con: duckdb.DuckDBPyConnection, steps: tuple[RenameColumn, ...] = STEPS,
+def migrate(con: duckdb.DuckDBPyConnection, steps: tuple[Step, ...] = STEPS,
             log: Callable[[str], None] | None = None) -> list[str]:
     """Apply the steps that are due on a writable connection; return their names.
 

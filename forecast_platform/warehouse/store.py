@@ -102,10 +102,12 @@ def registered(con: duckdb.DuckDBPyConnection, name: str, frame) -> Iterator[str
 
 
 def table_exists(con: duckdb.DuckDBPyConnection, table: str) -> bool:
-    row = con.execute(
+    # fetchall, not fetchone: DuckDB 2.0 keeps a half-read result open, and the connection's
+    # next register() then fails with "unfinished result".
+    rows = con.execute(
         "SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [table]
-    ).fetchone()
-    return bool(row and row[0])
+    ).fetchall()
+    return bool(rows and rows[0][0])
 
 
 def quote(identifier: str) -> str:

@@ -15,6 +15,9 @@ REJECTS = "sales_rejects"  # quarantined rows with their original values and the
 CALENDAR = "holiday_calendar"  # one row per day: holiday flag, name, days to the next
 FEATURES = "sales_features"  # model features per series and date
 REGISTRY = "model_registry"  # one row per forecaster version: recipe, metrics, gate, model
+# per forecaster version, its rolling-origin backtest point by point (model and baselines, long
+# form): what the dashboard measures accuracy by horizon and key, coverage and safety stock on
+BACKTEST = "backtest_predictions"
 FORECASTS = "forecasts"  # the champion's P10/P50/P90 over the horizon after the last origin
 EXPLANATIONS = "forecast_explanations"  # the top feature contributions of each forecast
 EXPECTED = "expected_sales"  # out-of-sample expected values for every historical period
@@ -24,13 +27,21 @@ DRIFT_COLUMNS = "drift_columns"  # per report, each column's drift test
 PERFORMANCE = "forecast_performance"  # per day and model version, the forecast in force's error
 ALERTS = "alerts"  # failed runs, failed blocking checks, drift and degradation
 PREDICTION_LOG = "prediction_log"  # the service's requests and answers
+# Planned known covariates (promotions, prices) of future dates, one row per date and series,
+# the newest plan file's row for each date; and the plan rows refused, with their reasons.
+COVARIATE_PLAN = "covariate_plan"
+PLAN_REJECTS = "plan_rejects"
+PLAN_LIFT = "plan_lift"  # per series and future date, the forecast with the plan and without
 
 # Assets that are not tables: a model row, a packed bundle, a report on disk.
 FORECASTER = "forecaster"  # rows of REGISTRY (the forecaster's versions), tracked in MLflow
 ANOMALY_MODEL = "anomaly_model"  # rows of REGISTRY (the detector's versions)
 SERVING_BUNDLE = "serving_bundle"  # the champion packed into the BentoML model store
 DRIFT_REPORT = "drift_report"  # Evidently HTML/JSON per day, rows in DRIFT_SUMMARY/COLUMNS
+# Parquet files under <data dir>/dashboard that the planner's app reads (never the warehouse)
+DASHBOARD_SNAPSHOT = "dashboard_snapshot"
 
 # In the order the CLI's summary lists them (the asset graph's order).
-ALL = (RAW, FILE_REJECTS, VALIDATED, REJECTS, CALENDAR, FEATURES, REGISTRY, FORECASTS,
-       EXPLANATIONS, EXPECTED, ANOMALIES, DRIFT_SUMMARY, DRIFT_COLUMNS, PERFORMANCE, ALERTS)
+ALL = (RAW, FILE_REJECTS, VALIDATED, REJECTS, CALENDAR, FEATURES, COVARIATE_PLAN, PLAN_REJECTS,
+       REGISTRY, BACKTEST, FORECASTS, EXPLANATIONS, PLAN_LIFT, EXPECTED, ANOMALIES, DRIFT_SUMMARY,
+       DRIFT_COLUMNS, PERFORMANCE, ALERTS)
