@@ -283,3 +283,23 @@ def test_a_rule_has_one_day_pattern_and_matches_keys_of_the_spec():
     assert [r.kind for r in spec.rules] == ["yearly", "date"]  # closed_dates are rules too
     with pytest.raises(ValueError, match=r"matches \['region'\], which are not among the keys"):
         dataclasses.replace(spec, closure_rules=(ClosureRule(weekday=7, match={"region": "A"}),))
+
+
+def test_a_holiday_that_fell_on_a_closed_sunday_is_still_yearly():
+    """Christmas 2016 was a Sunday, when the Sunday-closing stores are shut anyway: their
+    Christmas is still a yearly rule, so next year's Christmas is forecast closed."""
+    from forecast_platform.datasets.closures import History, infer_closures
+
+    rows = []
+    for day in pd.date_range("2015-06-01", "2017-12-31").date:
+        for store in range(1, 11):
+            shut = (day.isoweekday() == 7 and store != 10) \
+                or (day.strftime("%m-%d") in ("12-25", "01-01") and store != 10)
+            if not shut:
+                rows += [(str(store), str(item), day) for item in (1, 2)]
+    frame = pd.DataFrame(rows, columns=["Store", "Item", "day"])
+    history = History.build(frame[["Store", "Item"]], pd.to_datetime(frame["day"]), 1)
+    rules = infer_closures(history, daily=True).rules
+    yearly = {(r.match.get("Store"), r.yearly) for r in rules if r.yearly}
+    assert yearly == {(str(s), md) for s in range(1, 10) for md in ("12-25", "01-01")}
+    assert not [r for r in rules if r.date]

@@ -187,7 +187,9 @@ def cmd_what_if(args: argparse.Namespace) -> int:
     print(f"Plan {', '.join(sorted(rows['plan_version'].unique()))} vs "
           f"{rows['switched_off'].iat[0]} off, {who} (forecaster v"
           f"{rows['forecaster_version'].iat[0]}, P50 totals):")
-    print(table.assign(ds=table["ds"].dt.date).to_string(index=False))
+    shown = table.assign(ds=table["ds"].dt.date).round(
+        {"p50_plan": 1, "p50_unplanned": 1, "lift": 1})
+    print(shown.to_string(index=False, na_rep="-"))
     total = table[["p50_plan", "p50_unplanned", "lift"]].sum()
     pct = 100 * total["lift"] / total["p50_unplanned"] if total["p50_unplanned"] > 0 else 0.0
     print(f"total: {total['p50_plan']:.1f} with the plan vs {total['p50_unplanned']:.1f} "

@@ -245,6 +245,21 @@ class History:
         codes, uniques = pd.factorize(pd.MultiIndex.from_frame(self.series_keys[list(level)]))
         return codes, pd.DataFrame(list(uniques), columns=list(level), dtype=str)
 
+    def rows_of(self, match: dict[str, str]) -> np.ndarray:
+        """The series whose key columns hold ``match``'s values (every series for {})."""
+        rows = np.ones(len(self.series_keys), dtype=bool)
+        for k, v in match.items():
+            rows &= (self.series_keys[k].astype(str) == str(v)).to_numpy() \
+                if k in self.series_keys else False
+        return rows
+
+    def period_index(self, day: dt.date) -> int | None:
+        """The period of ``day``, None when it is not one of the history's periods."""
+        offset = (day - self.periods[0].date()).days
+        if offset < 0 or offset % self.step or offset // self.step >= len(self.periods):
+            return None
+        return offset // self.step
+
     def apply(self, rules: Sequence[ClosureRule]) -> np.ndarray:
         """series x periods: closed by one of ``rules``."""
         closed = np.zeros_like(self.present)
@@ -283,19 +298,32 @@ def _match(groups: pd.DataFrame, g: int) -> dict[str, str]:
 
 def compress_yearly(history: History, found: dict[tuple, set[dt.date]], note: str
                     ) -> list[ClosureRule]:
-    """Date rules per match, as yearly rules where the match is closed on that MM-DD in every
-    year of its span (at least two), else one rule per date."""
+    """Date rules per match, as yearly rules where the match has no row on that MM-DD in every
+    year of its span it was active in (at least two), else one rule per date.
+
+    A year counts as closed whatever closed it: Christmas on a Sunday is closed by the weekly
+    rule, not found as a holiday, and must not turn the holiday into one-off dates (the
+    horizon's next Christmas would then be forecast open).
+    """
     rules = []
     start, end = history.periods[0].date(), history.periods[-1].date()
     for key, days in sorted(found.items()):
         match = dict(key)
+        rows = history.rows_of(match)
         by_md: dict[str, list[dt.date]] = {}
         for d in days:
             by_md.setdefault(d.strftime("%m-%d"), []).append(d)
         for md, hits in sorted(by_md.items()):
-            years = [y for y in range(start.year, end.year + 1) if md != "02-29"
-                     and start <= dt.date(y, int(md[:2]), int(md[3:])) <= end]
-            if len(years) >= 2 and len(hits) == len(years):
+            observed = closed = 0
+            for y in range(start.year, end.year + 1):
+                if md == "02-29":
+                    break
+                t = history.period_index(dt.date(y, int(md[:2]), int(md[3:])))
+                if t is None or not history.active[rows, t].any():
+                    continue  # outside the history, or before the series began: no evidence
+                observed += 1
+                closed += not history.present[rows, t].any()
+            if observed >= 2 and closed == observed:
                 rules.append(ClosureRule(yearly=md, match=match, note=note))
             else:
                 rules += [ClosureRule(date=d.isoformat(), match=match, note=note)
