@@ -71,8 +71,9 @@ def source_sql(spec: DatasetSpec, data_dir: Path) -> str:
     return f"SELECT * FROM read_csv('{path}', header = true)"
 
 
-def load_warehouse(spec: DatasetSpec, data_dir: Path) -> duckdb.DuckDBPyConnection:
-    """An in-memory DuckDB with ``validated_sales`` and ``holiday_calendar`` from the source."""
+def create_validated(con: duckdb.DuckDBPyConnection, spec: DatasetSpec, source: str) -> None:
+    """``validated_sales`` from a relation in the landing shape: typed columns and
+    ``series_id`` (keys joined by '|'), as validation writes them."""
     typed = [f"CAST({quote(spec.date_column)} AS DATE) AS {quote(spec.date_column)}"]
     typed += [f"CAST({quote(k)} AS {SQL_TYPES[spec.key_type(k)]}) AS {quote(k)}"
               for k in spec.keys]
@@ -80,12 +81,15 @@ def load_warehouse(spec: DatasetSpec, data_dir: Path) -> duckdb.DuckDBPyConnecti
     typed += [f"CAST({quote(c)} AS {SQL_TYPES[t]}) AS {quote(c)}"
               for c, t in spec.covariates.items()]
     keys = ", ".join(f"CAST({quote(k)} AS VARCHAR)" for k in spec.keys)
+    con.execute(f"CREATE TABLE validated_sales AS SELECT {', '.join(typed)}, "
+                f"concat_ws('|', {keys}) AS series_id FROM ({source})")
+
+
+def load_warehouse(spec: DatasetSpec, data_dir: Path) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB with ``validated_sales`` and ``holiday_calendar`` from the source."""
     con = duckdb.connect()
     con.execute("SET threads = 2")
-    con.execute(
-        f"CREATE TABLE validated_sales AS SELECT {', '.join(typed)}, "
-        f"concat_ws('|', {keys}) AS series_id FROM ({source_sql(spec, data_dir)})"
-    )
+    create_validated(con, spec, source_sql(spec, data_dir))
     first, last = con.execute(
         f"SELECT min({quote(spec.date_column)}), max({quote(spec.date_column)}) "
         "FROM validated_sales").fetchall()[0]

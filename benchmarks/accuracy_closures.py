@@ -32,6 +32,7 @@ from pathlib import Path
 import duckdb
 import numpy as np
 import pandas as pd
+from accuracy import create_validated
 
 from forecast_platform.datasets.closures_fixture import store_item_with_closures
 from forecast_platform.datasets.custom import inspect_csv, write_spec
@@ -48,12 +49,10 @@ from forecast_platform.forecasting.forecaster import (
     ForecasterParams,
     default_model_features,
 )
-from forecast_platform.ingestion.validation import SQL_TYPES
 from forecast_platform.planning.files import partitions_of, plan_range, read_plan, store_plan
 from forecast_platform.planning.store import known_series, usage, write_plan
 from forecast_platform.planning.store import plan_rows as stored_plan
 from forecast_platform.planning.validation import validate_plan
-from forecast_platform.warehouse.store import quote
 
 HORIZON = 42
 NAME = "store_item_closures"
@@ -83,16 +82,8 @@ def infer_spec(train: pd.DataFrame, work: Path) -> DatasetSpec:
 
 
 def load(con: duckdb.DuckDBPyConnection, spec: DatasetSpec, train: pd.DataFrame) -> None:
-    typed = [f"CAST({quote(spec.date_column)} AS DATE) AS {quote(spec.date_column)}"]
-    typed += [f"CAST({quote(k)} AS {SQL_TYPES[spec.key_type(k)]}) AS {quote(k)}"
-              for k in spec.keys]
-    typed.append(f"CAST({quote(spec.target)} AS DOUBLE) AS {quote(spec.target)}")
-    typed += [f"CAST({quote(c)} AS {SQL_TYPES[t]}) AS {quote(c)}"
-              for c, t in spec.covariates.items()]
-    keys = ", ".join(f"CAST({quote(k)} AS VARCHAR)" for k in spec.keys)
     con.register("_train", train)
-    con.execute(f"CREATE TABLE validated_sales AS SELECT {', '.join(typed)}, "
-                f"concat_ws('|', {keys}) AS series_id FROM _train")
+    create_validated(con, spec, "SELECT * FROM _train")
     con.unregister("_train")
     first, last = con.execute("SELECT min(date), max(date) FROM validated_sales").fetchall()[0]
     write_calendar(con, first, last)

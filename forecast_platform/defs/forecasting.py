@@ -19,13 +19,16 @@ from forecast_platform.features.sql import plan_features
 from forecast_platform.forecasting import registry
 from forecast_platform.forecasting.backtest import relative_gain
 from forecast_platform.forecasting.backtest_store import save_backtest
-from forecast_platform.forecasting.forecast import build_forecast, future_query, model_name
+from forecast_platform.forecasting.forecast import (
+    build_forecast,
+    champion_at_origin,
+    future_query,
+    model_name,
+)
 from forecast_platform.forecasting.forecaster import (
-    Forecaster,
     ForecasterParams,
     default_model_features,
 )
-from forecast_platform.forecasting.future import at_origin
 from forecast_platform.forecasting.report import importance_figure, plt
 from forecast_platform.forecasting.training import (
     anchored_info,
@@ -36,13 +39,12 @@ from forecast_platform.forecasting.training import (
 )
 from forecast_platform.planning.store import plan_rows, usage
 from forecast_platform.warehouse import tables
-from forecast_platform.warehouse.store import quote, registered, replace_range, table_exists
+from forecast_platform.warehouse.store import registered, replace_range, table_exists
 from forecast_platform.warehouse.tables import (
     COVARIATE_PLAN,
     EXPLANATIONS,
     FEATURES,
     FORECASTS,
-    VALIDATED,
 )
 
 
@@ -204,13 +206,8 @@ def build_forecasting_assets(spec: DatasetSpec) -> list:
     )
     def forecasts(context: dg.AssetExecutionContext, platform: PlatformResource):
         with platform.connect(log=context.log.warning) as con:
-            champion_row = registry.champion(con, name)
-            if champion_row is None:
-                raise ValueError(f"no champion {name} in model_registry: train the forecaster "
-                                 "and let it pass the champion gate first")
-            origin = con.execute(
-                f"SELECT max({quote(spec.date_column)}) FROM {VALIDATED}").fetchall()[0][0]
-            model = at_origin(con, spec, Forecaster.from_bytes(champion_row.model_bytes), origin)
+            champion = champion_at_origin(con, spec)
+            champion_row, origin, model = champion.row, champion.origin, champion.model
             planned = table_exists(con, COVARIATE_PLAN)
             query = future_query(spec, plan, origin, planned=planned)
             rows = con.execute(query.sql, query.params).df()

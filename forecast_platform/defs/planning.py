@@ -21,10 +21,7 @@ from forecast_platform.defs.metadata import (
 from forecast_platform.defs.partitions import date_range, plan_partitions_for
 from forecast_platform.defs.resources import PlatformResource
 from forecast_platform.features.sql import plan_features
-from forecast_platform.forecasting import registry
-from forecast_platform.forecasting.forecast import future_query, model_name
-from forecast_platform.forecasting.forecaster import Forecaster
-from forecast_platform.forecasting.future import at_origin
+from forecast_platform.forecasting.forecast import champion_at_origin, future_query
 from forecast_platform.ingestion.checks import Outcome
 from forecast_platform.planning.files import (
     owners,
@@ -41,7 +38,7 @@ from forecast_platform.planning.store import (
     write_plan,
 )
 from forecast_platform.planning.validation import combine, validate_plan
-from forecast_platform.warehouse.store import quote, registered, replace_range, table_exists
+from forecast_platform.warehouse.store import registered, replace_range, table_exists
 from forecast_platform.warehouse.tables import (
     COVARIATE_PLAN,
     FORECASTS,
@@ -163,13 +160,8 @@ def build_planning_assets(spec: DatasetSpec) -> list:
             raise ValueError(f"switch_off: {stray} are not known covariates of dataset "
                              f"{spec.name!r}; expected some of {list(spec.known)}")
         with platform.connect(log=context.log.warning) as con:
-            champion_row = registry.champion(con, model_name(spec))
-            if champion_row is None:
-                raise ValueError(f"no champion {model_name(spec)} in model_registry: train the "
-                                 "forecaster first")
-            origin = con.execute(
-                f"SELECT max({quote(spec.date_column)}) FROM {VALIDATED}").fetchall()[0][0]
-            model = at_origin(con, spec, Forecaster.from_bytes(champion_row.model_bytes), origin)
+            champion = champion_at_origin(con, spec)
+            champion_row, origin, model = champion.row, champion.origin, champion.model
             query = future_query(spec, features, origin, planned=False)
             plan = plan_rows(con, query.first, query.last)
             if table_exists(con, COVARIATE_PLAN):

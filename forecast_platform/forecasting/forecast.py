@@ -12,15 +12,19 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
+import duckdb
 import numpy as np
 import pandas as pd
 
 from forecast_platform.datasets.spec import DatasetSpec
 from forecast_platform.features.offline import HOLIDAYS_SOURCE
 from forecast_platform.features.sql import FeaturePlan, features_select
+from forecast_platform.forecasting import registry
 from forecast_platform.forecasting.closed import apply_closures
 from forecast_platform.forecasting.forecaster import Forecaster
-from forecast_platform.forecasting.future import future_params, future_source
+from forecast_platform.forecasting.future import at_origin, future_params, future_source
+from forecast_platform.warehouse.store import quote
+from forecast_platform.warehouse.tables import VALIDATED
 
 TOP_CONTRIBUTIONS = 3
 
@@ -72,6 +76,30 @@ def future_query(spec: DatasetSpec, plan: FeaturePlan, origin: dt.date,
                           HOLIDAYS_SOURCE)
     return FutureQuery(sql, [*future_params(history_start, origin), first, last], origin, first,
                        last)
+
+
+@dataclass(frozen=True)
+class Champion:
+    """The champion ready to forecast from the newest sales date: its registry row, the origin
+    and the model moved to it (``at_origin``)."""
+
+    row: registry.ModelRecord
+    origin: dt.date
+    model: Forecaster
+
+
+def champion_at_origin(con: duckdb.DuckDBPyConnection, spec: DatasetSpec) -> Champion:
+    """What every forecast from the warehouse starts from (the forecasts and plan_lift assets);
+    raises ``ValueError`` saying what to do when there is no champion yet."""
+    name = model_name(spec)
+    row = registry.champion(con, name)
+    if row is None:
+        raise ValueError(f"no champion {name} in model_registry: train the forecaster and let "
+                         "it pass the champion gate first")
+    origin = con.execute(
+        f"SELECT max({quote(spec.date_column)}) FROM {VALIDATED}").fetchall()[0][0]
+    return Champion(row, origin, at_origin(con, spec, Forecaster.from_bytes(row.model_bytes),
+                                           origin))
 
 
 @dataclass(frozen=True)
