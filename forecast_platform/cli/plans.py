@@ -155,7 +155,7 @@ def cmd_what_if(args: argparse.Namespace) -> int:
     """Totals per date of the plan's lift for the series that match ``--where`` filters."""
     from forecast_platform.planning.lift import lift_by_date
     from forecast_platform.warehouse.store import connect, quote, table_exists
-    from forecast_platform.warehouse.tables import PLAN_LIFT
+    from forecast_platform.warehouse.tables import FORECASTS, PLAN_LIFT
 
     settings = configure(args)
     spec = get_spec(settings.dataset, settings.datasets_dir)
@@ -176,7 +176,7 @@ def cmd_what_if(args: argparse.Namespace) -> int:
                              f"plan --dataset {spec.name} --csv FILE` after a demo")
         where = "".join(f" AND CAST({quote(k)} AS VARCHAR) = ?" for k in filters)
         rows = con.execute(
-            f"SELECT * FROM {PLAN_LIFT} WHERE origin = (SELECT max(origin) FROM {PLAN_LIFT})"
+            f"SELECT * FROM {PLAN_LIFT} WHERE origin = (SELECT max(origin) FROM {FORECASTS})"
             f"{where}", list(filters.values())).df()
     if rows.empty:
         print("no planned series match " + (", ".join(f"{k}={v}" for k, v in filters.items())

@@ -20,7 +20,7 @@ from forecast_platform.defs.metadata import (
 )
 from forecast_platform.defs.partitions import date_range, plan_partitions_for
 from forecast_platform.defs.resources import PlatformResource
-from forecast_platform.features.sql import plan_features
+from forecast_platform.features.sql import known_passthrough, plan_features
 from forecast_platform.forecasting.forecast import champion_at_origin, future_query
 from forecast_platform.ingestion.checks import Outcome
 from forecast_platform.planning.files import (
@@ -30,7 +30,7 @@ from forecast_platform.planning.files import (
     plan_range,
     read_plan,
 )
-from forecast_platform.planning.lift import plan_lift
+from forecast_platform.planning.lift import plan_lift, switched_off
 from forecast_platform.planning.store import (
     known_series,
     last_sales_date,
@@ -162,19 +162,31 @@ def build_planning_assets(spec: DatasetSpec) -> list:
         with platform.connect(log=context.log.warning) as con:
             champion = champion_at_origin(con, spec)
             champion_row, origin, model = champion.row, champion.origin, champion.model
-            query = future_query(spec, features, origin, planned=False)
+            query = future_query(spec, features, origin, planned=True)
             plan = plan_rows(con, query.first, query.last)
-            if table_exists(con, COVARIATE_PLAN):
-                planned_query = future_query(spec, features, origin, planned=True)
-                planned = con.execute(planned_query.sql, planned_query.params).df()
-            else:
-                planned = con.execute(query.sql, query.params).df()
-            unplanned = con.execute(query.sql, query.params).df()
-            planned, unplanned = (f.sort_values(["series_id", "ds"], ignore_index=True)
-                                  for f in (planned, unplanned))
-            for column in spec.known:  # covariates not switched off keep their planned value
-                if column not in columns:
-                    unplanned[column] = planned[column].to_numpy()
+            if plan.empty:
+                # Nothing planned over this horizon: no lift to show, and none of an older
+                # origin's (what-if reads the forecasts' origin).
+                if table_exists(con, PLAN_LIFT):
+                    replace_range(con, PLAN_LIFT, "origin", origin, origin,
+                                  f"SELECT * FROM {PLAN_LIFT} WHERE false")
+                return dg.MaterializeResult(metadata={
+                    "dagster/row_count": 0, "origin": str(origin),
+                    "series_planned": 0, "forecaster_version": champion_row.version})
+            # Only the planned series: the others' lift is 0 by definition.
+            rows = con.execute(query.sql, query.params).df()
+            planned = rows[rows["series_id"].isin(set(plan["series_id"]))]
+            planned = planned.sort_values(["series_id", "ds"], ignore_index=True)
+            if known_passthrough(features):
+                unplanned = switched_off(spec, planned, columns)
+            else:  # a feature reads a covariate: compute the rows again without the plan
+                plain = future_query(spec, features, origin, planned=False)
+                unplanned = con.execute(plain.sql, plain.params).df()
+                unplanned = unplanned[unplanned["series_id"].isin(set(plan["series_id"]))]
+                unplanned = unplanned.sort_values(["series_id", "ds"], ignore_index=True)
+                for column in spec.known:  # covariates not switched off keep the plan's value
+                    if column not in columns:
+                        unplanned[column] = planned[column].to_numpy()
             lift = plan_lift(model, spec, planned, unplanned, plan, columns, origin,
                              champion_row.version)
             with registered(con, "_lift", lift):

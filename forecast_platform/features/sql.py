@@ -463,3 +463,21 @@ SELECT * FROM (
 ) WHERE ds BETWEEN {start_param} AND {end_param}
 ORDER BY series_id, ds
 """
+
+
+def known_passthrough(plan: FeaturePlan) -> bool:
+    """Whether every known covariate reaches the model only as its own pass-through column.
+
+    Then a scenario changes those columns and nothing else, and overwriting them in the
+    precomputed rows equals recomputing the SQL with the scenario in the source.
+    """
+    for col in plan.spec.known:
+        q = quote(col)
+        own = [f for f in plan.features if f.sql == f"src.{q}"]
+        if len(own) != 1 or own[0].name != col:
+            return False
+        others = [f.sql for f in plan.features if f is not own[0]] + list(plan.ctes) \
+            + list(plan.joins)
+        if any(q in text for text in others):
+            return False
+    return True

@@ -21,7 +21,7 @@ def switched_off(spec: DatasetSpec, rows: pd.DataFrame, columns: list[str]) -> p
     """The future feature ``rows`` with ``columns`` set to "nothing planned".
 
     Only valid when those covariates reach the model as their own pass-through columns
-    (``serving.snapshot.known_passthrough``); otherwise compute the rows again from SQL.
+    (``features.sql.known_passthrough``); otherwise compute the rows again from SQL.
     """
     out = rows.copy()
     for column in columns:

@@ -27,7 +27,7 @@ import pandas as pd
 
 from forecast_platform.anomalies.detector import AnomalyDetector
 from forecast_platform.features.offline import HOLIDAYS_SOURCE
-from forecast_platform.features.sql import features_select
+from forecast_platform.features.sql import features_select, known_passthrough
 from forecast_platform.forecasting.future import future_params, future_source
 from forecast_platform.planning.store import SQL_TYPES as PLAN_SQL_TYPES
 from forecast_platform.serving.anomaly import AnomalyContext, check_detector
@@ -36,25 +36,6 @@ from forecast_platform.warehouse.store import quote
 from forecast_platform.warehouse.tables import CALENDAR, COVARIATE_PLAN, VALIDATED
 
 Scenario = dict[dt.date, dict[str, float | str]]
-
-
-def known_passthrough(bundle: Bundle) -> bool:
-    """Whether every known covariate reaches the model only as its own pass-through column.
-
-    Then a scenario changes those columns and nothing else, and overwriting them in the
-    precomputed rows equals recomputing the SQL with the scenario in the source.
-    """
-    plan = bundle.plan
-    for col in plan.spec.known:
-        q = quote(col)
-        own = [f for f in plan.features if f.sql == f"src.{q}"]
-        if len(own) != 1 or own[0].name != col:
-            return False
-        others = [f.sql for f in plan.features if f is not own[0]] + list(plan.ctes) \
-            + list(plan.joins)
-        if any(q in text for text in others):
-            return False
-    return True
 
 
 def scenario_source(bundle: Bundle) -> str:
@@ -101,7 +82,7 @@ class Snapshot:
         self.spec = bundle.spec
         self.plan = bundle.plan
         self.windows = bundle.windows
-        self.passthrough = known_passthrough(bundle)
+        self.passthrough = known_passthrough(bundle.plan)
         self.con = duckdb.connect(":memory:")
         self.con.register("_history", bundle.history)
         self.con.execute(f"CREATE TABLE {VALIDATED} AS SELECT * REPLACE "
