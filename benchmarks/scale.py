@@ -29,6 +29,7 @@ import resource
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -45,12 +46,38 @@ def shape(series: int) -> tuple[int, int]:
     return stores, series // stores
 
 
-def step_seconds(instance, run_id: str) -> dict[str, float]:
-    """Each step's STEP_START..STEP_SUCCESS (or failure) of a run, in seconds."""
+class RssSampler:
+    """This process's resident memory every quarter second, on a thread: ``ru_maxrss`` gives
+    the run's peak only, these samples give each step's (``step_peaks``)."""
+
+    def __init__(self, every: float = 0.25) -> None:
+        self.samples: list[tuple[float, int]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(every,), daemon=True)
+        self._thread.start()
+
+    def _run(self, every: float) -> None:
+        while not self._stop.is_set():
+            with open("/proc/self/status") as status:
+                kb = next(int(line.split()[1]) for line in status if line.startswith("VmRSS"))
+            self.samples.append((time.time(), kb // 1024))
+            self._stop.wait(every)
+
+    def peak(self, start: float, end: float) -> int:
+        inside = [mb for t, mb in self.samples if start <= t <= end]
+        return max(inside, default=0)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def step_spans(instance, run_id: str) -> dict[str, tuple[float, float]]:
+    """Each step's STEP_START..STEP_SUCCESS (or failure) of a run, as wall-clock times."""
     import dagster as dg
 
     started: dict[str, float] = {}
-    seconds: dict[str, float] = {}
+    spans: dict[str, tuple[float, float]] = {}
     for entry in instance.all_logs(run_id):
         event = entry.dagster_event
         if event is None or entry.step_key is None:
@@ -59,8 +86,8 @@ def step_seconds(instance, run_id: str) -> dict[str, float]:
             started[entry.step_key] = entry.timestamp
         elif event.event_type in (dg.DagsterEventType.STEP_SUCCESS,
                                   dg.DagsterEventType.STEP_FAILURE):
-            seconds[entry.step_key] = round(entry.timestamp - started[entry.step_key], 2)
-    return seconds
+            spans[entry.step_key] = (started[entry.step_key], entry.timestamp)
+    return spans
 
 
 def child(series: int, data_dir: Path, dask: bool) -> dict:
@@ -81,9 +108,12 @@ def child(series: int, data_dir: Path, dask: bool) -> dict:
     stores, items = shape(series)
     stages: dict[str, float] = {}
     steps: dict[str, float] = {}
-    t0 = time.perf_counter()
+    step_rss: dict[str, int] = {}
+    sampler = RssSampler()
+    t0, wall = time.perf_counter(), time.time()
     land(settings, START, stores, items, END)
     stages["land"] = round(time.perf_counter() - t0, 2)
+    step_rss["land"] = sampler.peak(wall, time.time())
 
     def timed(name: str, job: str, *args, **kwargs):
         t = time.perf_counter()
@@ -92,8 +122,9 @@ def child(series: int, data_dir: Path, dask: bool) -> dict:
         if not result.success:
             raise SystemExit(f"error: {job} failed at {series} series (run {result.run_id})")
         with open_instance(settings) as instance:
-            steps.update({f"{name}.{k}": v for k, v in
-                          step_seconds(instance, result.run_id).items()})
+            for key, (begin, end) in step_spans(instance, result.run_id).items():
+                steps[f"{name}.{key}"] = round(end - begin, 2)
+                step_rss[f"{name}.{key}"] = sampler.peak(begin, end)
         return result
 
     timed("ingest", INGEST_JOB, START, END)
@@ -122,12 +153,13 @@ def child(series: int, data_dir: Path, dask: bool) -> dict:
             "SELECT metrics FROM model_registry WHERE model_name = 'synthetic_forecaster' "
             "ORDER BY version DESC LIMIT 1").fetchall()[0][0]
     metrics = json.loads(smape) if isinstance(smape, str) else smape
+    sampler.stop()
     bundle = sum(p.stat().st_size for p in settings.bentoml_home.rglob("*") if p.is_file())
     usage = resource.getrusage(resource.RUSAGE_SELF)
     workers = resource.getrusage(resource.RUSAGE_CHILDREN)
     return {
         "series": series, "rows": int(rows), "total_seconds": total,
-        "stage_seconds": stages, "step_seconds": steps,
+        "stage_seconds": stages, "step_seconds": steps, "step_peak_rss_mb": step_rss,
         "peak_rss_mb": round(usage.ru_maxrss / 1024),
         # With --dask: the local cluster's worker processes (the largest one).
         "peak_rss_mb_workers": round(workers.ru_maxrss / 1024) if dask else None,
@@ -181,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
     small = run_size(args.series // 10, args.dask, args.scratch)
     large = run_size(args.series, args.dask, args.scratch)
     summary = {k: large[k] for k in ("series", "rows", "total_seconds", "stage_seconds",
-                                     "peak_rss_mb", "peak_rss_mb_workers")}
+                                     "peak_rss_mb", "peak_rss_mb_workers", "step_peak_rss_mb")}
     summary["growth_ratio"] = round(large["total_seconds"] / small["total_seconds"], 2)
     summary.update({k: large[k] for k in ("smape", "smape_seasonal_naive_7", "bundle_mb",
                                           "new_day_seconds", "training_engine")})
@@ -208,7 +240,10 @@ def main(argv: list[str] | None = None) -> int:
             f"Growth ratio {summary['growth_ratio']} (10 = linear). Stages at "
             f"{args.series:,}: " + ", ".join(f"{k} {v} s" for k, v in
                                              large["stage_seconds"].items())
-            + ". Slowest steps: " + ", ".join(f"{k} {v} s" for k, v in slowest) + ".", ""])
+            + ". Slowest steps: " + ", ".join(f"{k} {v} s" for k, v in slowest) + ". "
+            "Peak RSS by step: " + ", ".join(
+                f"{k} {v:,} MB" for k, v in sorted(large["step_peak_rss_mb"].items(),
+                                                   key=lambda kv: -kv[1])[:8]) + ".", ""])
         print(f"appended to {append_section(text + chr(10)).relative_to(ROOT)}")
     print(json.dumps(summary))
     return 0

@@ -11,6 +11,7 @@ dev``, ``bentoml serve``) gets them back as variables from ``child_env``.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +28,9 @@ DEFAULT_SERVICE_URL = "http://127.0.0.1:3001"  # `serve`'s default; the Dagster 
 TRAINING_ENGINES = ("local", "dask")
 DEFAULT_DASK_WORKERS = 2
 DEFAULT_DASK_CONNECT_SECONDS = 10.0
+# DuckDB's own memory in a process that opens the warehouse (it spills to <warehouse>.tmp
+# beyond it); DuckDB's default, 80 % of the machine, leaves pandas nothing beside a big query.
+DEFAULT_DUCKDB_MEMORY_LIMIT = "6GB"
 
 # Variable -> meaning, for error messages and the README's settings table (a test keeps the
 # two equal).
@@ -52,6 +56,7 @@ VARIABLES = {
     "FORECAST_DASK_WORKERS": "workers of the LocalCluster started when no scheduler is set",
     "FORECAST_DASK_CONNECT_SECONDS": "how long to wait for the Dask scheduler to answer",
     "FORECAST_HANDOFF_DIR": "where training features are written as Parquet for Dask workers",
+    "FORECAST_DUCKDB_MEMORY_LIMIT": "DuckDB's memory in a process using the warehouse",
 }
 
 
@@ -82,6 +87,7 @@ class Settings:
     # A folder or fsspec URL every Dask worker can read; None: <data dir>/handoff, which only
     # workers on this machine (the LocalCluster) can.
     handoff_dir: str | None = None
+    duckdb_memory_limit: str = DEFAULT_DUCKDB_MEMORY_LIMIT
 
     @property
     def warehouse_path(self) -> Path:
@@ -106,6 +112,11 @@ class Settings:
     @property
     def reports_dir(self) -> Path:
         return self.data_dir / "reports"
+
+    @property
+    def staging_dir(self) -> Path:
+        """Scratch Parquet of assets that compute in blocks (warehouse/staging.py)."""
+        return self.data_dir / "staging"
 
     @property
     def prediction_log_dir(self) -> Path:
@@ -156,6 +167,7 @@ class Settings:
             "FORECAST_TRAINING_ENGINE": self.training_engine,
             "FORECAST_DASK_WORKERS": str(self.dask_workers),
             "FORECAST_DASK_CONNECT_SECONDS": str(self.dask_connect_seconds),
+            "FORECAST_DUCKDB_MEMORY_LIMIT": self.duckdb_memory_limit,
         }
         optional = {"FORECAST_SOURCE_DIR": self.source_dir, "FORECAST_API_KEY": self.api_key,
                     "FORECAST_ADMIN_KEY": self.admin_key,
@@ -195,6 +207,14 @@ def _number(env: Mapping[str, str], name: str, default: str, kind: type, example
     return value
 
 
+def _memory_limit(env: Mapping[str, str]) -> str:
+    raw = (env.get("FORECAST_DUCKDB_MEMORY_LIMIT") or DEFAULT_DUCKDB_MEMORY_LIMIT).strip()
+    if not re.fullmatch(r"\d+(\.\d+)?\s*(KB|MB|GB|TB|KiB|MiB|GiB|TiB)", raw, re.IGNORECASE):
+        raise ValueError(f"FORECAST_DUCKDB_MEMORY_LIMIT={raw!r} is not an amount of memory "
+                         "(expected a number and a unit, e.g. 6GB or 512MiB)")
+    return raw
+
+
 def load_settings(env: Mapping[str, str] | None = None,
                   overrides: Mapping[str, str | None] | None = None) -> Settings:
     """Read settings from ``env`` (default: the process environment), with ``overrides``
@@ -230,6 +250,7 @@ def load_settings(env: Mapping[str, str] | None = None,
                                                float, "360", 0)),
         service_url=(env.get("FORECAST_SERVICE_URL") or DEFAULT_SERVICE_URL).rstrip("/"),
         training_engine=_training_engine(env),
+        duckdb_memory_limit=_memory_limit(env),
         dask_scheduler=(env.get("FORECAST_DASK_SCHEDULER") or "").strip() or None,
         dask_workers=int(_number(env, "FORECAST_DASK_WORKERS", str(DEFAULT_DASK_WORKERS), int,
                                  "2", 1)),

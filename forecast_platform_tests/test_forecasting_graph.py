@@ -7,6 +7,7 @@ import datetime as dt
 import dagster as dg
 import duckdb
 import mlflow
+import pandas as pd
 import pytest
 
 from forecast_platform.datasets.registry import get_spec, land_synthetic
@@ -15,6 +16,7 @@ from forecast_platform_tests.conftest import (
     make_settings,
     materialized,
     metadata,
+    range_tags,
     run_job,
 )
 
@@ -138,3 +140,71 @@ def test_a_changed_recipe_meets_the_champions_recipe_refit_at_the_same_origins(t
     assert list(registry["status"]) == ["champion", "rejected", "rejected"]
     assert '"max_depth": 2' in registry.loc[2, "params"]
     assert "champion_recipe" in registry.loc[2, "metrics"]
+
+
+def test_blocks_of_series_give_the_values_of_all_series_at_once(trained):
+    """expected_sales and sales_anomalies read and compute a block of series at a time (so
+    their memory is a block's at any number of series): small blocks must give exactly what
+    one block of every series gives. The anomalies through the asset (a day's factor is of
+    every series, handed to each block); the expected values through their core, with the
+    champion's recipe refit at the last origin."""
+    from forecast_platform.anomalies.expected import expected_origins
+    from forecast_platform.anomalies.fitting import expected_from_recipe
+    from forecast_platform.definitions import build_definitions
+    from forecast_platform.forecasting.forecaster import Forecaster
+
+    settings, *_ = trained
+    before = query(settings, "SELECT * FROM sales_anomalies ORDER BY ALL")
+    defs = build_definitions(settings)
+    rescored = dg.materialize(defs.assets, selection=["sales_anomalies"],
+                              resources=defs.resources,
+                              run_config={"ops": {"sales_anomalies": {
+                                  "config": {"block_rows": 2_000}}}},
+                              tags=range_tags(dt.date(2017, 7, 1), END), raise_on_error=False)
+    assert rescored.success
+    assert metadata(rescored, "sales_anomalies")["series_blocks"] > 4
+    again = query(settings, "SELECT * FROM sales_anomalies ORDER BY ALL")
+    assert len(again) == len(before) > 0
+    pd.testing.assert_frame_equal(again, before, check_exact=False, rtol=1e-12)
+
+    features = query(settings, "SELECT * FROM sales_features")
+    blob = query(settings, "SELECT model_bytes FROM model_registry WHERE status = 'champion' "
+                           "AND model_name = 'synthetic_forecaster'")["model_bytes"][0]
+    recipe = Forecaster.from_bytes(bytes(blob))
+    last = features["ds"].max().date()
+    origins = expected_origins(dt.date(2016, 6, 1), last, recipe.horizon, SPEC.step_days)[-1:]
+    ids = sorted(features["series_id"].unique())
+
+    def whole(first, end):
+        yield features[(features["ds"] >= pd.Timestamp(first))
+                       & (features["ds"] <= pd.Timestamp(end))]
+
+    def blocks(first, end):
+        rows = next(whole(first, end))
+        for i in range(0, len(ids), 3):  # 14 blocks of 3 series
+            yield rows[rows["series_id"].isin(ids[i:i + 3])]
+
+    one, many = (pd.concat(expected_from_recipe(features, recipe, origins, SPEC.step_days, 1,
+                                                targets)).sort_values(["series_id", "ds"])
+                 .reset_index(drop=True) for targets in (whole, blocks))
+    assert len(one) > 0
+    pd.testing.assert_frame_equal(many, one)
+
+
+def test_a_fit_past_max_train_rows_reads_a_stated_sample_of_whole_series(trained):
+    from forecast_platform.forecasting.training import load_training_frame
+    from forecast_platform.warehouse.store import connect
+
+    settings, *_ = trained
+    with connect(settings.warehouse_path, read_only=True) as con:
+        whole, start, end, everything = load_training_frame(con, SPEC, 730)
+        part, _, _, sample = load_training_frame(con, SPEC, 730, max_rows=len(whole) // 4)
+        again, *_ = load_training_frame(con, SPEC, 730, max_rows=len(whole) // 4)
+    assert everything.complete and everything.series == SERIES and len(whole) == everything.rows
+    kept = set(part["series_id"])
+    assert 0 < len(kept) < SERIES and kept == set(again["series_id"])
+    # Whole series: every kept series has all of its rows of the window.
+    full = whole[whole["series_id"].isin(kept)]
+    assert len(part) == len(full)
+    assert abs(len(part) / len(whole) - sample.share) < 0.2
+    assert "sample of whole series" in sample.describe()

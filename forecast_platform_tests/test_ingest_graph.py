@@ -454,3 +454,23 @@ def test_rows_balance_finds_partitions_validation_did_not_cover(tmp_path):
     again = run_job(settings, lost, lost)
     assert check_results(again)["validated_sales.rows_balance"].passed
     _balanced(settings)
+
+
+def test_a_backfill_read_and_validated_in_chunks_stores_what_one_pass_stores(
+        landed, first_run, monkeypatch):
+    """A long backfill reads its landing files and validates its rows a chunk of days at a
+    time, so its memory is a chunk's: tiny chunks must store exactly the rows of one pass."""
+    from forecast_platform.ingestion import raw
+    from forecast_platform.warehouse import blocks
+
+    tables = {"raw_sales": "* EXCLUDE (_ingested_at)",
+              "validated_sales": "* EXCLUDE (_ingested_at)",
+              "sales_rejects": "* EXCLUDE (_ingested_at, _rejected_at)"}
+    before = {t: query(landed, f"SELECT {cols} FROM {t} ORDER BY ALL")
+              for t, cols in tables.items()}
+    monkeypatch.setattr(raw, "CHUNK_BYTES", 20_000)  # a few days of these files
+    monkeypatch.setattr(blocks, "DEFAULT_BLOCK_ROWS", 1_500)  # about a week of rows
+    assert run_job(landed, START, END).success
+    for table, cols in tables.items():
+        assert query(landed, f"SELECT {cols} FROM {table} ORDER BY ALL") == before[table]
+    assert len(before["sales_rejects"]) > 0

@@ -8,7 +8,7 @@ from __future__ import annotations
 import pandas as pd
 
 from forecast_platform.anomalies.detector import AnomalyDetector
-from forecast_platform.anomalies.scoring import ScoredRange
+from forecast_platform.anomalies.scoring import ScoredRange, daily_counts
 from forecast_platform.ingestion.checks import Outcome
 
 MAX_DAILY_RATE = 0.05  # above this share of series flagged on one day: a data problem
@@ -28,11 +28,13 @@ def anomaly_rate(scored: ScoredRange) -> Outcome:
     off together, says the data of that day (a partial file, a closure, an outage) or the
     forecaster is wrong, and the day's flags should not be trusted as hundreds of anomalies.
     """
-    out, skipped = scored.rows, scored.skipped
-    per_day = out.groupby("ds")["is_anomaly"].mean()
-    flagged = out.groupby("ds")["is_anomaly"].sum()
+    skipped = scored.skipped
+    daily = (scored.daily if scored.daily is not None else daily_counts(scored.rows)) \
+        .set_index("ds")
+    flagged = daily["flagged"]
+    per_day = flagged / daily["rows"]
     bursts = per_day[(per_day > MAX_DAILY_RATE) & (flagged >= MIN_BURST_SERIES)]
-    factors = out.groupby("ds")["day_factor"].first()
+    factors = daily["day_factor"]
     shifted = factors[(factors < DAY_FACTOR_BAND[0]) | (factors > DAY_FACTOR_BAND[1])]
     burst_rows = pd.concat([
         bursts.rename("value").reset_index().assign(what="share of series flagged"),

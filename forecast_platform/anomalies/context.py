@@ -28,6 +28,7 @@ between its weeks to break a run or dilute a mean.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -66,14 +67,23 @@ class ContextFeatures:
     params: dict = field(default_factory=dict)
 
     @property
-    def messages(self) -> list[str]:
-        hints = {
+    def hints(self) -> dict[str, str]:
+        """Why a row is skipped, by reason."""
+        return {
             "missing_expected": "no expected value (P10/P50/P90) for the day: not scored",
             "missing_actual": "no sales recorded for the day: not scored",
             "short_history": (f"series with fewer than {self.params.get('min_history')} past "
                               "residuals: too little history to scale, not scored"),
         }
-        return [f"{n} rows skipped: {hints[k]}" for k, n in self.skipped.items() if n]
+
+    @property
+    def messages(self) -> list[str]:
+        return skip_messages(self.skipped, self.hints)
+
+
+def skip_messages(skipped: dict[str, int], hints: dict[str, str]) -> list[str]:
+    """One line per reason that skipped rows: how many, and why."""
+    return [f"{n} rows skipped: {hints[k]}" for k, n in skipped.items() if n]
 
 
 def day_factors(frame: pd.DataFrame, min_series: int = DAY_FACTOR_MIN_SERIES) -> pd.Series:
@@ -119,16 +129,31 @@ def day_factors(frame: pd.DataFrame, min_series: int = DAY_FACTOR_MIN_SERIES) ->
     return factor.where(enough, 1.0).rename("day_factor")
 
 
-def with_day_factors(frame: pd.DataFrame, min_series: int = DAY_FACTOR_MIN_SERIES
-                     ) -> pd.DataFrame:
+def with_day_factors(frame: pd.DataFrame, min_series: int = DAY_FACTOR_MIN_SERIES,
+                     factors: pd.Series | None = None) -> pd.DataFrame:
     """``frame`` with a ``day_factor`` column (see ``day_factors``), for ``context_features``.
 
     Computed from the frame's own series: pass the whole cross-section of a day (as the
     ``sales_anomalies`` asset does), or the factors it stored, never one series alone.
+    ``factors`` (by day, as ``day_factors`` gives them): a block of series takes the factors
+    of every series' cross-section (``day_factors_of``) instead of its own.
     """
-    factors = day_factors(frame, min_series)
+    if factors is None:
+        factors = day_factors(frame, min_series)
     ds = pd.to_datetime(frame["ds"])
     return frame.assign(day_factor=ds.map(factors).fillna(1.0).to_numpy())
+
+
+def day_factors_of(slices: Iterable[pd.DataFrame], min_series: int = DAY_FACTOR_MIN_SERIES
+                   ) -> pd.Series:
+    """``day_factors`` of slices of days that each hold whole days' cross-sections (every
+    series of a day in one slice): the same factors as of all rows at once, in a slice's
+    memory."""
+    parts = [day_factors(part, min_series) for part in slices]
+    parts = [p for p in parts if len(p)]
+    if not parts:
+        return pd.Series(dtype=float, name="day_factor")
+    return pd.concat(parts).rename("day_factor")
 
 
 def _scaled(frame: pd.DataFrame) -> pd.DataFrame:

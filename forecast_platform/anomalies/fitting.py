@@ -8,6 +8,7 @@ these, then store and track the results.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable, Iterable, Iterator
 
 import pandas as pd
 
@@ -19,8 +20,10 @@ from forecast_platform.datasets.spec import DatasetSpec
 from forecast_platform.forecasting.forecaster import Forecaster
 
 
-def expected_from_recipe(frame: pd.DataFrame, recipe: Forecaster, step_days: int,
-                         forecaster_version: int) -> tuple[pd.DataFrame, list[dt.date]]:
+def expected_from_recipe(train: pd.DataFrame, recipe: Forecaster, origins: list[dt.date],
+                         step_days: int, forecaster_version: int,
+                         targets: Callable[[dt.date, dt.date], Iterable[pd.DataFrame]]
+                         ) -> Iterator[pd.DataFrame]:
     """``expected_values`` with fresh fits of ``recipe`` (its params, features and horizon) at
     every origin, each row tagged with the forecaster version it came from: the champion's
     own fitted model has seen the days it would be judged on."""
@@ -28,8 +31,8 @@ def expected_from_recipe(frame: pd.DataFrame, recipe: Forecaster, step_days: int
     def make_model() -> Forecaster:
         return Forecaster(recipe.params, recipe.features, recipe.horizon)
 
-    expected, origins = expected_values(frame, make_model, recipe.horizon, step_days)
-    return expected.assign(forecaster_version=forecaster_version), origins
+    for part in expected_values(train, make_model, origins, recipe.horizon, step_days, targets):
+        yield part.assign(forecaster_version=forecaster_version)
 
 
 def fit_window_start(first: dt.date, last: dt.date, fit_periods: int, step_days: int
@@ -43,16 +46,18 @@ def fit_window_start(first: dt.date, last: dt.date, fit_periods: int, step_days:
 
 
 def fit_detector(frame: pd.DataFrame, spec: DatasetSpec, fit_start: dt.date, last: dt.date,
-                 kind: str, target_false_alarm_rate: float, forecaster_version: int
+                 kind: str, target_false_alarm_rate: float, forecaster_version: int,
+                 factors: pd.Series | None = None, info: dict | None = None
                  ) -> tuple[AnomalyDetector, ContextFeatures]:
     """A detector fitted and calibrated on the context features of ``fit_start``..``last``
     (``frame`` holds those periods and the history before them), and those features.
+    ``factors``: the days' factors of every series when ``frame`` holds a sample of them.
 
     The forecaster version goes into the detector's metadata, so the asset checks can tell
     when the detector was built on residuals of a forecaster that is no longer the champion.
     """
-    features = score_context(frame, spec, fit_start)
+    features = score_context(frame, spec, fit_start, factors)
     detector = AnomalyDetector(kind=kind, target_false_alarm_rate=target_false_alarm_rate)
     detector.fit(features, info={"forecaster_version": int(forecaster_version),
-                                 "fit_window": f"{fit_start} .. {last}"})
+                                 "fit_window": f"{fit_start} .. {last}", **(info or {})})
     return detector, features

@@ -5,18 +5,28 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import duckdb
 import numpy as np
 import pandas as pd
 
-from forecast_platform.datasets.landing import write_landing_files
+from forecast_platform.datasets.landing import DailyFileWriter, write_landing_files
 from forecast_platform.datasets.spec import ClosureRule, DatasetSpec
+
+if TYPE_CHECKING:
+    from forecast_platform.datasets.synthetic import SyntheticConfig
 
 LABELS_FILE = "anomaly_labels.csv"
 # Each planted mistake quarantines one row of its day; below this many series that one row is
 # over the blocking checks' 5 % (quarantine rate, completeness) and would stop a small demo.
 MISTAKES_MIN_SERIES = 25
+# The planted mistakes go on days among the landed window's last this many.
+MISTAKE_WINDOW_DAYS = 60
+# Above this many series the generator runs whole stores at a time, about this many series
+# each: its dense (day x series) arrays take over 1 GB per 5,000 series over five years, so
+# 50,000 series at once would not fit a worker. At or below it the data is one block, as ever.
+LAND_BLOCK_SERIES = 5_000
 
 
 def with_upstream_mistakes(sales: pd.DataFrame, seed: int = 7, days: int = 6) -> pd.DataFrame:
@@ -28,7 +38,7 @@ def with_upstream_mistakes(sales: pd.DataFrame, seed: int = 7, days: int = 6) ->
     out = sales.astype({"sales": object, "store": object, "date": object}).copy()
     out["date"] = pd.to_datetime(out["date"]).dt.strftime("%Y-%m-%d")
     rng = np.random.default_rng(seed)
-    last_days = sorted(out["date"].unique())[-60:]
+    last_days = sorted(out["date"].unique())[-MISTAKE_WINDOW_DAYS:]
     picks = rng.choice(len(last_days), size=days, replace=False)
     rows = []
     for i in picks:
@@ -68,6 +78,10 @@ def land_synthetic(
     ``closures``: a retailer's calendar (``SyntheticConfig.closures``): open store-days only,
     a ``region`` column, store-wide promotions, the refurbishment inside the landed window, and
     the promotion plan of the six weeks after ``end`` beside the labels (``PLAN_FILE``).
+
+    Beyond ``LAND_BLOCK_SERIES`` series the data is generated and written a block of stores
+    at a time (``store_blocks``), so memory does not grow with the store count; each day's
+    file still appears whole, once every block is in.
     """
     from forecast_platform.datasets.synthetic import (
         PLAN_FILE,
@@ -84,22 +98,93 @@ def land_synthetic(
         refurbish_start=default_refurbish_start(max(start or spec.start, spec.start), last)
         if closures else None,
     )
-    sales, labels = generate_sales(config)
-    # Holidays come from the platform's calendar (holiday_calendar), not from the sales feed.
-    sales = sales.drop(columns=["holiday"])
-    if start is not None:
-        sales = sales[sales["date"] >= pd.Timestamp(start)]
-        labels = labels[labels["date"] >= pd.Timestamp(start)]
-    if mistakes and n_stores * n_items >= MISTAKES_MIN_SERIES:
-        sales = with_upstream_mistakes(sales, seed=seed)
-        written = write_landing_files(sales, landing_dir, "_file_day", keep_key=False)
-    else:
-        written = write_landing_files(sales, landing_dir, spec.date_column)
-    labels.to_csv(landing_dir / LABELS_FILE, index=False)
+    plant = mistakes and n_stores * n_items >= MISTAKES_MIN_SERIES
+    first_day = pd.Timestamp(start) if start is not None else None
+    label_parts = []
+    events_before = 0
+    with DailyFileWriter(landing_dir) as writer:
+        for index, (stores_before, block) in enumerate(store_blocks(config)):
+            sales, labels = generate_sales(block)
+            # Holidays come from the platform's calendar (holiday_calendar), not the sales feed.
+            sales = _renumbered(sales.drop(columns=["holiday"]), stores_before)
+            labels = _renumbered(labels, stores_before, events_before)
+            events_before = int(labels["event_id"].max()) if len(labels) else events_before
+            if first_day is not None:
+                sales = sales[sales["date"] >= first_day]
+                labels = labels[labels["date"] >= first_day]
+            # One block carries the planted mistakes: a few rows in all, as in one block.
+            _land_block(writer, sales, spec.date_column, seed if plant and index == 0 else None)
+            label_parts.append(labels)
+            del sales  # the next block is generated without this one still held
+        written = writer.commit()
+    _all_labels(label_parts).to_csv(landing_dir / LABELS_FILE, index=False)
     if closures:
         promo_plan(config).to_csv(landing_dir / PLAN_FILE, index=False)
     return written
 
+
+def store_blocks(config: SyntheticConfig) -> list[tuple[int, SyntheticConfig]]:
+    """The configs generating ``config``'s data a block of whole stores at a time, each with
+    the number of stores before it, so memory stays bounded whatever the store count.
+
+    Up to ``LAND_BLOCK_SERIES`` series it is ``config`` itself: the data stays what it always
+    was. Each further block draws from a seed derived from (seed, block), so a landing is
+    reproducible and its blocks independent; a block's stores and items therefore have their
+    own traits (item 3 of store 1 and of a store of another block share only the number).
+    ``closures`` is never split: its store roles (region, Sunday opening) follow the store
+    numbers 1..n, and its datasets have ten stores.
+    """
+    if config.closures or config.n_stores * config.n_items <= LAND_BLOCK_SERIES:
+        return [(0, config)]
+    per_block = max(1, LAND_BLOCK_SERIES // config.n_items)
+    return [
+        (before, dataclasses.replace(config, n_stores=min(per_block, config.n_stores - before),
+                                     seed=_block_seed(config.seed, index)))
+        for index, before in enumerate(range(0, config.n_stores, per_block))
+    ]
+
+
+def _block_seed(seed: int, block: int) -> int:
+    """A block's own seed: SeedSequence mixes (seed, block), so no two pairs collide the way
+    ``seed * 1000 + block`` would."""
+    return int(np.random.SeedSequence([seed, block]).generate_state(1)[0])
+
+
+def _renumbered(frame: pd.DataFrame, stores_before: int, events_before: int = 0
+                ) -> pd.DataFrame:
+    """A block's rows with the store numbers (and label event ids) of the whole landing:
+    a block numbers its stores from 1 and its events from 1."""
+    if stores_before:
+        frame["store"] += stores_before
+    if events_before and "event_id" in frame:
+        frame["event_id"] += events_before
+    return frame
+
+
+def _land_block(writer: DailyFileWriter, sales: pd.DataFrame, date_column: str,
+                mistakes_seed: int | None) -> None:
+    """Append a block's sales (sorted by date) to the day files, with the planted mistakes.
+
+    The mistakes touch the last days only, so only those days take the slow object-typed
+    detour of ``with_upstream_mistakes``; the rows are the ones it makes of the whole block.
+    """
+    if mistakes_seed is None or sales.empty:
+        writer.append(sales, date_column)
+        return
+    dates = sales["date"].to_numpy()
+    days = np.unique(dates)
+    cut = int(np.searchsorted(dates, days[max(len(days) - MISTAKE_WINDOW_DAYS, 0)]))
+    writer.append(sales.iloc[:cut], date_column)
+    tail = with_upstream_mistakes(sales.iloc[cut:], seed=mistakes_seed)
+    writer.append(tail, "_file_day", keep_key=False)
+
+
+def _all_labels(parts: list[pd.DataFrame]) -> pd.DataFrame:
+    """The blocks' anomaly labels as one frame in the generator's order (date, store, item)."""
+    if len(parts) == 1:
+        return parts[0]
+    labels = pd.concat(parts, ignore_index=True)
+    return labels.sort_values(["date", "store", "item"], ignore_index=True, kind="stable")
 
 def land_store_item(
     spec: DatasetSpec, landing_dir: Path, source_dir: Path | None = None, **_: object

@@ -4,7 +4,9 @@ Expected values are out-of-sample forecasts (see anomalies/expected.py); for day
 refit, the champion's forward forecasts (the forecasts table) serve, always made before the day.
 """
 
+import datetime as dt
 import json
+from collections.abc import Iterator
 
 import dagster as dg
 import mlflow
@@ -15,15 +17,22 @@ from forecast_platform.anomalies.checks import (
     anomaly_rate,
     detector_matches_forecaster,
 )
+from forecast_platform.anomalies.context import day_factors_of
 from forecast_platform.anomalies.detector import AnomalyDetector, anomaly_model_name
-from forecast_platform.anomalies.expected import EXPECTED, expected_with_actuals
+from forecast_platform.anomalies.expected import (
+    EXPECTED,
+    day_factor_inputs,
+    expected_origins,
+    expected_with_actuals,
+    feature_columns,
+)
 from forecast_platform.anomalies.fitting import (
     expected_from_recipe,
     fit_detector,
     fit_window_start,
 )
 from forecast_platform.anomalies.labels import label_scores, labelled_series, labels_between
-from forecast_platform.anomalies.scoring import history_start, score_range
+from forecast_platform.anomalies.scoring import BlockTally, history_start, score_range
 from forecast_platform.datasets.registry import LABELS_FILE
 from forecast_platform.datasets.spec import DatasetSpec
 from forecast_platform.defs.metadata import OWNERS_FORECASTING, check_result, preview
@@ -31,10 +40,21 @@ from forecast_platform.defs.partitions import date_range, partitions_for
 from forecast_platform.defs.resources import PlatformResource
 from forecast_platform.forecasting import registry
 from forecast_platform.forecasting.forecast import model_name
-from forecast_platform.forecasting.forecaster import Forecaster
+from forecast_platform.forecasting.forecaster import Forecaster, ForecasterParams
+from forecast_platform.forecasting.sample import sample_series
+from forecast_platform.forecasting.training import DEFAULT_MAX_TRAIN_ROWS
 from forecast_platform.warehouse import tables
-from forecast_platform.warehouse.store import registered, replace_range, table_exists
+from forecast_platform.warehouse.blocks import DEFAULT_BLOCK_ROWS, series_blocks
+from forecast_platform.warehouse.staging import staging
+from forecast_platform.warehouse.store import quote, replace_range, table_exists
 from forecast_platform.warehouse.tables import ANOMALIES, FEATURES, FORECASTS, VALIDATED
+
+
+class ExpectedConfig(dg.Config):
+    # Most feature rows one refit reads (a stated sample of whole series beyond them,
+    # forecasting/sample.py), and about how many rows of every series are forecast at once.
+    max_train_rows: int = DEFAULT_MAX_TRAIN_ROWS
+    block_rows: int = DEFAULT_BLOCK_ROWS
 
 
 class AnomalyConfig(dg.Config):
@@ -44,6 +64,14 @@ class AnomalyConfig(dg.Config):
     fit_periods: int = 182
     target_false_alarm_rate: float = 0.002
     detector: str = "ecod"
+    # Most rows of the fitting window the detector learns from: beyond them, a stated sample
+    # of whole series (forecasting/sample.py); the days' factors still come from every series.
+    max_fit_rows: int = 1_000_000
+
+
+class ScoringConfig(dg.Config):
+    # About how many rows (scored days and their history) of whole series are scored at once.
+    block_rows: int = DEFAULT_BLOCK_ROWS
 
 
 def synthetic_labels(platform: PlatformResource, spec: DatasetSpec) -> pd.DataFrame | None:
@@ -72,24 +100,64 @@ def build_anomaly_assets(spec: DatasetSpec) -> list:
             "residuals are measured against: an in-sample fit would have learned the anomaly."
         ),
     )
-    def expected_sales(context: dg.AssetExecutionContext, platform: PlatformResource):
+    def expected_sales(context: dg.AssetExecutionContext, config: ExpectedConfig,
+                       platform: PlatformResource):
+        level = quote(ForecasterParams.scale_feature)
         with platform.connect(log=context.log.warning) as con:
             champion = registry.champion(con, forecaster_name)
             if champion is None:
                 raise ValueError(f"no champion {forecaster_name}: expected values use its recipe")
-            frame = con.execute(f"SELECT * FROM {FEATURES} ORDER BY ds").df()
-        recipe = Forecaster.from_bytes(champion.model_bytes)
-        expected, origins = expected_from_recipe(frame, recipe, spec.step_days, champion.version)
-        with platform.connect(log=context.log.warning) as con, \
-                registered(con, "_expected", expected):
-            con.execute(f"CREATE OR REPLACE TABLE {EXPECTED} AS SELECT series_id, "
-                        "CAST(ds AS DATE) AS ds, CAST(origin AS DATE) AS origin, p10, p50, p90, "
-                        "forecaster_version FROM _expected")
+            recipe = Forecaster.from_bytes(champion.model_bytes)
+            first_usable, last = con.execute(
+                f"SELECT min(ds) FILTER (WHERE {level} > 0), max(ds) FROM {FEATURES}"
+            ).fetchall()[0]
+            if first_usable is None:
+                raise ValueError("no feature rows with a usable level (norm): the history is "
+                                 "too short for out-of-sample expected values")
+            origins = expected_origins(first_usable, last, recipe.horizon, spec.step_days)
+            # The fits learn from a stated sample of whole series past max_train_rows; every
+            # series is forecast, a block of series at a time.
+            sample = sample_series(con, FEATURES, f"y IS NOT NULL AND {level} > 0", [],
+                                   config.max_train_rows)
+            kept, params = sample.where()
+            columns = feature_columns(con, recipe)
+            # A daily fit learns from rows with a target and a level only (Forecaster.fit);
+            # a weekly one reads its panel from every row.
+            usable = "" if columns == "*" else f" AND y IS NOT NULL AND {level} > 0"
+            train = con.execute(f"SELECT {columns} FROM {FEATURES} WHERE {kept}{usable} "
+                                "ORDER BY ds", params).df()
+            recent = last - dt.timedelta(days=recipe.horizon * spec.step_days)
+            blocks = series_blocks(con, FEATURES, "ds > ?", [recent], config.block_rows)
+        context.log.info(f"expected values from {len(origins)} refits on {sample.describe()}; "
+                         f"forecasting every series in {len(blocks)} blocks")
+
+        def targets(first: dt.date, last: dt.date) -> Iterator[pd.DataFrame]:
+            for block in blocks:
+                within, params = block.where()
+                with platform.connect(log=context.log.warning) as con:
+                    rows = con.execute(f"SELECT {columns} FROM {FEATURES} WHERE ds BETWEEN "
+                                       f"? AND ? AND {within}", [first, last, *params]).df()
+                yield rows
+
+        covered: list[pd.Timestamp] = []
+        with staging(platform.settings.staging_dir, EXPECTED) as stage:
+            for part in expected_from_recipe(train, recipe, origins, spec.step_days,
+                                             champion.version, targets):
+                stage.add(part)
+                covered += [part["ds"].min(), part["ds"].max()]
+            del train
+            with platform.connect(log=context.log.warning) as con:
+                con.execute(f"CREATE OR REPLACE TABLE {EXPECTED} AS SELECT series_id, "
+                            "CAST(ds AS DATE) AS ds, CAST(origin AS DATE) AS origin, p10, p50, "
+                            f"p90, forecaster_version FROM ({stage.select()})")
+            rows = stage.rows
         return dg.MaterializeResult(metadata={
-            "dagster/row_count": len(expected),
+            "dagster/row_count": rows,
             "origins": ", ".join(str(o) for o in origins),
-            "covered": f"{expected['ds'].min().date()} .. {expected['ds'].max().date()}",
+            "covered": f"{min(covered).date()} .. {max(covered).date()}",
             "forecaster_version": champion.version,
+            "training_sample": sample.describe(),
+            "series_blocks": len(blocks),
         })
 
     @dg.asset(
@@ -121,11 +189,17 @@ def build_anomaly_assets(spec: DatasetSpec) -> list:
             if last is None:
                 raise ValueError("expected_sales is empty: nothing to fit a detector on")
             fit_start = fit_window_start(first, last, config.fit_periods, spec.step_days)
-            frame = expected_with_actuals(con, spec, history_start(spec, fit_start), last)
+            read_from = history_start(spec, fit_start)
+            factors = day_factors_of(day_factor_inputs(con, spec, read_from, last))
+            sample = sample_series(con, EXPECTED, "ds BETWEEN ? AND ?", [fit_start, last],
+                                   config.max_fit_rows)
+            frame = expected_with_actuals(con, spec, read_from, last, sample)
             expected_version = con.execute(
-                f"SELECT max(forecaster_version) FROM {EXPECTED}").fetchone()[0]
+                f"SELECT max(forecaster_version) FROM {EXPECTED}").fetchall()[0][0]
+        context.log.info(f"fitting the detector on {sample.describe()}")
         detector, features = fit_detector(frame, spec, fit_start, last, config.detector,
-                                          config.target_false_alarm_rate, expected_version)
+                                          config.target_false_alarm_rate, expected_version,
+                                          factors, {"fit_sample": sample.describe()})
         tracker = context.resources.mlflow
         tracker.log_params({"anomaly.detector": config.detector,
                             "anomaly.target_false_alarm_rate": config.target_false_alarm_rate,
@@ -150,6 +224,7 @@ def build_anomaly_assets(spec: DatasetSpec) -> list:
             "detector_version": version, "detector": config.detector,
             "threshold": float(detector.metadata.get("threshold", 0.0)),
             "fit_window": f"{fit_start} .. {last}", "fit_rows": len(features.rows),
+            "fit_sample": sample.describe(),
             "skipped": json.dumps(features.skipped),
             "calibration": json.dumps(detector.metadata.get("calibration", {})),
             "training_flagged_share": float(detector.metadata.get("training_flagged_share", 0)),
@@ -185,31 +260,49 @@ def build_anomaly_assets(spec: DatasetSpec) -> list:
                 "current context features (else the day's rows are skipped, not scored).")),
         ],
     )
-    def sales_anomalies(context: dg.AssetExecutionContext, platform: PlatformResource):
+    def sales_anomalies(context: dg.AssetExecutionContext, config: ScoringConfig,
+                        platform: PlatformResource):
         start, end = date_range(context)
+        read_from = history_start(spec, start)
+        truth = synthetic_labels(platform, spec)
+        window = labels_between(truth, start, end) if truth is not None else None
         with platform.connect(log=context.log.warning) as con:
             record = registry.champion(con, detector_name)
             if record is None:
                 raise ValueError(f"no {detector_name} in model_registry: materialize "
                                  "anomaly_model first")
             forecaster = registry.champion(con, forecaster_name)
-            frame = expected_with_actuals(con, spec, history_start(spec, start), end)
+            # A day's factor is of every series' cross-section; the rows are scored a block of
+            # series at a time with those factors, as if all at once (anomalies/scoring.py).
+            factors = day_factors_of(day_factor_inputs(con, spec, read_from, end))
+            date = quote(spec.date_column)
+            blocks = series_blocks(con, VALIDATED, f"{date} BETWEEN ? AND ?", [read_from, end],
+                                   config.block_rows)
         detector = AnomalyDetector.from_bytes(record.model_bytes)
-        scored = score_range(frame, spec, start, detector, record.version)
-        if scored.problem:
-            context.log.warning(scored.messages[-1])
+        tally = BlockTally(keep=window)
+        with staging(platform.settings.staging_dir, ANOMALIES) as stage:
+            for block in blocks:
+                with platform.connect(log=context.log.warning) as con:
+                    frame = expected_with_actuals(con, spec, read_from, end, block)
+                part = score_range(frame, spec, start, detector, record.version, factors)
+                stage.add(part.rows.astype({"anomaly_type": "string", "reason": "string"}))
+                tally.add(part)
+            scored = tally.result()
+            if scored.problem:
+                context.log.warning(scored.messages[-1])
+            with platform.connect(log=context.log.warning) as con:
+                if table_exists(con, ANOMALIES):  # tables written before the day factors
+                    for column in ("forecast_p50", "day_factor"):
+                        con.execute(f"ALTER TABLE {ANOMALIES} ADD COLUMN IF NOT EXISTS "
+                                    f"{column} DOUBLE")
+                n = replace_range(con, ANOMALIES, "ds", start, end,
+                                  f"SELECT CAST(ds AS DATE) AS ds, * EXCLUDE (ds) "
+                                  f"FROM ({stage.select()})")
         out = scored.rows
-        with platform.connect(log=context.log.warning) as con, registered(con, "_scored", out):
-            if table_exists(con, ANOMALIES):  # tables written before the day factors
-                for column in ("forecast_p50", "day_factor"):
-                    con.execute(f"ALTER TABLE {ANOMALIES} ADD COLUMN IF NOT EXISTS "
-                                f"{column} DOUBLE")
-            n = replace_range(con, ANOMALIES, "ds", start, end,
-                              "SELECT CAST(ds AS DATE) AS ds, * EXCLUDE (ds) FROM _scored")
         rate = anomaly_rate(scored)
         flagged = out[out["is_anomaly"]]
         metadata = {
-            "dagster/row_count": n, "flagged": len(flagged),
+            "dagster/row_count": n, "flagged": len(flagged), "series_blocks": len(blocks),
             "by_type": json.dumps(flagged["anomaly_type"].value_counts().to_dict()),
             "skipped": json.dumps(scored.skipped),
             "common_shift_days": rate.figures["common_shift_days"],
@@ -218,9 +311,7 @@ def build_anomaly_assets(spec: DatasetSpec) -> list:
         }
         if scored.messages:
             metadata["skipped_why"] = "; ".join(scored.messages)
-        truth = synthetic_labels(platform, spec)
-        if truth is not None:
-            window = labels_between(truth, start, end)
+        if window is not None:
             metadata.update({f"vs_labels_{k}": v for k, v in label_scores(out, window).items()})
         yield dg.MaterializeResult(metadata=metadata)
         yield check_result(ANOMALIES, "anomaly_rate", rate, dg.AssetCheckSeverity.WARN)

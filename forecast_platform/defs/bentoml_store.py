@@ -16,7 +16,13 @@ from typing import TYPE_CHECKING, Any
 import duckdb
 
 from forecast_platform.datasets.spec import DatasetSpec
-from forecast_platform.serving.bundle import Bundle, load_bundle, pack_bundle, read_manifest
+from forecast_platform.serving.bundle import (
+    Bundle,
+    PackedBundle,
+    load_bundle,
+    pack_bundle,
+    read_manifest,
+)
 from forecast_platform.settings import Settings
 
 if TYPE_CHECKING:
@@ -39,9 +45,14 @@ def save_bundle(con: duckdb.DuckDBPyConnection, spec: DatasetSpec, model_name: s
 
     The service reads the same setting for the name, so the two cannot disagree on it.
     """
+    return write_bundle(pack_bundle(con, spec, model_name, extra_metadata), settings)
+
+
+def write_bundle(packed: PackedBundle, settings: Settings) -> str:
+    """Store a packed bundle as a new version of ``settings.bundle_name``; return its tag.
+    Apart from packing so the warehouse can be closed while the files are written."""
     import bentoml
 
-    packed = pack_bundle(con, spec, model_name, extra_metadata)
     with bentoml.models.create(settings.bundle_name, labels=packed.labels,
                                metadata=packed.metadata,
                                _model_store=model_store(settings.bentoml_home)) as ref:

@@ -28,9 +28,11 @@ from forecast_platform.forecasting.forecast import (
 from forecast_platform.forecasting.forecaster import (
     ForecasterParams,
     default_model_features,
+    narrow_features,
 )
 from forecast_platform.forecasting.report import importance_figure, plt
 from forecast_platform.forecasting.training import (
+    DEFAULT_MAX_TRAIN_ROWS,
     anchored_info,
     judge,
     load_training_frame,
@@ -61,6 +63,9 @@ class ForecasterConfig(dg.Config):
     n_estimators: int = ForecasterParams.n_estimators
     learning_rate: float = ForecasterParams.learning_rate
     max_depth: int = ForecasterParams.max_depth
+    # Most feature rows one fit reads: beyond them, a stated sample of whole series
+    # (forecasting/sample.py) keeps memory and time bounded at any number of series.
+    max_train_rows: int = DEFAULT_MAX_TRAIN_ROWS
 
 
 def build_forecasting_assets(spec: DatasetSpec) -> list:
@@ -97,8 +102,11 @@ def build_forecasting_assets(spec: DatasetSpec) -> list:
         params = ForecasterParams(n_estimators=config.n_estimators,
                                   learning_rate=config.learning_rate, max_depth=config.max_depth)
         with platform.connect(log=context.log.warning) as con:
-            frame, start, end = load_training_frame(con, spec, config.train_periods)
+            frame, start, end, sample = load_training_frame(
+                con, spec, config.train_periods, config.max_train_rows,
+                as_float32=narrow_features(features, params))
             champion_row = registry.champion(con, name)
+        context.log.info(f"training on {sample.describe()}")
         # Local, or xgboost.dask on the settings' cluster (fed Parquet, never the warehouse),
         # open only for the fits: a failed fit raises here, before anything is logged or
         # registered, so no partial model ever becomes a registry row.
@@ -112,7 +120,8 @@ def build_forecasting_assets(spec: DatasetSpec) -> list:
 
         # -- MLflow: params, data window, metrics per origin, artifacts, model version ---------
         tracker.log_params({**run.tracking_params(spec.name),
-                            "training_engine": cluster.description})
+                            "training_engine": cluster.description,
+                            "train_series_share": round(sample.share, 6)})
         for metrics in run.tracking_metrics():
             tracker.log_metrics(metrics)
         tracker.log_metric("model.coverage_p10_p90", float(overall["coverage"]))
@@ -165,6 +174,7 @@ def build_forecasting_assets(spec: DatasetSpec) -> list:
             "mlflow_model_version": mlflow_version,
             "train_window": f"{start} .. {end}",
             "train_rows": model.train_rows,
+            "training_sample": sample.describe(),
             "train_seconds": round(model.train_seconds, 2),
             "training_engine": cluster.description,
             **anchored_info(model),
@@ -211,9 +221,13 @@ def build_forecasting_assets(spec: DatasetSpec) -> list:
             planned = table_exists(con, COVARIATE_PLAN)
             query = future_query(spec, plan, origin, planned=planned)
             rows = con.execute(query.sql, query.params).df()
-            forecast = build_forecast(model, rows, spec, origin, champion_row.version)
-            plan_used, plan_versions = usage(forecast.rows,
-                                             plan_rows(con, query.first, query.last))
+            planned_rows = plan_rows(con, query.first, query.last)
+        # Predicted and explained with the warehouse closed: DuckDB's memory from the feature
+        # query is given back before the explanations take theirs (and readers can get in).
+        forecast = build_forecast(model, rows, spec, origin, champion_row.version)
+        del rows
+        plan_used, plan_versions = usage(forecast.rows, planned_rows)
+        with platform.connect(log=context.log.warning) as con:
             with registered(con, "_fc", forecast.rows):
                 n = replace_range(con, FORECASTS, "origin", origin, origin, "SELECT * FROM _fc")
             with registered(con, "_ex", forecast.explanations):

@@ -12,6 +12,7 @@ quarantine visible (warnings: the bad rows are already kept away from the models
 import datetime as dt
 
 import dagster as dg
+import pandas as pd
 
 from forecast_platform.datasets.landing import landed_files, stray_files
 from forecast_platform.datasets.spec import DatasetSpec
@@ -30,7 +31,7 @@ from forecast_platform.defs.metadata import (
 from forecast_platform.defs.partitions import date_range, partitions_for
 from forecast_platform.defs.resources import PlatformResource
 from forecast_platform.ingestion import checks
-from forecast_platform.ingestion.raw import PARTITION_COLUMN, ingest_files
+from forecast_platform.ingestion.raw import PARTITION_COLUMN, ingest_chunks
 from forecast_platform.ingestion.validation import (
     SQL_TYPES,
     column_types,
@@ -38,6 +39,7 @@ from forecast_platform.ingestion.validation import (
     write_rejects,
     write_validated,
 )
+from forecast_platform.warehouse.blocks import date_chunks
 from forecast_platform.warehouse.store import quote
 from forecast_platform.warehouse.tables import FILE_REJECTS, RAW, REJECTS, VALIDATED
 
@@ -107,7 +109,7 @@ def _build_raw_assets(spec: DatasetSpec) -> list:
         files = {day: path for day, path in landed.items() if start <= day <= end}
         partitions = partition_count(start, end, spec.step_days)
         with platform.connect(log=context.log.warning) as con:
-            facts = ingest_files(con, spec, files, start, end, dt.datetime.now())
+            facts = ingest_chunks(con, spec, files, start, end, dt.datetime.now())
             metadata = partition_metadata(context, con, RAW, PARTITION_COLUMN, start, end,
                                           facts["rows"], spec.step_days)
             header_outcome = checks.file_headers(con, start, end)
@@ -192,9 +194,15 @@ def _build_validate_assets(spec: DatasetSpec) -> list:
         start, end = date_range(context)
         partitions = partition_count(start, end, spec.step_days)
         with platform.connect(log=context.log.warning) as con:
-            split = validate_range(con, spec, RAW, start, end)
-            n_valid = write_validated(con, spec, split, start, end)
-            n_rejects = write_rejects(con, spec, split, start, end)
+            # A chunk of dates at a time: the typed columns go through pandera in pandas, and
+            # a long backfill of many series at once would not fit in memory.
+            n_valid = n_rejects = 0
+            rejected_parts = []
+            for first, last in date_chunks(con, RAW, "partition_date", start, end):
+                split = validate_range(con, spec, RAW, first, last)
+                n_valid += write_validated(con, spec, split, first, last)
+                n_rejects += write_rejects(con, spec, split, first, last)
+                rejected_parts.append(split.rejected)
             series = con.execute(
                 f"SELECT count(DISTINCT series_id) FROM {VALIDATED} "
                 f"WHERE {quote(spec.date_column)} BETWEEN ? AND ?", [start, end]).fetchone()[0]
@@ -213,7 +221,7 @@ def _build_validate_assets(spec: DatasetSpec) -> list:
                 for name, (category, what) in QUARANTINE_CHECKS.items()
             }
             balance = checks.rows_balance(con, spec)
-        rejected = split.rejected
+        rejected = pd.concat(rejected_parts, ignore_index=True)
         by_rule = rejected["rules"].str.split(",").explode().value_counts().to_dict()
         yield dg.MaterializeResult(
             asset_key=VALIDATED,

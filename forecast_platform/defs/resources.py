@@ -40,7 +40,8 @@ class Platform:
                 ) -> AbstractContextManager[duckdb.DuckDBPyConnection]:
         """The warehouse, waiting up to the settings' lock wait for another process's hold
         (``log`` hears who holds it: pass the run's ``context.log.warning``)."""
-        return connect(self.warehouse_path, read_only, self.settings.lock_wait_seconds, log)
+        return connect(self.warehouse_path, read_only, self.settings.lock_wait_seconds, log,
+                       self.settings.duckdb_memory_limit)
 
     @property
     def landing_dir(self) -> Path:

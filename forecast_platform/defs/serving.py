@@ -14,11 +14,12 @@ import json
 import dagster as dg
 
 from forecast_platform.datasets.spec import DatasetSpec
-from forecast_platform.defs.bentoml_store import load_manifest, save_bundle
+from forecast_platform.defs.bentoml_store import load_manifest, write_bundle
 from forecast_platform.defs.metadata import OWNERS_FORECASTING, table_metadata
 from forecast_platform.defs.partitions import date_range
 from forecast_platform.defs.resources import PlatformResource
 from forecast_platform.forecasting.forecast import model_name
+from forecast_platform.serving.bundle import pack_bundle
 from forecast_platform.serving.log import log_file, log_select
 from forecast_platform.warehouse import tables
 from forecast_platform.warehouse.store import replace_range
@@ -51,8 +52,9 @@ def build_serving_assets(spec: DatasetSpec) -> list:
     def serving_bundle(context: dg.AssetExecutionContext, platform: PlatformResource):
         settings = platform.settings
         with platform.connect(log=context.log.warning) as con:
-            tag = save_bundle(con, spec, name, settings,
-                              extra_metadata={"dagster_run_id": context.run_id})
+            packed = pack_bundle(con, spec, name, {"dagster_run_id": context.run_id})
+        tag = write_bundle(packed, settings)
+        del packed
         manifest, path = load_manifest(tag, settings.bentoml_home)
         model = manifest["model"]
         return dg.MaterializeResult(metadata={

@@ -248,6 +248,17 @@ class Forecaster:
         return self
 
     @property
+    def columns(self) -> list[str] | None:
+        """The feature-table columns a fit and a forecast read (None: every column, as a
+        weekly model's anchor reads the panel): a reader that selects only these holds a
+        third of the table's width."""
+        if self.anchored:
+            return None
+        wanted = ["ds", "series_id", "y", *self.features, self.params.scale_feature,
+                  "series_dev"]
+        return list(dict.fromkeys(wanted))
+
+    @property
     def row_features(self) -> list[str]:
         """The features read from the rows (a weekly model's others come from its anchor)."""
         return [f for f in self.features if f not in ANCHOR_FEATURES]
@@ -500,6 +511,17 @@ class Forecaster:
             booster.set_param({"nthread": model.params.nthread})
             model.booster = booster
         return model
+
+
+def narrow_features(features: Sequence[str], params: ForecasterParams) -> list[str]:
+    """The model features a daily fit can read as float32 without changing the model: the
+    booster reads every feature as float32, so only the normaliser (a float64 label divisor)
+    and ``series_dev`` (compared with 0 exactly) stay wide. A weekly model, whose
+    seasonal recipe is computed from the rows in float64, gets none."""
+    model = Forecaster(params, list(features), 1)
+    if model.anchored:
+        return []
+    return [f for f in features if f not in (params.scale_feature, "series_dev")]
 
 
 def _sorted(frame: pd.DataFrame) -> pd.DataFrame:

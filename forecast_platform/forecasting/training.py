@@ -8,7 +8,7 @@ the tests can run the same steps without a Dagster instance.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -28,10 +28,14 @@ from forecast_platform.forecasting.engine import LOCAL, FitEngine
 from forecast_platform.forecasting.forecaster import Forecaster, ForecasterParams
 from forecast_platform.forecasting.gate import GateVerdict, evaluate, same_recipe
 from forecast_platform.forecasting.report import render
+from forecast_platform.forecasting.sample import SeriesSample, sample_series
+from forecast_platform.warehouse.store import quote
 from forecast_platform.warehouse.tables import FEATURES
 
 # The metrics of a backtest row worth tracking (``points`` and ``coverage`` are tracked apart).
 TRACKED_METRICS = ("smape", "mae", "rmse", "wmae", "bias", "r2")
+# Rows one fit reads at most (forecasting/sample.py): two years of 5,000 daily series fit whole.
+DEFAULT_MAX_TRAIN_ROWS = 4_000_000
 
 
 class _Logger(Protocol):
@@ -41,18 +45,35 @@ class _Logger(Protocol):
     def warning(self, msg: str, *args: Any) -> Any: ...
 
 
-def load_training_frame(con: duckdb.DuckDBPyConnection, spec: DatasetSpec, periods: int
-                        ) -> tuple[pd.DataFrame, dt.date, dt.date]:
+def load_training_frame(con: duckdb.DuckDBPyConnection, spec: DatasetSpec, periods: int,
+                        max_rows: int = DEFAULT_MAX_TRAIN_ROWS, as_float32: Sequence[str] = ()
+                        ) -> tuple[pd.DataFrame, dt.date, dt.date, SeriesSample]:
+    """The feature rows of the last ``periods`` periods, of at most about ``max_rows`` rows:
+    every series when they fit, else a stated sample of whole series (forecasting/sample.py),
+    so a fit's memory and time stay bounded whatever the number of series.
+
+    ``as_float32``: columns read as 32-bit floats, half the memory: the model's features,
+    which the booster reads as float32 anyway (never the target or the normaliser).
+    """
     first, end = con.execute(
-        f"SELECT min(ds), max(ds) FROM {FEATURES} WHERE y IS NOT NULL").fetchone()
+        f"SELECT min(ds), max(ds) FROM {FEATURES} WHERE y IS NOT NULL").fetchall()[0]
     if end is None:
         raise ValueError("sales_features is empty: materialize the feature partitions first")
     # The window the run asks for, but never before the data (what the registry and MLflow
     # record as the training window).
     start = max(end - dt.timedelta(days=(periods - 1) * spec.step_days), first)
-    frame = con.execute(f"SELECT * FROM {FEATURES} WHERE ds BETWEEN ? AND ? ORDER BY ds",
-                        [start, end]).df()
-    return frame, start, end
+    sample = sample_series(con, FEATURES, "ds BETWEEN ? AND ?", [start, end], max_rows)
+    kept, params = sample.where()
+    stored = {name for (name,) in con.execute(
+        "SELECT column_name FROM information_schema.columns WHERE table_name = ?",
+        [FEATURES]).fetchall()}
+    narrow = [c for c in dict.fromkeys(as_float32)
+              if c in stored and c not in ("ds", "series_id", "y")]
+    replace = (" REPLACE (" + ", ".join(f"CAST({quote(c)} AS FLOAT) AS {quote(c)}"
+                                        for c in narrow) + ")") if narrow else ""
+    frame = con.execute(f"SELECT *{replace} FROM {FEATURES} WHERE ds BETWEEN ? AND ? "
+                        f"AND {kept} ORDER BY ds", [start, end, *params]).df()
+    return frame, start, end, sample
 
 
 def default_spacing(spec: DatasetSpec) -> int:

@@ -38,13 +38,16 @@ def lock_holder(message: str) -> str:
 
 def open_warehouse(path: Path, read_only: bool = False,
                    wait_seconds: float = DEFAULT_LOCK_WAIT_SECONDS,
-                   on_wait: Callable[[str], None] | None = None) -> duckdb.DuckDBPyConnection:
+                   on_wait: Callable[[str], None] | None = None,
+                   memory_limit: str | None = None) -> duckdb.DuckDBPyConnection:
     """Connect, waiting with backoff while another process holds the file.
 
     DuckDB lets one process hold a file for writing and fails at once otherwise, even against
     a read-only reader; runs already queue on the Dagster pool, so what remains is a reader or
     a run of another instance, which let go in seconds. ``on_wait`` hears who holds the file
-    every few seconds (default: this module's logger).
+    every few seconds (default: this module's logger). ``memory_limit`` (e.g. ``6GB``) caps
+    DuckDB's memory in this process: a setting of the open database, not of the connection's
+    configuration, so connections with and without it can share the file in one process.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
@@ -69,6 +72,8 @@ def open_warehouse(path: Path, read_only: bool = False,
             time.sleep(min(pause, max(0.0, wait_seconds - waited)))
             pause = min(pause * 2, 2.0)
             continue
+        if memory_limit:
+            con.execute(f"SET memory_limit = '{memory_limit}'")
         if not read_only:  # an existing data directory catches up with renamed columns
             try:
                 migrate(con)
@@ -80,11 +85,11 @@ def open_warehouse(path: Path, read_only: bool = False,
 
 @contextmanager
 def connect(path: Path, read_only: bool = False, wait_seconds: float = DEFAULT_LOCK_WAIT_SECONDS,
-            on_wait: Callable[[str], None] | None = None
+            on_wait: Callable[[str], None] | None = None, memory_limit: str | None = None
             ) -> Iterator[duckdb.DuckDBPyConnection]:
     """Open the warehouse (waiting out another process's hold, see ``open_warehouse``); only
     one process may hold it for writing, so hold it briefly."""
-    con = open_warehouse(path, read_only, wait_seconds, on_wait)
+    con = open_warehouse(path, read_only, wait_seconds, on_wait, memory_limit)
     try:
         yield con
     finally:
