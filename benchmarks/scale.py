@@ -12,7 +12,9 @@ anomalies -> drift report and performance (``monitor_job``); then one more day i
 ingested alone (``new_day_seconds``: the daily steady state). Stage seconds are the steps'
 STEP_START..STEP_SUCCESS from the runs' event logs; ``peak_rss_mb`` is the child's peak
 resident memory (``ru_maxrss``, every stage runs in that process; with ``--dask`` the local
-cluster's worker processes are reported apart as ``peak_rss_mb_workers``).
+cluster's worker processes are reported apart as ``peak_rss_mb_workers``), and
+``step_peak_rss_mb`` the highest of its resident memory sampled every quarter second while each
+step ran.
 
 Accuracy: the forecaster's own backtest (rolling origins, same points): ``smape`` of the model
 and ``smape_seasonal_naive_7``. ``growth_ratio`` = total(N) / total(N/10): 10 means linear.
