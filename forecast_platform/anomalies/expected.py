@@ -20,7 +20,7 @@ from forecast_platform.datasets.spec import DatasetSpec
 from forecast_platform.forecasting.forecaster import Forecaster
 from forecast_platform.forecasting.sample import SeriesSample
 from forecast_platform.warehouse.blocks import SeriesBlock, date_chunks
-from forecast_platform.warehouse.store import quote, table_exists
+from forecast_platform.warehouse.store import quote, table_columns, table_exists
 from forecast_platform.warehouse.tables import EXPECTED, FEATURES, FORECASTS, VALIDATED
 
 # The history read before a scored period: context_features' reference window (182 periods)
@@ -116,9 +116,7 @@ def feature_columns(con: duckdb.DuckDBPyConnection, recipe: Forecaster) -> str:
     wanted = recipe.columns
     if wanted is None:
         return "*"
-    stored = {name for (name,) in con.execute(
-        "SELECT column_name FROM information_schema.columns WHERE table_name = ?",
-        [FEATURES]).fetchall()}
+    stored = set(table_columns(con, FEATURES))
     exact = {"ds", "series_id", "y", recipe.params.scale_feature, "series_dev"}
     return ", ".join(quote(c) if c in exact else f"CAST({quote(c)} AS FLOAT) AS {quote(c)}"
                      for c in wanted if c in stored)

@@ -35,7 +35,7 @@ import pyarrow.parquet as pq
 
 from forecast_platform.datasets.spec import DatasetSpec
 from forecast_platform.warehouse import tables
-from forecast_platform.warehouse.store import quote, table_exists
+from forecast_platform.warehouse.store import quote, table_columns, table_exists
 
 ROW_GROUP_ROWS = 16_384  # a series is a few hundred rows: one read touches one or two groups
 MAX_REJECTS = 20_000  # the quarantine's newest rows; the warehouse keeps them all
@@ -46,12 +46,6 @@ KEY_SEP = "|"  # series_id = key values joined by this (validation's convention)
 def aggregate_id(key: str, value: object) -> str:
     """The id of the aggregate of every series with ``key == value`` (a store total)."""
     return f"{key}={value}"
-
-
-def _columns(con: duckdb.DuckDBPyConnection, table: str) -> list[str]:
-    return [r[0] for r in con.execute(
-        "SELECT column_name FROM information_schema.columns WHERE table_name = ? "
-        "ORDER BY ordinal_position", [table]).fetchall()]
 
 
 def _copy(con: duckdb.DuckDBPyConnection, sql: str, path: Path, params: list | None = None
@@ -124,7 +118,7 @@ def write_tables(con: duckdb.DuckDBPyConnection, spec: DatasetSpec, folder: Path
         counts["drift_columns"] = _copy(
             con, f"SELECT * FROM {tables.DRIFT_COLUMNS} ORDER BY ds DESC, drifted DESC, score",
             folder / "drift_columns.parquet")
-    if exists[tables.PERFORMANCE] and _columns(con, tables.PERFORMANCE):
+    if exists[tables.PERFORMANCE] and table_columns(con, tables.PERFORMANCE):
         counts["performance"] = _copy(con, f"SELECT * FROM {tables.PERFORMANCE}",
                                       folder / "performance.parquet")
     return {**info, "tables": counts}
@@ -211,7 +205,7 @@ def _series_and_history(con, spec: DatasetSpec, folder: Path, exists: dict[str, 
 
 
 def _forecasts(con, spec: DatasetSpec, folder: Path, info: dict) -> int:
-    cols = _columns(con, tables.FORECASTS)
+    cols = table_columns(con, tables.FORECASTS)
     is_open = "coalesce(is_open, true)" if "is_open" in cols else "true"
     keys_sel = "".join(f", {quote(k)}" for k in spec.keys)
     latest = f"""
@@ -241,7 +235,7 @@ def _forecasts(con, spec: DatasetSpec, folder: Path, info: dict) -> int:
 
 def _plan(con, spec: DatasetSpec, folder: Path, numeric_known: list[str],
           text_known: list[str]) -> int:
-    cols = set(_columns(con, tables.COVARIATE_PLAN))
+    cols = set(table_columns(con, tables.COVARIATE_PLAN))
     covs = [c for c in (*numeric_known, *text_known) if c in cols]
     if "series_id" not in cols or "ds" not in cols or not covs:
         return 0
@@ -302,7 +296,7 @@ def _quality(con, spec: DatasetSpec, folder: Path, exists: dict[str, bool]) -> d
             GROUP BY 1 ORDER BY 1 DESC""",
             folder / "partitions.parquet")
     if exists[tables.REJECTS]:
-        cols = [c for c in _columns(con, tables.REJECTS) if c != "_ingested_at"]
+        cols = [c for c in table_columns(con, tables.REJECTS) if c != "_ingested_at"]
         sel = ", ".join(f"CAST({quote(c)} AS VARCHAR) AS {quote(c)}"
                         if c not in ("partition_date", "_rejected_at", "_source_line")
                         else quote(c) for c in cols)

@@ -29,7 +29,7 @@ from forecast_platform.forecasting.forecaster import Forecaster, ForecasterParam
 from forecast_platform.forecasting.gate import GateVerdict, evaluate, same_recipe
 from forecast_platform.forecasting.report import render
 from forecast_platform.forecasting.sample import SeriesSample, sample_series
-from forecast_platform.warehouse.store import quote
+from forecast_platform.warehouse.store import quote, table_columns
 from forecast_platform.warehouse.tables import FEATURES
 
 # The metrics of a backtest row worth tracking (``points`` and ``coverage`` are tracked apart).
@@ -64,9 +64,7 @@ def load_training_frame(con: duckdb.DuckDBPyConnection, spec: DatasetSpec, perio
     start = max(end - dt.timedelta(days=(periods - 1) * spec.step_days), first)
     sample = sample_series(con, FEATURES, "ds BETWEEN ? AND ?", [start, end], max_rows)
     kept, params = sample.where()
-    stored = {name for (name,) in con.execute(
-        "SELECT column_name FROM information_schema.columns WHERE table_name = ?",
-        [FEATURES]).fetchall()}
+    stored = set(table_columns(con, FEATURES))
     narrow = [c for c in dict.fromkeys(as_float32)
               if c in stored and c not in ("ds", "series_id", "y")]
     replace = (" REPLACE (" + ", ".join(f"CAST({quote(c)} AS FLOAT) AS {quote(c)}"

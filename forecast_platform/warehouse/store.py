@@ -115,6 +115,13 @@ def table_exists(con: duckdb.DuckDBPyConnection, table: str) -> bool:
     return bool(rows and rows[0][0])
 
 
+def table_columns(con: duckdb.DuckDBPyConnection, table: str) -> list[str]:
+    """A table's column names, in their order (none when it does not exist)."""
+    return [r[0] for r in con.execute(
+        "SELECT column_name FROM information_schema.columns WHERE table_name = ? "
+        "ORDER BY ordinal_position", [table]).fetchall()]
+
+
 def quote(identifier: str) -> str:
     """Quote a column or table name taken from a dataset spec (user-controlled text)."""
     return '"' + identifier.replace('"', '""') + '"'
