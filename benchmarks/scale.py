@@ -3,18 +3,19 @@
     python benchmarks/scale.py --series 5000            # and 500, side by side
     python benchmarks/scale.py --series 50000 --dask    # training through xgboost.dask
     python benchmarks/scale.py --series 500 --no-append
+    python benchmarks/scale.py --series 50000 --keep    # then serving.py --data-dir <data_dir>
 
 Each size runs in its own child process on its own data directory (three years daily,
 2015-01-01..2017-11-30, as the demo), through the CLI's own runs on a persistent Dagster
 instance: land -> ingest (raw, validated, calendar, features) as one run -> train, gate,
 forecast, plan lift, expected values, anomaly model, serving bundle (``train_job``) -> score
 anomalies -> drift report and performance (``monitor_job``); then one more day is landed and
-ingested alone (``new_day_seconds``: the daily steady state). Stage seconds are the steps'
-STEP_START..STEP_SUCCESS from the runs' event logs; ``peak_rss_mb`` is the child's peak
-resident memory (``ru_maxrss``, every stage runs in that process; with ``--dask`` the local
-cluster's worker processes are reported apart as ``peak_rss_mb_workers``), and
-``step_peak_rss_mb`` the highest of its resident memory sampled every quarter second while each
-step ran.
+ingested alone (``new_day_seconds``, by step ``new_day_step_seconds``: the daily steady
+state). Stage seconds are the steps' STEP_START..STEP_SUCCESS from the runs' event logs;
+``peak_rss_mb`` is the child's peak resident memory (``ru_maxrss``, every stage runs in that
+process; with ``--dask`` the largest of the local cluster's worker processes, sampled every
+quarter second, is reported apart as ``peak_rss_mb_workers``), and ``step_peak_rss_mb`` the
+highest of its resident memory sampled every quarter second while each step ran.
 
 Accuracy: the forecaster's own backtest (rolling origins, same points): ``smape`` of the model
 and ``smape_seasonal_naive_7``. ``growth_ratio`` = total(N) / total(N/10): 10 means linear.
@@ -28,6 +29,7 @@ import datetime as dt
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -35,6 +37,7 @@ import threading
 import time
 from pathlib import Path
 
+import psutil
 from results import ROOT, append_section, machine
 
 START, END = dt.date(2015, 1, 1), dt.date(2017, 11, 30)
@@ -49,25 +52,35 @@ def shape(series: int) -> tuple[int, int]:
 
 
 class RssSampler:
-    """This process's resident memory every quarter second, on a thread: ``ru_maxrss`` gives
-    the run's peak only, these samples give each step's (``step_peaks``)."""
+    """This process's resident memory, and its largest child process's (the Dask workers of
+    ``--dask``), every quarter second, on a thread: ``ru_maxrss`` gives the run's peak only
+    (and, for children, only those already ended), these samples give each step's
+    (``step_peaks``) and the workers' while they run."""
 
     def __init__(self, every: float = 0.25) -> None:
-        self.samples: list[tuple[float, int]] = []
+        self.samples: list[tuple[float, int, int]] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, args=(every,), daemon=True)
         self._thread.start()
 
     def _run(self, every: float) -> None:
+        me = psutil.Process()
         while not self._stop.is_set():
-            with open("/proc/self/status") as status:
-                kb = next(int(line.split()[1]) for line in status if line.startswith("VmRSS"))
-            self.samples.append((time.time(), kb // 1024))
+            largest = 0
+            for child in me.children(recursive=True):
+                try:
+                    largest = max(largest, child.memory_info().rss)
+                except (psutil.NoSuchProcess, psutil.AccessDenied):
+                    continue  # ended between the listing and the reading
+            self.samples.append((time.time(), me.memory_info().rss // 2**20, largest // 2**20))
             self._stop.wait(every)
 
     def peak(self, start: float, end: float) -> int:
-        inside = [mb for t, mb in self.samples if start <= t <= end]
+        inside = [mb for t, mb, _ in self.samples if start <= t <= end]
         return max(inside, default=0)
+
+    def child_peak(self) -> int:
+        return max((mb for _, _, mb in self.samples), default=0)
 
     def stop(self) -> None:
         self._stop.set()
@@ -147,6 +160,9 @@ def child(series: int, data_dir: Path, dask: bool) -> dict:
     new_day = round(time.perf_counter() - t, 2)
     if not result.success:
         raise SystemExit(f"error: ingesting {day} failed at {series} series")
+    with open_instance(settings) as instance:
+        new_day_steps = {key: round(end - begin, 2)
+                         for key, (begin, end) in step_spans(instance, result.run_id).items()}
 
     facts = run_metadata(train, "forecaster") or {}
     with connect(settings.warehouse_path, read_only=True) as con:
@@ -158,36 +174,43 @@ def child(series: int, data_dir: Path, dask: bool) -> dict:
     sampler.stop()
     bundle = sum(p.stat().st_size for p in settings.bentoml_home.rglob("*") if p.is_file())
     usage = resource.getrusage(resource.RUSAGE_SELF)
-    workers = resource.getrusage(resource.RUSAGE_CHILDREN)
     return {
         "series": series, "rows": int(rows), "total_seconds": total,
         "stage_seconds": stages, "step_seconds": steps, "step_peak_rss_mb": step_rss,
         "peak_rss_mb": round(usage.ru_maxrss / 1024),
-        # With --dask: the local cluster's worker processes (the largest one).
-        "peak_rss_mb_workers": round(workers.ru_maxrss / 1024) if dask else None,
+        # With --dask: the local cluster's worker processes (the largest one, sampled).
+        "peak_rss_mb_workers": sampler.child_peak() if dask else None,
         "smape": round(float(metrics["model"]["smape"]), 4)
         if "model" in metrics else facts.get("backtest_smape"),
         "smape_seasonal_naive_7": round(float(metrics["seasonal_naive_7"]["smape"]), 4)
         if "seasonal_naive_7" in metrics else None,
         "bundle_mb": round(bundle / 2**20, 1),
-        "new_day_seconds": new_day,
+        "new_day_seconds": new_day, "new_day_step_seconds": new_day_steps,
         "training_engine": "dask" if dask else "local",
     }
 
 
-def run_size(series: int, dask: bool, keep: Path | None) -> dict:
-    """One size in a child process on a fresh data directory; its JSON back."""
-    with tempfile.TemporaryDirectory(dir=keep) as scratch:
-        out = Path(scratch) / "result.json"
+def run_size(series: int, dask: bool, scratch: Path | None, keep: bool = False) -> dict:
+    """One size in a child process on a fresh data directory; its JSON back. With ``keep``
+    the data directory stays (for ``serving.py --data-dir``) and its path is in the JSON."""
+    root = Path(tempfile.mkdtemp(prefix=f"scale-{series}-", dir=scratch))
+    try:
+        out = root / "result.json"
         cmd = [sys.executable, __file__, "--child", str(series), "--data-dir",
-               str(Path(scratch) / "data"), "--out", str(out)] + (["--dask"] if dask else [])
+               str(root / "data"), "--out", str(out)] + (["--dask"] if dask else [])
         env = {**os.environ, "DO_NOT_TRACK": "1", "BENTOML_DO_NOT_TRACK": "True",
                "MPLBACKEND": "Agg"}
         print(f"{series} series ...", flush=True)
         done = subprocess.run(cmd, env=env, cwd=Path(__file__).parent)
         if done.returncode != 0 or not out.is_file():
             raise SystemExit(f"error: the {series}-series run failed (exit {done.returncode})")
-        return json.loads(out.read_text())
+        result = json.loads(out.read_text())
+        if keep:
+            result["data_dir"] = str(root / "data")
+        return result
+    finally:
+        if not keep:
+            shutil.rmtree(root, ignore_errors=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -200,6 +223,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--scratch", type=Path, help="where the data directories go (default: "
                                                      "the system's temporary folder)")
+    parser.add_argument("--keep", action="store_true",
+                        help="keep the larger size's data directory (its path is printed and "
+                             "in the JSON as data_dir): serving.py --data-dir serves its bundle")
     args = parser.parse_args(argv)
     if args.child:
         from forecast_platform.cli.parser import quiet_known_warnings
@@ -213,12 +239,17 @@ def main(argv: list[str] | None = None) -> int:
         os._exit(0)
 
     small = run_size(args.series // 10, args.dask, args.scratch)
-    large = run_size(args.series, args.dask, args.scratch)
+    large = run_size(args.series, args.dask, args.scratch, keep=args.keep)
     summary = {k: large[k] for k in ("series", "rows", "total_seconds", "stage_seconds",
                                      "peak_rss_mb", "peak_rss_mb_workers", "step_peak_rss_mb")}
     summary["growth_ratio"] = round(large["total_seconds"] / small["total_seconds"], 2)
     summary.update({k: large[k] for k in ("smape", "smape_seasonal_naive_7", "bundle_mb",
-                                          "new_day_seconds", "training_engine")})
+                                          "new_day_seconds", "new_day_step_seconds",
+                                          "training_engine")})
+    if args.keep:
+        summary["data_dir"] = large["data_dir"]
+        print(f"kept {large['data_dir']}: python benchmarks/serving.py --data-dir "
+              f"{large['data_dir']}")
     summary["small"] = {k: small[k] for k in ("series", "total_seconds", "peak_rss_mb",
                                               "smape", "smape_seasonal_naive_7")}
     for size in (small, large):

@@ -3,6 +3,7 @@
     python benchmarks/serving.py                          # 8 clients x 20 s, then batches
     python benchmarks/serving.py --clients 8 --duration 20 --no-append
     python benchmarks/serving.py --reuse /tmp/serving-bench   # keep/reuse the trained bundle
+    python benchmarks/serving.py --data-dir DIR       # serve DIR's newest bundle (scale.py --keep)
 
 What it does, all through the platform's own code:
 
@@ -58,7 +59,11 @@ sys.path.insert(0, str(ROOT))
 from results import append_section, machine  # noqa: E402
 
 from forecast_platform.datasets.registry import get_spec  # noqa: E402
-from forecast_platform.defs.bentoml_store import load_stored_bundle, save_bundle  # noqa: E402
+from forecast_platform.defs.bentoml_store import (  # noqa: E402
+    load_stored_bundle,
+    save_bundle,
+    stored_bundle,
+)
 from forecast_platform.defs.harness import add_anomaly_detector  # noqa: E402
 from forecast_platform.serving.harness import (  # noqa: E402
     bentoml_server,
@@ -79,9 +84,15 @@ def prepare(args: argparse.Namespace, root: Path) -> tuple[dict[str, str], str, 
     env = {"FORECAST_DATA_DIR": str(root / "data"), "BENTOML_HOME": str(root / "bentoml"),
            "FORECAST_DATASET": "synthetic", "FORECAST_MAX_BATCH": str(max(1000, args.batch_size)),
            "DO_NOT_TRACK": "1", "BENTOML_DO_NOT_TRACK": "1"}
+    timings: dict[str, float] = {}
+    if args.data_dir is not None:
+        # An existing data directory's newest bundle (e.g. one ``scale.py --keep`` left).
+        data = Path(args.data_dir).resolve()
+        env.update({"FORECAST_DATA_DIR": str(data), "BENTOML_HOME": str(data / "bentoml")})
+        tag, _ = stored_bundle(f"{load_settings(env).bundle_name}:latest", data / "bentoml")
+        return env, tag, timings
     settings = load_settings(env)
     marker = root / DONE_MARKER
-    timings: dict[str, float] = {}
     if marker.is_file():
         return env, marker.read_text().strip(), timings
     spec = get_spec("synthetic")
@@ -109,9 +120,11 @@ def inprocess(env: dict[str, str], tag: str, args: argparse.Namespace
     """The bare ``OnlineModel.forecast`` cost, single series and one batch, and the bare
     ``score_anomaly`` cost; the served series and the score requests to send."""
     t0 = time.perf_counter()
-    online = OnlineModel(load_stored_bundle(tag, Path(env["BENTOML_HOME"])),
-                         max_batch=max(1000, args.batch_size))
+    bundle = load_stored_bundle(tag, Path(env["BENTOML_HOME"]))
+    online = OnlineModel(bundle, max_batch=max(1000, args.batch_size),
+                         memory_limit=load_settings(env).duckdb_memory_limit)
     load_s = time.perf_counter() - t0
+    bundle_mb = sum(p.stat().st_size for p in bundle.path.rglob("*") if p.is_file()) / 2**20
     keys = list(online.spec.keys)
     series = [dict(zip(keys, (int(p) for p in sid.split("|")), strict=True))
               for sid in online.series_ids]
@@ -129,7 +142,8 @@ def inprocess(env: dict[str, str], tag: str, args: argparse.Namespace
         online.forecast(batch_series, args.horizon, batch=True)
         batch.append(time.perf_counter() - t)
     s_ms, b_ms = np.array(single) * 1e3, np.array(batch) * 1e3
-    out = {"load_s": round(load_s, 2), "series": len(series), "horizon": online.plan.horizon,
+    out = {"load_s": round(load_s, 2), "bundle_mb": round(bundle_mb, 1),
+           "series": len(series), "horizon": online.plan.horizon,
            "forecast_p50_ms": float(np.percentile(s_ms, 50)),
            "forecast_p99_ms": float(np.percentile(s_ms, 99)),
            "batch_p50_ms": float(np.percentile(b_ms, 50)),
@@ -188,6 +202,13 @@ def server_cpu(pid: int) -> float:
         except psutil.NoSuchProcess:
             pass
     return total
+
+
+def server_rss_mb(pid: int) -> int:
+    """The resident memory of the server's whole process tree, in MB."""
+    root = psutil.Process(pid)
+    procs = [root, *root.children(recursive=True)]
+    return round(sum(p.memory_info().rss for p in procs) / 2**20)
 
 
 async def closed_loop(url: str, bodies: list[bytes], clients: int, duration: float
@@ -249,7 +270,8 @@ def serve_and_load(env: dict[str, str], series: list[dict[str, Any]], args: argp
         batches.append(json.dumps({"series": batch_series, "horizon": args.horizon}).encode())
     out: dict[str, Any] = {}
     t0 = time.perf_counter()
-    with bentoml_server(env, stderr_path=log_path, ready_timeout=120) as server:
+    # Ready when the bundle is loaded: minutes for a 50,000-series bundle.
+    with bentoml_server(env, stderr_path=log_path, ready_timeout=900) as server:
         out["startup_s"] = time.perf_counter() - t0
         base, pid = server.url, server.proc.pid
         # Warm-up: every code path once, then a short burst, not measured.
@@ -265,6 +287,7 @@ def serve_and_load(env: dict[str, str], series: list[dict[str, Any]], args: argp
         if score_json:
             out["score"] = load_phase(base, "score_anomaly", score_json, args.score_clients,
                                       args.score_duration, pid)
+        out["server_rss_mb"] = server_rss_mb(pid)
     return out
 
 
@@ -281,9 +304,10 @@ def report(args: argparse.Namespace, command: str, setup: dict[str, Any],
         f"- bundle: Forecaster default params trained on {args.start} .. {args.end} "
         f"({setup['train_rows']:,} rows, {setup['train_s']} s; forecasts, expected values "
         f"and anomaly detector {setup['anomaly_s']} s; bundle {setup['bundle_s']} s)"
-        if setup else f"- bundle: reused from --reuse {args.reuse}",
-        f"- model horizon {inproc['horizon']}; OnlineModel load "
-        f"{inproc['load_s']} s, server ready in {load['startup_s']:.1f} s",
+        if setup else f"- bundle: the newest of {args.data_dir or args.reuse}",
+        f"- model horizon {inproc['horizon']}; bundle {inproc['bundle_mb']} MB; OnlineModel "
+        f"load {inproc['load_s']} s, server ready in {load['startup_s']:.1f} s, server "
+        f"resident memory {load['server_rss_mb']:,} MB (its process tree, after the load)",
         f"- load: closed loop on 127.0.0.1, aiohttp; single-series {args.horizon}-day forecasts "
         f"with {args.clients} clients x {args.duration:.0f} s, then {args.batch_size}-series "
         f"batches ({args.horizon} days) with {args.batch_clients} client(s) x "
@@ -356,6 +380,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "overhead_ratio": round(f["p50_ms"] / inproc["forecast_p50_ms"], 1),
         "server_cpu_ms_per_forecast": round(f["server_cpu_ms_per_req"], 3),
         "clients": args.clients, "duration_s": args.duration, "horizon": args.horizon,
+        "series": inproc["series"], "bundle_mb": inproc["bundle_mb"],
+        "bundle_load_s": inproc["load_s"], "server_ready_s": round(load["startup_s"], 1),
+        "server_rss_mb": load["server_rss_mb"],
         **score_figures,
     }
 
@@ -376,6 +403,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--score-duration", type=float, default=10.0)
     parser.add_argument("--warmup", type=float, default=3.0)
     parser.add_argument("--reuse", help="keep the trained bundle in this directory and reuse it")
+    parser.add_argument("--data-dir", type=Path,
+                        help="serve the newest bundle of this existing data directory instead "
+                             "of training one (e.g. the one `scale.py --keep DIR` leaves)")
     parser.add_argument("--no-append", action="store_true")
     args = parser.parse_args(argv)
     for name in ("clients", "batch_clients", "score_clients"):

@@ -312,7 +312,8 @@ class ForecastService:
                 f"no serving bundle {BUNDLE!r} in the BentoML store "
                 f"({SETTINGS.bentoml_home}): materialize the serving_bundle asset first") from exc
         self.online = OnlineModel(load_bundle(ref.path, tag=str(ref.tag)),
-                                  max_batch=SETTINGS.max_batch)
+                                  max_batch=SETTINGS.max_batch,
+                                  memory_limit=SETTINGS.duckdb_memory_limit)
         self.log = PredictionLog(SETTINGS.prediction_log_dir)
         self._reload_lock = threading.Lock()
 
@@ -454,7 +455,8 @@ class ForecastService:
                         "forecaster_version": current.bundle.forecaster_version,
                         "message": "already serving the newest bundle"}
             self.online = OnlineModel(load_bundle(ref.path, tag=str(ref.tag)),
-                                      max_batch=SETTINGS.max_batch)
+                                      max_batch=SETTINGS.max_batch,
+                                      memory_limit=SETTINGS.duckdb_memory_limit)
         return {"reloaded": True, "previous_bundle": current.bundle.tag,
                 "bundle": self.online.bundle.tag,
                 "forecaster_version": self.online.bundle.forecaster_version}

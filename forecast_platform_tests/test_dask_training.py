@@ -22,6 +22,8 @@ import duckdb
 import pandas as pd
 import pytest
 
+from forecast_platform.anomalies.expected import horizon_after
+from forecast_platform.anomalies.fitting import expected_from_recipe
 from forecast_platform.datasets.registry import get_spec
 from forecast_platform.datasets.synthetic import SyntheticConfig, generate_sales
 from forecast_platform.definitions import build_definitions
@@ -164,6 +166,30 @@ class Recorder:
 
     def warning(self, msg: str, *args) -> None:
         self.warnings.append(msg)
+
+
+def test_expected_values_refit_the_recipe_on_the_cluster(frame, client, tmp_path):
+    """expected_sales' refits take the engine the run chose: one origin's refit on the
+    cluster forecasts the horizon after it as the local refit does (metrics within 1 %)."""
+    recipe = Forecaster(PARAMS, FEATURES, PLAN.horizon)
+    origin = dt.date(2016, 6, 30)
+    first, last = horizon_after(origin, PLAN.horizon, SPEC.step_days)
+    days = pd.to_datetime(frame["ds"])
+    target = frame[(days >= pd.Timestamp(first)) & (days <= pd.Timestamp(last))]
+
+    def expected(engine) -> pd.DataFrame:
+        parts = expected_from_recipe(frame, recipe, [origin], SPEC.step_days, 1,
+                                     lambda a, b: [target], engine)
+        return pd.concat(list(parts)).merge(target[["ds", "series_id", "y"]].assign(
+            ds=pd.to_datetime(target["ds"])), on=["ds", "series_id"])
+
+    engine = Counting(DaskEngine(client, str(tmp_path)))
+    local, remote = expected(LOCAL), expected(engine)
+    assert engine.fits == 1
+    assert len(remote) == len(local) == SERIES * PLAN.horizon
+    assert (remote["origin"] == pd.Timestamp(origin)).all()
+    mae = [float((e["p50"] - e["y"]).abs().mean()) for e in (local, remote)]
+    assert abs(mae[1] / mae[0] - 1) <= TOLERANCE, mae
 
 
 def test_an_unreachable_scheduler_fails_within_seconds_naming_it(tmp_path):

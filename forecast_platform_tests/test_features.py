@@ -13,7 +13,13 @@ import pytest
 
 from forecast_platform.datasets.registry import get_spec
 from forecast_platform.features.calendar import calendar_frame
-from forecast_platform.features.offline import compute_features, feature_frame
+from forecast_platform.features.offline import (
+    compute_features,
+    feature_frame,
+    feature_params,
+    history_features_sql,
+    short_range,
+)
 from forecast_platform.features.sql import KNOWN_IN_ADVANCE, features_select, plan_features
 from forecast_platform.warehouse.tables import CALENDAR, FEATURES
 
@@ -257,6 +263,38 @@ def test_dense_grid_rows_frames_equal_the_direct_range_frames():
     assert (got["y_zero_share"] > 0).any() and (got["y_zero_share"] == 0).any()
     shifted = got.groupby("series_id")["y_lag_91"].shift(1).to_numpy(float)
     assert not np.allclose(shifted, want["y_lag_91"].to_numpy(float), equal_nan=True)
+
+
+@pytest.mark.parametrize("days", [1, 7])
+def test_a_short_range_computes_its_windows_at_its_rows_with_the_grids_values(days):
+    """The daily ingest's path (each target row's windows over its own history rows) gives
+    the values of the dense grid over the whole lookback, on ragged data, to rounding."""
+    con = duckdb.connect()
+    con.register("v", _ragged_history())
+    con.execute("CREATE TABLE validated_sales AS SELECT * FROM v")
+    con.register("c", calendar_frame(SPEC.start, SPEC.end))
+    con.execute(f"CREATE TABLE {CALENDAR} AS SELECT CAST(ds AS DATE) AS ds, * EXCLUDE (ds) "
+                "FROM c")
+    plan = plan_features(SPEC)
+    # Days after the missing month (whose lags and windows reach into it) and the last days.
+    for end in (dt.date(2016, 5, 20), dt.date(2017, 4, 1)):
+        start = end - dt.timedelta(days=days - 1)
+        params = feature_params(plan, start, end)
+        grid = con.execute(history_features_sql(plan), params).df()
+        at_rows = con.execute(history_features_sql(plan, at_targets=True), params).df()
+        assert len(grid) == len(at_rows) >= 4 * days
+        pd.testing.assert_frame_equal(at_rows[["series_id", "ds", "y"]],
+                                      grid[["series_id", "ds", "y"]])
+        for name in plan.names:
+            a, b = at_rows[name].to_numpy(float), grid[name].to_numpy(float)
+            np.testing.assert_array_equal(np.isnan(a), np.isnan(b), err_msg=name)
+            np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12, equal_nan=True,
+                                       err_msg=name)
+        # The windows are really compared: the long ones are mostly present.
+        assert (grid[["y_lag_364", "y_dow_mean_52w", "series_dev"]].notna().mean() > 0.5).all()
+    # The daily ingest takes this path (and a longer range the grid's).
+    assert short_range(end, end) and short_range(end - dt.timedelta(days=6), end)
+    assert not short_range(end - dt.timedelta(days=7), end)
 
 
 def test_weekly_plans_keep_range_frames():

@@ -174,7 +174,10 @@ def test_bundle_packs_the_champion_and_a_bounded_snapshot(settings, bundle_tag, 
     assert context["series_id"].nunique() == 6
     assert context[["p10", "p50", "p90"]].notna().all().all()
     assert b.windows.origin == END
-    assert b.history[SPEC.date_column].min() >= pd.Timestamp(b.windows.history_start)
+    history = pd.read_parquet(b.history_file)
+    assert history[SPEC.date_column].min() >= b.windows.history_start
+    assert history["series_id"].nunique() == b.manifest["series"] == 6
+    assert len(history) == b.manifest["history_rows"]
     assert b.plan.names == PLAN.names
     from forecast_platform.serving import snapshot
 
@@ -313,6 +316,7 @@ def test_a_bundle_without_a_detector_has_no_detector_version(settings, warehouse
     root = tmp_path / "bundle"
     root.mkdir()
     packed.write(root)
+    assert not packed.files.exists()  # the scratch folder of the packed files is gone
     bundle = load_bundle(root)
     assert bundle.forecaster_version == 1 and bundle.detector_version is None
 

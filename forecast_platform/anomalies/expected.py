@@ -19,7 +19,7 @@ import pandas as pd
 from forecast_platform.datasets.spec import DatasetSpec
 from forecast_platform.forecasting.forecaster import Forecaster
 from forecast_platform.forecasting.sample import SeriesSample
-from forecast_platform.warehouse.blocks import SeriesBlock, date_chunks
+from forecast_platform.warehouse.blocks import EVERY_SERIES, SeriesBlock, date_chunks
 from forecast_platform.warehouse.store import quote, table_columns, table_exists
 from forecast_platform.warehouse.tables import EXPECTED, FEATURES, FORECASTS, VALIDATED
 
@@ -139,7 +139,7 @@ def expected_with_actuals(con: duckdb.DuckDBPyConnection, spec: DatasetSpec, sta
     wiring this core module does not import). The sales_anomalies asset and the serving
     bundle both read through here, so their expected values cannot drift apart.
     """
-    series = series or SeriesBlock(None, None, 0, 0)
+    series = series or EVERY_SERIES
     within, params = series.where("series_id")
     within_v, _ = series.where("v.series_id")
     sources = [f"SELECT series_id, ds, origin, p10, p50, p90 FROM {EXPECTED}"]

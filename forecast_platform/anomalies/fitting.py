@@ -17,19 +17,21 @@ from forecast_platform.anomalies.detector import AnomalyDetector
 from forecast_platform.anomalies.expected import expected_values
 from forecast_platform.anomalies.scoring import score_context
 from forecast_platform.datasets.spec import DatasetSpec
+from forecast_platform.forecasting.engine import LOCAL, FitEngine
 from forecast_platform.forecasting.forecaster import Forecaster
 
 
 def expected_from_recipe(train: pd.DataFrame, recipe: Forecaster, origins: list[dt.date],
                          step_days: int, forecaster_version: int,
-                         targets: Callable[[dt.date, dt.date], Iterable[pd.DataFrame]]
-                         ) -> Iterator[pd.DataFrame]:
+                         targets: Callable[[dt.date, dt.date], Iterable[pd.DataFrame]],
+                         engine: FitEngine = LOCAL) -> Iterator[pd.DataFrame]:
     """``expected_values`` with fresh fits of ``recipe`` (its params, features and horizon) at
     every origin, each row tagged with the forecaster version it came from: the champion's
-    own fitted model has seen the days it would be judged on."""
+    own fitted model has seen the days it would be judged on. ``engine`` fits the boosters
+    where the forecaster's are fitted (forecasting/engine.py)."""
 
     def make_model() -> Forecaster:
-        return Forecaster(recipe.params, recipe.features, recipe.horizon)
+        return Forecaster(recipe.params, recipe.features, recipe.horizon, engine=engine)
 
     for part in expected_values(train, make_model, origins, recipe.horizon, step_days, targets):
         yield part.assign(forecaster_version=forecaster_version)

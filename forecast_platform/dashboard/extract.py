@@ -35,7 +35,12 @@ import pyarrow.parquet as pq
 
 from forecast_platform.datasets.spec import DatasetSpec
 from forecast_platform.warehouse import tables
-from forecast_platform.warehouse.store import quote, table_columns, table_exists
+from forecast_platform.warehouse.store import (
+    copy_to_parquet,
+    quote,
+    table_columns,
+    table_exists,
+)
 
 ROW_GROUP_ROWS = 16_384  # a series is a few hundred rows: one read touches one or two groups
 MAX_REJECTS = 20_000  # the quarantine's newest rows; the warehouse keeps them all
@@ -51,11 +56,7 @@ def aggregate_id(key: str, value: object) -> str:
 def _copy(con: duckdb.DuckDBPyConnection, sql: str, path: Path, params: list | None = None
           ) -> int:
     """Write a query's result to Parquet; returns its rows."""
-    rel = con.execute(f"SELECT count(*) FROM ({sql})", params or []).fetchone()[0]
-    literal = str(path).replace("'", "''")
-    con.execute(f"COPY ({sql}) TO '{literal}' (FORMAT parquet, COMPRESSION zstd, "
-                f"ROW_GROUP_SIZE {ROW_GROUP_ROWS})", params or [])
-    return int(rel)
+    return copy_to_parquet(con, sql, path, params, ROW_GROUP_ROWS)
 
 
 def _write_frame(frame: pd.DataFrame, path: Path) -> int:

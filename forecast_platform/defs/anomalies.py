@@ -35,6 +35,7 @@ from forecast_platform.anomalies.labels import label_scores, labelled_series, la
 from forecast_platform.anomalies.scoring import BlockTally, history_start, score_range
 from forecast_platform.datasets.registry import LABELS_FILE
 from forecast_platform.datasets.spec import DatasetSpec
+from forecast_platform.defs.dask_cluster import DaskCluster
 from forecast_platform.defs.metadata import OWNERS_FORECASTING, check_result, preview
 from forecast_platform.defs.partitions import date_range, partitions_for
 from forecast_platform.defs.resources import PlatformResource
@@ -101,7 +102,7 @@ def build_anomaly_assets(spec: DatasetSpec) -> list:
         ),
     )
     def expected_sales(context: dg.AssetExecutionContext, config: ExpectedConfig,
-                       platform: PlatformResource):
+                       platform: PlatformResource, dask_cluster: dg.ResourceParam[DaskCluster]):
         level = quote(ForecasterParams.scale_feature)
         with platform.connect(log=context.log.warning) as con:
             champion = registry.champion(con, forecaster_name)
@@ -140,9 +141,12 @@ def build_anomaly_assets(spec: DatasetSpec) -> list:
                 yield rows
 
         covered: list[pd.Timestamp] = []
-        with staging(platform.settings.staging_dir, EXPECTED) as stage:
+        # The refits train where the forecaster trains (local, or the settings' Dask cluster):
+        # they are as many fits as the forecaster's backtest.
+        with staging(platform.settings.staging_dir, EXPECTED) as stage, \
+                dask_cluster.engine(context.log) as engine:
             for part in expected_from_recipe(train, recipe, origins, spec.step_days,
-                                             champion.version, targets):
+                                             champion.version, targets, engine):
                 stage.add(part)
                 covered += [part["ds"].min(), part["ds"].max()]
             del train
@@ -157,6 +161,7 @@ def build_anomaly_assets(spec: DatasetSpec) -> list:
             "covered": f"{min(covered).date()} .. {max(covered).date()}",
             "forecaster_version": champion.version,
             "training_sample": sample.describe(),
+            "training_engine": dask_cluster.description,
             "series_blocks": len(blocks),
         })
 

@@ -45,19 +45,24 @@ def save_bundle(con: duckdb.DuckDBPyConnection, spec: DatasetSpec, model_name: s
 
     The service reads the same setting for the name, so the two cannot disagree on it.
     """
-    return write_bundle(pack_bundle(con, spec, model_name, extra_metadata), settings)
+    return write_bundle(pack_bundle(con, spec, model_name, extra_metadata,
+                                    scratch=settings.staging_dir), settings)
 
 
 def write_bundle(packed: PackedBundle, settings: Settings) -> str:
     """Store a packed bundle as a new version of ``settings.bundle_name``; return its tag.
-    Apart from packing so the warehouse can be closed while the files are written."""
+    Apart from packing so the warehouse can be closed while the files are written. The packed
+    files' scratch folder is removed whether or not the store takes them."""
     import bentoml
 
-    with bentoml.models.create(settings.bundle_name, labels=packed.labels,
-                               metadata=packed.metadata,
-                               _model_store=model_store(settings.bentoml_home)) as ref:
-        packed.write(Path(ref.path))
-        tag = str(ref.tag)
+    try:
+        with bentoml.models.create(settings.bundle_name, labels=packed.labels,
+                                   metadata=packed.metadata,
+                                   _model_store=model_store(settings.bentoml_home)) as ref:
+            packed.write(Path(ref.path))
+            tag = str(ref.tag)
+    finally:
+        packed.discard()
     return tag
 
 

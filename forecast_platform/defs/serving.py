@@ -52,9 +52,9 @@ def build_serving_assets(spec: DatasetSpec) -> list:
     def serving_bundle(context: dg.AssetExecutionContext, platform: PlatformResource):
         settings = platform.settings
         with platform.connect(log=context.log.warning) as con:
-            packed = pack_bundle(con, spec, name, {"dagster_run_id": context.run_id})
+            packed = pack_bundle(con, spec, name, {"dagster_run_id": context.run_id},
+                                 scratch=settings.staging_dir)
         tag = write_bundle(packed, settings)
-        del packed
         manifest, path = load_manifest(tag, settings.bentoml_home)
         model = manifest["model"]
         return dg.MaterializeResult(metadata={

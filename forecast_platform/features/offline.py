@@ -13,7 +13,7 @@ import pandas as pd
 
 from forecast_platform.datasets.spec import DatasetSpec
 from forecast_platform.features.calendar import calendar_frame
-from forecast_platform.features.sql import FeaturePlan, features_select
+from forecast_platform.features.sql import SHORT_RANGE_DAYS, FeaturePlan, features_select
 from forecast_platform.warehouse.store import quote, registered, replace_range
 from forecast_platform.warehouse.tables import CALENDAR, FEATURES, VALIDATED
 
@@ -31,9 +31,16 @@ def history_source(spec: DatasetSpec) -> str:
     )
 
 
-def history_features_sql(plan: FeaturePlan) -> str:
-    """Features over the observed history; parameters: history start, end, start, end."""
-    return features_select(plan, history_source(plan.spec), HOLIDAYS_SOURCE)
+def history_features_sql(plan: FeaturePlan, at_targets: bool = False) -> str:
+    """Features over the observed history; parameters: history start, end, start, end.
+    ``at_targets``: windows at the target rows (see ``features_select``)."""
+    return features_select(plan, history_source(plan.spec), HOLIDAYS_SOURCE,
+                           at_targets=at_targets)
+
+
+def short_range(start: dt.date, end: dt.date) -> bool:
+    """Whether ``start..end`` is short enough to compute its windows at its target rows."""
+    return (end - start).days < SHORT_RANGE_DAYS
 
 
 def feature_params(plan: FeaturePlan, start: dt.date, end: dt.date) -> list[dt.date]:
@@ -49,8 +56,10 @@ def feature_frame(con: duckdb.DuckDBPyConnection, plan: FeaturePlan, start: dt.d
 
 def compute_features(con: duckdb.DuckDBPyConnection, plan: FeaturePlan, start: dt.date,
                      end: dt.date) -> int:
-    """Replace sales_features for start..end, reading only the lookback the plan needs."""
-    return replace_range(con, FEATURES, "ds", start, end, history_features_sql(plan),
+    """Replace sales_features for start..end, reading only the lookback the plan needs (a
+    short range, the daily steady state, computes only its own rows' windows)."""
+    return replace_range(con, FEATURES, "ds", start, end,
+                         history_features_sql(plan, at_targets=short_range(start, end)),
                          feature_params(plan, start, end))
 
 

@@ -86,6 +86,9 @@ GROWTH_CLIP = (0.5, 2.0)  # bounds of the weekly series growth factor
 DENSE = "_dense"  # CTE alias of the dense series x day grid (daily ROWS frames)
 WINDOWS = "_win"  # CTE alias of the grid with its named window columns
 FRAMES = ("rows", "range")  # how daily windows are computed (see the module docstring)
+# Ranges up to this many days compute their windows at the target rows (``at_targets``): each
+# day re-reads its lookback there, while the grid reads it once for the whole range.
+SHORT_RANGE_DAYS = 7
 
 
 @dataclass(frozen=True)
@@ -94,6 +97,51 @@ class Feature:
     sql: str
     safe_horizon: int
     description: str
+
+
+@dataclass(frozen=True)
+class Window:
+    """One per-series aggregate over the days ``first..last`` before a row (on the same weekday
+    only with ``by_dow``), computed once and named ``name`` (``_w0``, ``_w1``, ...).
+
+    Two spellings of the same value: ``over`` is a window over the dense daily grid (a
+    backfill: every row of a range at once), ``at_target`` an aggregate over the history rows
+    of one target row (a short range: only the target rows' own windows, not the lookback's).
+    """
+
+    name: str
+    agg: str
+    arg: str
+    first: int
+    last: int
+    by_dow: bool = False
+
+    def days_back(self) -> tuple[int, int]:
+        """The nearest and farthest day the window reads, in days before the row."""
+        if self.by_dow:
+            return 7 * -(-self.first // 7), 7 * (self.last // 7)
+        return self.first, self.last
+
+    def over(self) -> str:
+        """The window over the dense grid: a ROWS frame (within the weekday with ``by_dow``);
+        a single-day ``max`` is ``lag()``."""
+        part = "PARTITION BY series_id, isodow(ds)" if self.by_dow else "PARTITION BY series_id"
+        first, last = self.days_back()
+        if self.by_dow:
+            first, last = first // 7, last // 7
+        if self.agg == "max" and first == last:
+            return f"lag({self.arg}, {first}) OVER ({part} ORDER BY ds)"
+        return (f"{self.agg}({self.arg}) OVER ({part} ORDER BY ds "
+                f"ROWS BETWEEN {last} PRECEDING AND {first} PRECEDING)")
+
+    def at_target(self, target: str) -> str:
+        """The aggregate over the history rows (``ds``) of the row dated ``target``."""
+        first, last = self.days_back()
+        back = f"({target} - ds)"
+        days = f"{back} = {first}" if first == last else f"{back} BETWEEN {first} AND {last}"
+        if self.by_dow:
+            days += f" AND {back} % 7 = 0"
+        return f"{self.agg}({self.arg}) FILTER (WHERE {days})"
 
 
 @dataclass(frozen=True)
@@ -108,9 +156,10 @@ class FeaturePlan:
     # their columns next to each source row: what the pooled features refer to.
     ctes: tuple[str, ...] = ()
     joins: tuple[str, ...] = ()
-    # Named per-series window columns (``sql AS _wN``) computed once over the dense daily grid;
-    # empty when the windows are inline ``RANGE`` frames (weekly data, ``frames="range"``).
-    windows: tuple[str, ...] = ()
+    # Named per-series window columns computed once over the dense daily grid (or, for a short
+    # range, at its target rows); empty when the windows are inline ``RANGE`` frames (weekly
+    # data, ``frames="range"``).
+    windows: tuple[Window, ...] = ()
 
     @property
     def names(self) -> list[str]:
@@ -136,7 +185,7 @@ def plan_features(spec: DatasetSpec, horizon: int | None = None,
     week = 7 // step if spec.frequency == "D" else 1  # periods per week
     y = "y"
     dense = spec.frequency == "D" and frames == "rows"
-    windows: dict[str, str] = {}  # window SQL -> its column name, each computed once
+    windows: dict[tuple, Window] = {}  # each distinct window once, by what it computes
 
     def frame(first: int, last: int) -> str:
         """Periods ``first..last`` before the row, as a RANGE frame in days."""
@@ -150,17 +199,12 @@ def plan_features(spec: DatasetSpec, horizon: int | None = None,
         RANGE frame in days is a ROWS frame: ``first..last`` rows back, or, within a weekday,
         the rows whose distance in days is a multiple of 7 inside ``first..last``.
         """
-        part = "PARTITION BY series_id, isodow(ds)" if by_dow else "PARTITION BY series_id"
         if not dense:
+            part = "PARTITION BY series_id, isodow(ds)" if by_dow else "PARTITION BY series_id"
             return f"{agg}({arg}) OVER ({part} ORDER BY ds {frame(first, last)})"
-        if by_dow:
-            first, last = -(-first // 7), last // 7
-        if agg == "max" and first == last:
-            sql = f"lag({arg}, {first}) OVER ({part} ORDER BY ds)"
-        else:
-            sql = (f"{agg}({arg}) OVER ({part} ORDER BY ds "
-                   f"ROWS BETWEEN {last} PRECEDING AND {first} PRECEDING)")
-        return windows.setdefault(sql, f"_w{len(windows)}")
+        window = Window(f"_w{len(windows)}", agg, arg, first, last, by_dow)
+        key = (agg, arg, *window.days_back(), by_dow)
+        return windows.setdefault(key, window).name
 
     feats: list[Feature] = []
 
@@ -331,7 +375,7 @@ def plan_features(spec: DatasetSpec, horizon: int | None = None,
     longest = max(lag0 + 2 * season, 2 * season + half, w_last_year[1], w_recent_ly[1])
     return FeaturePlan(spec, horizon, tuple(feats), lookback_days=(longest + 1) * step,
                        ctes=tuple(ctes), joins=tuple(joins),
-                       windows=tuple(f"{sql} AS {name}" for sql, name in windows.items()))
+                       windows=tuple(windows.values()))
 
 
 def _weekly_norm(spec: DatasetSpec, lag0: int, season: int, quarter: int, frame, add,
@@ -416,7 +460,7 @@ def _clipped_ratio(num: str, den: str) -> str:
 
 
 def features_select(plan: FeaturePlan, source: str, holidays: str, start_param: str = "?",
-                    end_param: str = "?") -> str:
+                    end_param: str = "?", at_targets: bool = False) -> str:
     """SQL for the feature rows with ``start <= ds <= end``.
 
     ``source`` must yield ``ds DATE, series_id, <keys>, y, <known covariates>`` and include the
@@ -424,6 +468,13 @@ def features_select(plan: FeaturePlan, source: str, holidays: str, start_param: 
     must yield ``ds DATE, is_holiday INTEGER, days_to_holiday INTEGER``. The parameters are
     the source's (in order), then ``start`` and ``end``. Rows come ordered by series and date,
     so the same data always gives the same frame (row order changes a subsampled fit).
+
+    ``at_targets`` (daily plans): each window is an aggregate over the history rows of each
+    target row (``Window.at_target``) instead of a window over the dense grid of the whole
+    lookback. The same values (to the rounding of a sum taken in another order), for the work
+    of the target rows' windows rather than of every lookback row's: a day costs 1/(lookback +
+    1) of the grid's windows, but every day of the range re-reads its own lookback, so it is
+    for short ranges (``SHORT_RANGE_DAYS``): the daily ingest of one new day.
     """
     spec = plan.spec
     keys = ", ".join(f"src.{quote(k)}" for k in spec.keys)
@@ -435,12 +486,34 @@ def features_select(plan: FeaturePlan, source: str, holidays: str, start_param: 
         shift = spec.step_days - 1
         holidays = (f"SELECT CAST(ds + INTERVAL {shift} DAYS AS DATE) AS ds, is_holiday, "
                     f"days_to_holiday FROM ({holidays})")
-    rows, present = "src", ""
-    if plan.windows:
+    rows, present, within = "src", "", f"\n) WHERE ds BETWEEN {start_param} AND {end_param}"
+    if plan.windows and at_targets:
+        # The target rows, and each one's windows over its own series' history rows; the
+        # window arguments read the history row's ``ds``, ``y`` and ``_present``.
+        near = min(w.days_back()[0] for w in plan.windows)
+        far = max(w.days_back()[1] for w in plan.windows)
+        aggregates = ",\n      ".join(f"{w.at_target('_t')} AS {w.name}" for w in plan.windows)
+        ctes = f""",
+_targets AS (
+  SELECT *, true AS _present FROM src WHERE ds BETWEEN {start_param} AND {end_param}
+),
+{WINDOWS} AS (
+  SELECT t.*, w.* EXCLUDE (_sid, _t)
+  FROM _targets t LEFT JOIN (
+    SELECT _sid, _t,
+      {aggregates}
+    FROM (SELECT series_id AS _sid, ds AS _t FROM _targets)
+    JOIN (SELECT *, true AS _present FROM src) h
+      ON h.series_id = _sid AND h.ds BETWEEN _t - {far} AND _t - {near}
+    GROUP BY _sid, _t
+  ) w ON w._sid = t.series_id AND w._t = t.ds
+){ctes}"""
+        rows, within = f"{WINDOWS} AS src", "\n)"
+    elif plan.windows:
         # The dense grid: every series x every day from its first to its last row, the source's
         # rows on it (``_present``), the window columns computed once over it (see the module
         # docstring); the grid's own days are dropped again before anything reads them.
-        window_sql = ",\n    ".join(plan.windows)
+        window_sql = ",\n    ".join(f"{w.over()} AS {w.name}" for w in plan.windows)
         ctes = f""",
 {DENSE} AS (
   SELECT * FROM (
@@ -459,8 +532,7 @@ WITH src AS MATERIALIZED ({source}){ctes}
 SELECT * FROM (
   SELECT ds, src.series_id, {keys}, src.y,
     {feature_sql}
-  FROM {rows} LEFT JOIN ({holidays}) h USING (ds){joins}{present}
-) WHERE ds BETWEEN {start_param} AND {end_param}
+  FROM {rows} LEFT JOIN ({holidays}) h USING (ds){joins}{present}{within}
 ORDER BY series_id, ds
 """
 

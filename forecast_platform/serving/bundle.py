@@ -31,19 +31,24 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
+import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import duckdb
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
-from forecast_platform.anomalies.context import INPUT_COLUMNS, with_day_factors
+from forecast_platform.anomalies.context import INPUT_COLUMNS, day_factors_of, with_day_factors
 from forecast_platform.anomalies.detector import anomaly_model_name
 from forecast_platform.anomalies.expected import (
     CONTEXT_PERIODS,
     EXPECTED,
     context_days,
+    day_factor_inputs,
     expected_with_actuals,
 )
 from forecast_platform.datasets.spec import ClosureRule, DatasetSpec
@@ -51,7 +56,8 @@ from forecast_platform.features.sql import FeaturePlan, plan_features
 from forecast_platform.forecasting import registry
 from forecast_platform.forecasting.forecaster import Forecaster
 from forecast_platform.forecasting.future import at_origin
-from forecast_platform.warehouse.store import quote, table_exists
+from forecast_platform.warehouse.blocks import DEFAULT_BLOCK_ROWS, series_blocks
+from forecast_platform.warehouse.store import copy_to_parquet, quote, table_exists
 from forecast_platform.warehouse.tables import CALENDAR, COVARIATE_PLAN, VALIDATED
 
 BUNDLE_FORMAT = 1
@@ -144,47 +150,62 @@ class Windows:
 
 # -- building -----------------------------------------------------------------------------------
 
-def snapshot_frames(con: duckdb.DuckDBPyConnection, spec: DatasetSpec, windows: Windows
-                    ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """validated_sales and holiday_calendar rows the service needs, in their warehouse shape.
+def snapshot_files(con: duckdb.DuckDBPyConnection, spec: DatasetSpec, windows: Windows,
+                   folder: Path) -> dict[str, Any]:
+    """The validated_sales, holiday_calendar and covariate_plan rows the service needs, as
+    Parquet files in ``folder`` (``HISTORY_FILE``, ``HOLIDAYS_FILE``, ``PLAN_FILE``) written by
+    DuckDB itself; returns the manifest's counts.
 
-    The static attributes (store type, size) are packed with the rows: the feature SQL reads
-    them from ``validated_sales``, which in serving is this snapshot. The calendar starts one
-    period early: a weekly period is labelled by its last day and joins the calendar row of
-    its first day (``features_select``), ``step_days - 1`` days before the label.
+    The history is every series over the lookback (23 M rows at 50,000 daily series), so it
+    never passes through pandas. The static attributes (store type, size) are packed with the
+    rows: the feature SQL reads them from ``validated_sales``, which in serving is this
+    snapshot. The calendar starts one period early: a weekly period is labelled by its last
+    day and joins the calendar row of its first day (``features_select``), ``step_days - 1``
+    days before the label. Raises ValueError when the calendar ends before the horizon does.
     """
     date = quote(spec.date_column)
+    calendar_window = [windows.history_start - dt.timedelta(days=spec.step_days - 1),
+                       windows.future_end]
+    last_day = con.execute(f"SELECT max(ds) FROM {CALENDAR} WHERE ds BETWEEN ? AND ?",
+                           calendar_window).fetchall()[0][0]
+    if last_day is None or last_day < windows.future_end:
+        raise ValueError(f"{CALENDAR} ends before {windows.future_end}, the last forecast date: "
+                         "re-materialize holiday_calendar")
     columns = [spec.date_column, "series_id", *spec.keys, spec.target, *spec.known,
                *(c for c in spec.static if c not in spec.known)]
-    history = con.execute(
-        f"SELECT {', '.join(quote(c) for c in columns)} FROM {VALIDATED} "
-        f"WHERE {date} BETWEEN ? AND ? ORDER BY series_id, {date}",
-        [windows.history_start, windows.origin],
-    ).df()
-    holidays = con.execute(
-        f"SELECT ds, is_holiday, days_to_holiday FROM {CALENDAR} WHERE ds BETWEEN ? AND ? "
-        "ORDER BY ds", [windows.history_start - dt.timedelta(days=spec.step_days - 1),
-                        windows.future_end],
-    ).df()
-    return history, holidays
+    window = f"FROM {VALIDATED} WHERE {date} BETWEEN ? AND ?"
+    history_window = [windows.history_start, windows.origin]
+    rows = copy_to_parquet(
+        con, f"SELECT {', '.join(quote(c) for c in columns)} {window} "
+             f"ORDER BY series_id, {date}", folder / HISTORY_FILE, history_window)
+    series = con.execute(f"SELECT count(DISTINCT series_id) {window}",
+                         history_window).fetchall()[0][0]
+    copy_to_parquet(con, f"SELECT ds, is_holiday, days_to_holiday FROM {CALENDAR} "
+                         "WHERE ds BETWEEN ? AND ? ORDER BY ds", folder / HOLIDAYS_FILE,
+                    calendar_window)
+    plan_rows, versions = bundle_plan(con, spec, windows, folder / PLAN_FILE)
+    return {"series": int(series), "history_rows": rows,
+            "covariate_plan": {"rows": plan_rows, "versions": versions}}
 
 
-def anomaly_context(con: duckdb.DuckDBPyConnection, spec: DatasetSpec, windows: Windows
-                    ) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """What online anomaly scoring needs besides the detector: the asset's own inputs.
+def write_anomaly_context(con: duckdb.DuckDBPyConnection, spec: DatasetSpec, windows: Windows,
+                          path: Path, block_rows: int = DEFAULT_BLOCK_ROWS) -> dict[str, Any]:
+    """What online anomaly scoring needs besides the detector, the asset's own inputs, as a
+    Parquet file at ``path``; returns what the manifest says of it.
 
     ``sales_anomalies`` scores day D from ``expected_with_actuals(D - context_days, D)`` (the
     actuals with the latest out-of-sample expectation made before each day) with each day's
     common factor (``with_day_factors``). The same query and factors are packed here for every
-    scorable day's context, so the service computes the very features
-    the asset computes, without the warehouse. Scorable days: the recent observed dates
-    (``recent_start .. origin``, as ``explain``) and the first date after the origin, whose
-    expectation is the champion's forecast from the origin (what ``forecasts`` holds and the
-    asset reads for it). Later dates are not scorable: their context would lack the actuals of
-    the days between the origin and them, which the asset would have.
+    scorable day's context, so the service computes the very features the asset computes,
+    without the warehouse. Scorable days: the recent observed dates (``recent_start ..
+    origin``, as ``explain``) and the first date after the origin, whose expectation is the
+    champion's forecast from the origin (what ``forecasts`` holds and the asset reads for it).
+    Later dates are not scorable: their context would lack the actuals of the days between the
+    origin and them, which the asset would have.
 
-    The query and the window length are the asset's own (``models.expected``), so they cannot
-    drift apart.
+    As the asset does, the rows are read a block of series at a time (15 M rows at 50,000
+    daily series) with the factors of each day's whole cross-section, so the file holds the
+    values of one pass over every series in one block's memory.
     """
     if not table_exists(con, EXPECTED):
         raise ValueError(f"an anomaly detector champion exists but {EXPECTED} does not: "
@@ -192,65 +213,87 @@ def anomaly_context(con: duckdb.DuckDBPyConnection, spec: DatasetSpec, windows: 
     first = windows.recent_start
     last = windows.origin + dt.timedelta(days=spec.step_days)
     days = context_days(spec)  # CONTEXT_PERIODS periods of the data, in days
-    frame = expected_with_actuals(con, spec, first - dt.timedelta(days=days), windows.origin)
-    # Each day's common factor comes from that day's cross-section alone, so the factors
-    # packed here are the ones the asset computes for those days whatever its scored range.
-    frame = with_day_factors(frame[list(INPUT_COLUMNS)]).assign(
-        ds=lambda f: pd.to_datetime(f["ds"]), series_id=lambda f: f["series_id"].astype(str)
-    ).sort_values(["series_id", "ds"], ignore_index=True)
-    info = {"context_days": days, "context_periods": CONTEXT_PERIODS,
+    read_from = first - dt.timedelta(days=days)
+    factors = day_factors_of(day_factor_inputs(con, spec, read_from, windows.origin))
+    blocks = series_blocks(con, VALIDATED, f"{quote(spec.date_column)} BETWEEN ? AND ?",
+                           [read_from, windows.origin], block_rows)
+    rows, writer = 0, None
+    try:
+        for block in blocks:
+            frame = with_day_factors(
+                expected_with_actuals(con, spec, read_from, windows.origin, block)
+                [list(INPUT_COLUMNS)], factors=factors,
+            ).assign(ds=lambda f: pd.to_datetime(f["ds"]),
+                     series_id=lambda f: f["series_id"].astype(str))
+            table = pa.Table.from_pandas(frame, preserve_index=False,
+                                         schema=writer.schema if writer else None)
+            writer = writer or pq.ParquetWriter(path, table.schema, compression="zstd")
+            writer.write_table(table)
+            rows += len(frame)
+    finally:
+        if writer is not None:
+            writer.close()
+    return {"context_days": days, "context_periods": CONTEXT_PERIODS,
             "step_days": spec.step_days, "score_dates": [first.isoformat(), last.isoformat()],
-            "context_rows": len(frame),
+            "context_rows": rows,
             "expected": (f"{EXPECTED} / forecasts (latest origin before the day) up to "
                          f"{windows.origin}; the champion's forecast from {windows.origin} for "
                          f"{last}")}
-    return frame, info
 
 
 @dataclass(frozen=True)
 class PackedBundle:
-    """A bundle ready to be written: its files' contents and what a store records about it.
+    """A bundle ready to be written: its small parts, the folder holding its Parquet files,
+    and what a store records about it.
 
     Packing (reading the warehouse) and writing are apart so that where the folder lives (a
-    BentoML model, a test's temporary folder) is decided by the caller.
+    BentoML model, a test's temporary folder) is decided by the caller, and so the warehouse
+    is closed while the files are stored. The Parquet files are written while packing, by
+    DuckDB, into ``files`` (a scratch folder that ``write`` empties and removes).
     """
 
     manifest: dict[str, Any]
     labels: dict[str, str]
     metadata: dict[str, Any]
     forecaster: bytes
-    history: pd.DataFrame
-    holidays: pd.DataFrame
     anomaly_info: dict[str, Any]
     anomaly_model: bytes | None
-    anomaly_context: pd.DataFrame | None
-    covariate_plan: pd.DataFrame
+    files: Path
 
     def write(self, root: Path) -> None:
         """The bundle's files in ``root`` (an existing, empty folder); the manifest last."""
         root = Path(root)
-        (root / FORECASTER_FILE).write_bytes(self.forecaster)
-        self.history.to_parquet(root / HISTORY_FILE, index=False)
-        self.holidays.to_parquet(root / HOLIDAYS_FILE, index=False)
-        self.covariate_plan.to_parquet(root / PLAN_FILE, index=False)
-        slot = root / ANOMALY_DIR
-        slot.mkdir()
-        (slot / ANOMALY_INFO_FILE).write_text(json.dumps(self.anomaly_info, indent=2,
-                                                         default=str))
-        if self.anomaly_model is not None:
-            (slot / ANOMALY_MODEL_FILE).write_bytes(self.anomaly_model)
-        if self.anomaly_context is not None:
-            self.anomaly_context.to_parquet(slot / ANOMALY_CONTEXT_FILE, index=False)
-        (root / MANIFEST_FILE).write_text(json.dumps(self.manifest, indent=2, default=str))
+        try:
+            for part in sorted(self.files.rglob("*.parquet")):
+                target = root / part.relative_to(self.files)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.move(part, target)
+            (root / FORECASTER_FILE).write_bytes(self.forecaster)
+            slot = root / ANOMALY_DIR
+            slot.mkdir(exist_ok=True)
+            (slot / ANOMALY_INFO_FILE).write_text(json.dumps(self.anomaly_info, indent=2,
+                                                             default=str))
+            if self.anomaly_model is not None:
+                (slot / ANOMALY_MODEL_FILE).write_bytes(self.anomaly_model)
+            (root / MANIFEST_FILE).write_text(json.dumps(self.manifest, indent=2, default=str))
+        finally:
+            self.discard()
+
+    def discard(self) -> None:
+        """Remove the scratch folder (``write`` does it; a caller that does not write must)."""
+        shutil.rmtree(self.files, ignore_errors=True)
 
 
 def pack_bundle(con: duckdb.DuckDBPyConnection, spec: DatasetSpec, model_name: str,
-                extra_metadata: dict[str, Any] | None = None) -> PackedBundle:
+                extra_metadata: dict[str, Any] | None = None, scratch: Path | None = None
+                ) -> PackedBundle:
     """Pack the champion of ``model_name`` and its feature snapshot.
 
     Reads the warehouse only (``validated_sales``, ``holiday_calendar``, ``model_registry``; for
     a weekly model also ``sales_features``, the history its seasonal recipe moves to the
-    bundle's origin from).
+    bundle's origin from). The snapshot's files go to a new folder under ``scratch`` (the
+    system's temporary folder by default; the asset uses the data directory's staging folder,
+    on the file system of the model store, so storing them is a rename).
     Raises ValueError with what to do when there is nothing to pack.
     """
     champion = registry.champion(con, model_name)
@@ -261,18 +304,37 @@ def pack_bundle(con: duckdb.DuckDBPyConnection, spec: DatasetSpec, model_name: s
         if not table_exists(con, table):
             raise ValueError(f"{table} does not exist: materialize it before the serving bundle")
     plan = plan_features(spec, champion.horizon)
-    origin = con.execute(f"SELECT max({quote(spec.date_column)}) FROM {VALIDATED}").fetchone()[0]
+    origin = con.execute(f"SELECT max({quote(spec.date_column)}) FROM {VALIDATED}"
+                         ).fetchall()[0][0]
     if origin is None:
         raise ValueError(f"{VALIDATED} is empty: there is no history to serve forecasts from")
     windows = Windows.for_origin(origin, plan)
-    history, holidays = snapshot_frames(con, spec, windows)
-    if holidays.empty or pd.Timestamp(holidays["ds"].max()) < pd.Timestamp(windows.future_end):
-        raise ValueError(f"{CALENDAR} ends before {windows.future_end}, the last forecast date: "
-                         "re-materialize holiday_calendar")
-    plan_frame = bundle_plan(con, spec, windows)
-    # Optional: a bundle without a detector serves forecasts and answers score_anomaly with
-    # a clear "not available".
-    anomaly = registry.champion(con, anomaly_model_name(spec))
+    if scratch is not None:
+        Path(scratch).mkdir(parents=True, exist_ok=True)
+    folder = Path(tempfile.mkdtemp(prefix="serving-bundle-", dir=scratch))
+    try:
+        counts = snapshot_files(con, spec, windows, folder)
+        # Optional: a bundle without a detector serves forecasts and answers score_anomaly
+        # with a clear "not available".
+        anomaly = registry.champion(con, anomaly_model_name(spec))
+        anomaly_info: dict[str, Any] = {"present": False, "reason": (
+            "no anomaly detector champion was available when the bundle was built")}
+        if anomaly is not None:
+            (folder / ANOMALY_DIR).mkdir()
+            context_info = write_anomaly_context(con, spec, windows,
+                                                 folder / ANOMALY_DIR / ANOMALY_CONTEXT_FILE)
+            anomaly_info = {"present": True, "name": anomaly.model_name,
+                            "version": anomaly.version,
+                            "train_start": anomaly.train_start.isoformat(),
+                            "train_end": anomaly.train_end.isoformat(),
+                            "metrics": anomaly.metrics, "params": anomaly.params,
+                            "features": anomaly.features,
+                            "mlflow_run_id": anomaly.mlflow_run_id, **context_info}
+        # A weekly model's seasonal recipe moves to the bundle's origin (forecasting/future.py).
+        forecaster = at_origin(con, spec, Forecaster.from_bytes(champion.model_bytes), origin)
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
     created = dt.datetime.now(dt.UTC).replace(microsecond=0)
     model = {
         "name": model_name,
@@ -287,16 +349,6 @@ def pack_bundle(con: duckdb.DuckDBPyConnection, spec: DatasetSpec, model_name: s
         "mlflow_model_version": champion.mlflow_model_version,
         "created_at": champion.created_at.isoformat(),
     }
-    anomaly_info: dict[str, Any] = {"present": False, "reason": (
-        "no anomaly detector champion was available when the bundle was built")}
-    context: pd.DataFrame | None = None
-    if anomaly is not None:
-        context, context_info = anomaly_context(con, spec, windows)
-        anomaly_info = {"present": True, "name": anomaly.model_name, "version": anomaly.version,
-                        "train_start": anomaly.train_start.isoformat(),
-                        "train_end": anomaly.train_end.isoformat(), "metrics": anomaly.metrics,
-                        "params": anomaly.params, "features": anomaly.features,
-                        "mlflow_run_id": anomaly.mlflow_run_id, **context_info}
     manifest = {
         "format": BUNDLE_FORMAT,
         "created_at": created.isoformat(),
@@ -304,12 +356,11 @@ def pack_bundle(con: duckdb.DuckDBPyConnection, spec: DatasetSpec, model_name: s
         "spec": spec_to_dict(spec),
         "plan": plan_info(plan),
         "windows": windows.as_dict(),
-        "series": int(history["series_id"].nunique()),
-        "history_rows": len(history),
+        "series": counts["series"],
+        "history_rows": counts["history_rows"],
         "model": model,
         "anomaly": anomaly_info,
-        "covariate_plan": {"rows": len(plan_frame),
-                           "versions": sorted(plan_frame["plan_version"].unique().tolist())},
+        "covariate_plan": counts["covariate_plan"],
         **(extra_metadata or {}),
     }
     # Versions: what the forecaster and the detector are (``forecaster_version``,
@@ -325,26 +376,28 @@ def pack_bundle(con: duckdb.DuckDBPyConnection, spec: DatasetSpec, model_name: s
                 "mlflow_run_id": champion.mlflow_run_id or "", "created_at": created.isoformat(),
                 "backtest_metrics": json.dumps(champion.metrics),
                 **({} if no_detector else {"detector_version": anomaly.version})}
-    # A weekly model's seasonal recipe moves to the bundle's origin (forecasting/future.py).
-    forecaster = at_origin(con, spec, Forecaster.from_bytes(champion.model_bytes), origin)
     return PackedBundle(
         manifest=manifest, labels=labels, metadata=metadata, forecaster=forecaster.to_bytes(),
-        history=history, holidays=holidays, anomaly_info=anomaly_info,
-        anomaly_model=anomaly.model_bytes if anomaly is not None else None,
-        anomaly_context=context, covariate_plan=plan_frame)
+        anomaly_info=anomaly_info,
+        anomaly_model=anomaly.model_bytes if anomaly is not None else None, files=folder)
 
 
-def bundle_plan(con: duckdb.DuckDBPyConnection, spec: DatasetSpec, windows: Windows
-                ) -> pd.DataFrame:
-    """The plan rows of the bundle's horizon (typed, possibly none): ds, series_id, the known
-    covariates and the plan version."""
-    columns = ["series_id", *spec.known, "plan_version"]
+def bundle_plan(con: duckdb.DuckDBPyConnection, spec: DatasetSpec, windows: Windows,
+                path: Path) -> tuple[int, list[str]]:
+    """The plan rows of the bundle's horizon (typed, possibly none) as Parquet at ``path``:
+    ds, series_id, the known covariates and the plan version; returns the rows and the plan
+    versions they come from."""
     if not table_exists(con, COVARIATE_PLAN):
-        return empty_plan(spec)
-    return con.execute(
-        f"SELECT ds, {', '.join(quote(c) for c in columns)} FROM {COVARIATE_PLAN} "
-        "WHERE ds BETWEEN ? AND ? ORDER BY series_id, ds",
-        [windows.future_start, windows.future_end]).df()
+        empty_plan(spec).to_parquet(path, index=False)
+        return 0, []
+    columns = ["series_id", *spec.known, "plan_version"]
+    horizon = [windows.future_start, windows.future_end]
+    rows = copy_to_parquet(
+        con, f"SELECT ds, {', '.join(quote(c) for c in columns)} FROM {COVARIATE_PLAN} "
+             "WHERE ds BETWEEN ? AND ? ORDER BY series_id, ds", path, horizon)
+    versions = con.execute(f"SELECT DISTINCT plan_version FROM {COVARIATE_PLAN} "
+                           "WHERE ds BETWEEN ? AND ? ORDER BY 1", horizon).fetchall()
+    return rows, [str(v) for (v,) in versions]
 
 
 def empty_plan(spec: DatasetSpec) -> pd.DataFrame:
@@ -369,13 +422,24 @@ class Bundle:
     plan: FeaturePlan
     windows: Windows
     forecaster: Forecaster
-    history: pd.DataFrame
-    holidays: pd.DataFrame
     anomaly_bytes: bytes | None
     # Per-series actuals and expected values for anomaly scoring (None: an older bundle).
     anomaly_context: pd.DataFrame | None = None
-    # The plan rows of the horizon; empty for no plan (or a bundle packed before plans).
-    covariate_plan: pd.DataFrame | None = None
+
+    # The snapshot's tables stay files: the service reads them into its DuckDB directly.
+    @property
+    def history_file(self) -> Path:
+        return self.path / HISTORY_FILE
+
+    @property
+    def holidays_file(self) -> Path:
+        return self.path / HOLIDAYS_FILE
+
+    @property
+    def plan_file(self) -> Path | None:
+        """The plan rows of the horizon; None for a bundle packed before plans."""
+        path = self.path / PLAN_FILE
+        return path if path.is_file() else None
 
     @property
     def forecaster_version(self) -> int:
@@ -423,10 +487,6 @@ def load_bundle(root: str | Path, tag: str | None = None) -> Bundle:
     return Bundle(
         tag=tag, path=root, manifest=manifest, spec=spec, plan=plan, windows=Windows(**w),
         forecaster=Forecaster.from_bytes((root / FORECASTER_FILE).read_bytes()),
-        history=pd.read_parquet(root / HISTORY_FILE),
-        holidays=pd.read_parquet(root / HOLIDAYS_FILE),
         anomaly_bytes=anomaly_file.read_bytes() if anomaly_file.is_file() else None,
         anomaly_context=pd.read_parquet(context_file) if context_file.is_file() else None,
-        covariate_plan=pd.read_parquet(root / PLAN_FILE) if (root / PLAN_FILE).is_file()
-        else empty_plan(spec),
     )

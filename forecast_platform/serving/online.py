@@ -45,14 +45,15 @@ DEFAULT_TOP = 5
 class OnlineModel:
     """Features, forecasts, explanations and anomaly scores for one loaded bundle."""
 
-    def __init__(self, bundle: Bundle, max_batch: int = DEFAULT_MAX_BATCH):
+    def __init__(self, bundle: Bundle, max_batch: int = DEFAULT_MAX_BATCH,
+                 memory_limit: str | None = None):
         self.bundle = bundle
         self.spec = bundle.spec
         self.plan = bundle.plan
         self.windows = bundle.windows
         self.model = bundle.forecaster
         self.max_batch = max_batch
-        self.snapshot = snap = Snapshot(bundle)
+        self.snapshot = snap = Snapshot(bundle, memory_limit)
         self.passthrough = snap.passthrough
         self.series_ids = snap.series_ids
         self.dates = snap.dates

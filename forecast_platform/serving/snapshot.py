@@ -19,6 +19,7 @@ test shows both agree.
 from __future__ import annotations
 
 import datetime as dt
+import tempfile
 from collections.abc import Sequence
 
 import duckdb
@@ -77,41 +78,50 @@ def load_anomaly(bundle: Bundle
 class Snapshot:
     """The bundle's history in DuckDB and the feature rows of every served series and date."""
 
-    def __init__(self, bundle: Bundle):
+    def __init__(self, bundle: Bundle, memory_limit: str | None = None):
         self.bundle = bundle
         self.spec = bundle.spec
         self.plan = bundle.plan
         self.windows = bundle.windows
         self.passthrough = known_passthrough(bundle.plan)
         self.con = duckdb.connect(":memory:")
-        self.con.register("_history", bundle.history)
-        self.con.execute(f"CREATE TABLE {VALIDATED} AS SELECT * REPLACE "
-                         f"(CAST({quote(self.spec.date_column)} AS DATE) AS "
-                         f"{quote(self.spec.date_column)}) FROM _history")
-        self.con.unregister("_history")
-        self.con.register("_holidays", bundle.holidays)
+        # The feature query's windows run over every series' lookback: capped like the
+        # warehouse's (``FORECAST_DUCKDB_MEMORY_LIMIT``), spilling to a folder of its own
+        # rather than to the working directory, instead of DuckDB's default of most of RAM.
+        self._spill = tempfile.TemporaryDirectory(prefix="forecast-snapshot-")
+        self.con.execute("SET temp_directory = ?", [self._spill.name])
+        if memory_limit:
+            self.con.execute(f"SET memory_limit = '{memory_limit}'")
+        date = quote(self.spec.date_column)
+        # The files go straight into DuckDB (no pandas in between: the history is every
+        # series' lookback); dates are cast as bundles of every age stored them.
+        self.con.execute(f"CREATE TABLE {VALIDATED} AS SELECT * REPLACE (CAST({date} AS DATE) "
+                         f"AS {date}) FROM read_parquet(?)", [str(bundle.history_file)])
         self.con.execute(f"CREATE TABLE {CALENDAR} AS SELECT CAST(ds AS DATE) AS ds, "
-                         "is_holiday, days_to_holiday FROM _holidays")
-        self.con.unregister("_holidays")
-        plan = bundle.covariate_plan if bundle.covariate_plan is not None else \
-            empty_plan(self.spec)
-        self.con.register("_plan", plan)
-        self.con.execute(
-            f"CREATE TABLE {COVARIATE_PLAN} AS SELECT CAST(ds AS DATE) AS ds, "
-            "CAST(series_id AS VARCHAR) AS series_id"
+                         "is_holiday, days_to_holiday FROM read_parquet(?)",
+                         [str(bundle.holidays_file)])
+        plan_select = (
+            "SELECT CAST(ds AS DATE) AS ds, CAST(series_id AS VARCHAR) AS series_id"
             + "".join(f", CAST({quote(c)} AS {PLAN_SQL_TYPES[t]}) AS {quote(c)}"
                       for c, t in self.spec.known.items())
-            + ", CAST(plan_version AS VARCHAR) AS plan_version FROM _plan")
-        self.con.unregister("_plan")
+            + ", CAST(plan_version AS VARCHAR) AS plan_version")
+        if bundle.plan_file is not None:
+            self.con.execute(f"CREATE TABLE {COVARIATE_PLAN} AS {plan_select} "
+                             "FROM read_parquet(?)", [str(bundle.plan_file)])
+        else:
+            self.con.register("_plan", empty_plan(self.spec))
+            self.con.execute(f"CREATE TABLE {COVARIATE_PLAN} AS {plan_select} FROM _plan")
+            self.con.unregister("_plan")
 
         # Future rows exactly as the forecasts asset computes them (same lookback, so the same
         # window frames and the same floating-point sums); the recent observed dates with the
         # longer lookback they need.
+        # Each part comes ordered by series and date; the grid below finds any row by its
+        # position, so the parts are not sorted together (a copy of every row at 50,000 series).
         rows = pd.concat([
             self.compute_features(self.windows.recent_start, self.windows.origin),
             self.compute_features(self.windows.future_start, self.windows.future_end),
         ], ignore_index=True)
-        rows = rows.sort_values(["series_id", "ds"], kind="stable").reset_index(drop=True)
         self.rows = rows
         step = self.spec.step_days
         n_dates = (self.windows.future_end - self.windows.recent_start).days // step + 1

@@ -40,6 +40,10 @@ class SeriesBlock:
         return " AND ".join(parts) or "TRUE", params
 
 
+# The one open block: every series (what a block-wise reader reads when not given a block).
+EVERY_SERIES = SeriesBlock(None, None, 0, 0)
+
+
 def series_blocks(con: duckdb.DuckDBPyConnection, source: str, where: str = "TRUE",
                   params: list | None = None, block_rows: int = DEFAULT_BLOCK_ROWS
                   ) -> list[SeriesBlock]:
@@ -61,7 +65,7 @@ def series_blocks(con: duckdb.DuckDBPyConnection, source: str, where: str = "TRU
             first = counts[start][0] if blocks else None
             blocks.append(SeriesBlock(first, stop, i + 1 - start, rows))
             start, rows = i + 1, 0
-    return blocks or [SeriesBlock(None, None, 0, 0)]
+    return blocks or [EVERY_SERIES]
 
 
 def date_chunks(con: duckdb.DuckDBPyConnection, source: str, date_column: str,

@@ -122,6 +122,19 @@ def table_columns(con: duckdb.DuckDBPyConnection, table: str) -> list[str]:
         "ORDER BY ordinal_position", [table]).fetchall()]
 
 
+def copy_to_parquet(con: duckdb.DuckDBPyConnection, sql: str, path: Path,
+                    params: list | None = None, row_group_rows: int | None = None) -> int:
+    """Write a query's result to a zstd Parquet file by DuckDB itself; returns its rows.
+
+    The rows never become a pandas frame: a snapshot of millions of rows costs DuckDB's
+    bounded memory (``FORECAST_DUCKDB_MEMORY_LIMIT``), not an object column per string.
+    """
+    literal = str(path).replace("'", "''")
+    groups = f", ROW_GROUP_SIZE {int(row_group_rows)}" if row_group_rows else ""
+    return int(con.execute(f"COPY ({sql}) TO '{literal}' (FORMAT parquet, COMPRESSION zstd"
+                           f"{groups})", params or []).fetchall()[0][0])
+
+
 def quote(identifier: str) -> str:
     """Quote a column or table name taken from a dataset spec (user-controlled text)."""
     return '"' + identifier.replace('"', '""') + '"'
