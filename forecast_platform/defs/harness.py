@@ -16,6 +16,7 @@ import mlflow
 
 from forecast_platform.datasets.spec import DatasetSpec
 from forecast_platform.defs.anomalies import build_anomaly_assets
+from forecast_platform.defs.dask_cluster import DaskCluster
 from forecast_platform.defs.forecasting import build_forecasting_assets
 from forecast_platform.defs.resources import Platform
 from forecast_platform.defs.tracking import mlflow_resource
@@ -46,7 +47,8 @@ def add_anomaly_detector(settings: Settings, spec: DatasetSpec, start: dt.date, 
     try:
         result = dg.materialize(
             assets, resources={"platform": Platform.from_settings(settings),
-                               "mlflow": mlflow_resource},
+                               "mlflow": mlflow_resource,
+                               "dask_cluster": DaskCluster(settings)},
             run_config={"ops": {"anomaly_model": {"config": dict(config)}}} if config else None)
     finally:
         # dagster-mlflow leaves its run open outside a job (no end-of-run hook here).
