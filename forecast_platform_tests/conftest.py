@@ -5,6 +5,7 @@ from __future__ import annotations
 import atexit
 import datetime as dt
 import os
+import shutil
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -45,6 +46,41 @@ def make_settings(tmp_path: Path, dataset: str = "synthetic", source: Path | Non
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
     return make_settings(tmp_path)
+
+
+# The synthetic world of the graph tests (test_forecasting_graph, test_monitoring_graph): 5 stores
+# x 8 items, no planted mistakes, landed 2015-01-01..2017-12-31 and ingested up to
+# SYNTHETIC_INGESTED. An ingest run records every day of its range as a partition of each asset
+# (most of its time), so the 2.5 years both modules start from are ingested once per session.
+SYNTHETIC_WORLD = {"n_stores": 5, "n_items": 8, "mistakes": False}
+SYNTHETIC_START, SYNTHETIC_END = dt.date(2015, 1, 1), dt.date(2017, 12, 31)
+SYNTHETIC_INGESTED = dt.date(2017, 6, 30)
+
+
+@pytest.fixture(scope="session")
+def synthetic_world(tmp_path_factory) -> Settings:
+    """The landing files and the warehouse of one real ingest run up to SYNTHETIC_INGESTED.
+
+    Read only: a module copies it (``copy_world``) into its own data directory and goes on
+    from there with its own Dagster instance, MLflow store and runs."""
+    from forecast_platform.datasets.registry import get_spec, land_synthetic
+
+    settings = make_settings(tmp_path_factory.mktemp("synthetic_world"))
+    land_synthetic(get_spec("synthetic"), settings.landing_dir(), start=SYNTHETIC_START,
+                   end=SYNTHETIC_END, **SYNTHETIC_WORLD)
+    assert run_job(settings, SYNTHETIC_START, SYNTHETIC_INGESTED).success
+    assert not list(settings.data_dir.glob("warehouse.duckdb.*"))  # closed, nothing beside it
+    return settings
+
+
+def copy_world(world: Settings, settings: Settings, landing: bool = True) -> None:
+    """``world``'s warehouse (and its landing files, unless ``landing`` is false) into the
+    empty data directory of ``settings``."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    assert not settings.warehouse_path.exists()
+    shutil.copyfile(world.warehouse_path, settings.warehouse_path)
+    if landing:
+        shutil.copytree(world.landing_root, settings.landing_root)
 
 
 def range_tags(start: dt.date | str, end: dt.date | str) -> dict[str, str]:

@@ -10,9 +10,12 @@ import mlflow
 import pandas as pd
 import pytest
 
-from forecast_platform.datasets.registry import get_spec, land_synthetic
+from forecast_platform.datasets.registry import get_spec
 from forecast_platform_tests.conftest import (
+    SYNTHETIC_END,
+    SYNTHETIC_INGESTED,
     check_results,
+    copy_world,
     make_settings,
     materialized,
     metadata,
@@ -21,17 +24,19 @@ from forecast_platform_tests.conftest import (
 )
 
 SPEC = get_spec("synthetic")
-START, END = dt.date(2015, 1, 1), dt.date(2017, 12, 31)
+END = SYNTHETIC_END
 SERIES = 5 * 8
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
+def trained(tmp_path_factory, synthetic_world):
+    """5 x 8 series landed 2015-01-01..2017-12-31, ingested to mid-2017 once for the session
+    (conftest.synthetic_world) and from there to the end here, as a daily ingest goes on."""
     settings = make_settings(tmp_path_factory.mktemp("forecasting"))
-    land_synthetic(SPEC, settings.landing_dir(), start=START, n_stores=5, n_items=8,
-                   mistakes=False)
+    copy_world(synthetic_world, settings)
     instance = dg.DagsterInstance.ephemeral()
-    assert run_job(settings, START, END, instance=instance).success
+    assert run_job(settings, SYNTHETIC_INGESTED + dt.timedelta(days=1), END,
+                   instance=instance).success
     first = run_job(settings, None, None, job="train_job", instance=instance)
     scored = run_job(settings, dt.date(2017, 7, 1), END, job="anomaly_job", instance=instance)
     second = run_job(settings, None, None, job="train_job", instance=instance)

@@ -24,12 +24,18 @@ from forecast_platform.defs.monitoring_sensors import DRIFT, PERFORMANCE, evalua
 from forecast_platform.monitoring.alerts import Alert
 from forecast_platform.monitoring.spool import spool_alert
 from forecast_platform.settings import load_settings
-from forecast_platform_tests.conftest import metadata, range_tags
+from forecast_platform_tests.conftest import (
+    SYNTHETIC_INGESTED,
+    SYNTHETIC_WORLD,
+    copy_world,
+    metadata,
+    range_tags,
+)
 
 SPEC = get_spec("synthetic")
-START, TRAIN_END = dt.date(2015, 1, 1), dt.date(2017, 6, 30)
+TRAIN_END = SYNTHETIC_INGESTED  # clean days from 2015-01-01 on
 DRIFT_FROM, DRIFT_END = dt.date(2017, 7, 1), dt.date(2017, 7, 28)
-WORLD = {"n_stores": 5, "n_items": 8, "drift_from": DRIFT_FROM, "mistakes": False}
+WORLD = {**SYNTHETIC_WORLD, "drift_from": DRIFT_FROM}
 
 
 class Receiver(http.server.BaseHTTPRequestHandler):
@@ -88,13 +94,13 @@ def tick(defs, instance, name: str, cursor: str | None = None):
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory, webhook):
+def world(tmp_path_factory, webhook, synthetic_world):
     data_dir = tmp_path_factory.mktemp("monitoring") / "data"
     settings = settings_for(data_dir, webhook)
     defs = build_definitions(settings)
     instance = dg.DagsterInstance.ephemeral()
-    land_synthetic(SPEC, settings.landing_dir(), start=START, end=TRAIN_END, **WORLD)
-    assert execute(defs, instance, "ingest_job", first=START, last=TRAIN_END).success
+    # The clean days 2015-01-01..TRAIN_END, ingested once per session (conftest.synthetic_world).
+    copy_world(synthetic_world, settings, landing=False)
     trained = dg.materialize(
         defs.assets, selection=["forecaster", "forecasts"], instance=instance,
         resources=defs.resources, tags={"trigger": "manual"})
