@@ -6,6 +6,8 @@ import atexit
 import datetime as dt
 import os
 import shutil
+import subprocess
+import sys
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -71,6 +73,33 @@ def synthetic_world(tmp_path_factory) -> Settings:
     assert run_job(settings, SYNTHETIC_START, SYNTHETIC_INGESTED).success
     assert not list(settings.data_dir.glob("warehouse.duckdb.*"))  # closed, nothing beside it
     return settings
+
+
+# `forecast-platform demo` as test_cli runs it: 6 stores x 5 items, 2016-01-01..2017-11-30.
+DEMO_ARGS = ["--stores", "6", "--items", "5", "--start", "2016-01-01"]
+
+
+def user_env() -> dict[str, str]:
+    """This environment without the platform's, Dagster's and MLflow's variables: a command
+    run with it finds everything from its flags, as a user's does."""
+    return {k: v for k, v in os.environ.items()
+            if not k.startswith(("FORECAST_", "DAGSTER_", "MLFLOW_", "BENTOML_HOME"))}
+
+
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+    """``forecast-platform demo`` run once, as a user runs it (its own process and
+    environment): its data directory and what it printed.
+
+    Read only: test_cli asserts on what it printed and built; test_dashboard copies the data
+    directory (a demo warehouse, its Dagster instance and its dashboard snapshot)."""
+    data = tmp_path_factory.mktemp("demo") / "data"
+    done = subprocess.run(
+        [sys.executable, "-m", "forecast_platform.cli", "demo", "--data-dir", str(data),
+         *DEMO_ARGS],
+        env=user_env(), capture_output=True, text=True, timeout=600,
+    )
+    return data, done
 
 
 def copy_world(world: Settings, settings: Settings, landing: bool = True) -> None:

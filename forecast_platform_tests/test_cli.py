@@ -18,20 +18,15 @@ import duckdb
 import psutil
 
 from forecast_platform.cli.ui import FALLBACK_WORKSPACE, WORKSPACE_YAML
+from forecast_platform_tests.conftest import user_env
 
 VENV_BIN = Path(sys.executable).parent
 LOCATIONS = "{ workspaceOrError { ... on Workspace { locationEntries { name loadStatus } } } }"
 
 
-def test_demo_builds_the_warehouse_and_summarizes(tmp_path):
-    data = tmp_path / "data"
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("FORECAST_", "DAGSTER_", "MLFLOW_", "BENTOML_HOME"))}
-    done = subprocess.run(
-        [sys.executable, "-m", "forecast_platform.cli", "demo", "--data-dir", str(data),
-         "--stores", "6", "--items", "5", "--start", "2016-01-01"],
-        env=env, capture_output=True, text=True, timeout=600,
-    )
+def test_demo_builds_the_warehouse_and_summarizes(demo_run):
+    data, done = demo_run  # `demo --stores 6 --items 5 --start 2016-01-01` (conftest.demo_run)
+    env = user_env()
     out = done.stdout
     assert done.returncode == 0, out + done.stderr[-3000:]
     # A command prints its progress and summary: no warning blocks, no exit-time dump.

@@ -1,8 +1,9 @@
 """The planner's dashboard on a real demo warehouse's snapshot.
 
-One module-scoped setup runs the real graph small (6 stores x 5 items, 2016-01..2017-11: ingest,
-train with its snapshot, anomaly scoring, a drift report, then ``dashboard_job``) on one Dagster
-instance. Pages are run with Streamlit's ``AppTest`` and asserted on what a planner reads
+The module works on a copy of what ``forecast-platform demo`` built (conftest.demo_run, which
+test_cli asserts on): the real graph run small (6 stores x 5 items, 2016-01..2017-11: ingest,
+train with its snapshot, anomaly scoring, a drift report, then ``dashboard_job``) on the demo's
+Dagster instance. Pages are run with Streamlit's ``AppTest`` and asserted on what a planner reads
 (a series' forecast values, an anomaly's reason, the champion's version); the what-if page
 calls a real ``bentoml serve`` on loopback; one test loads the app started by
 ``forecast-platform dashboard`` in headless chromium; one renders pages while a backfill holds
@@ -29,43 +30,37 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from forecast_platform.cli.dashboard import APP
+from forecast_platform.cli.instance import open_instance
 from forecast_platform.dashboard import quality, snapshot, whatif
 from forecast_platform.dashboard.series import search
-from forecast_platform.datasets.registry import get_spec, land_synthetic
+from forecast_platform.datasets.registry import get_spec
 from forecast_platform.definitions import build_definitions
 from forecast_platform.defs.dashboard import build_dashboard_sensor
 from forecast_platform.defs.jobs import build_jobs
 from forecast_platform.serving.harness import bentoml_server, free_port, stop_group
-from forecast_platform_tests.conftest import make_settings, range_tags
+from forecast_platform_tests.conftest import make_settings
 
 SPEC = get_spec("synthetic")
-START, END = dt.date(2016, 1, 1), dt.date(2017, 11, 30)
-SCORED = (dt.date(2017, 10, 23), END)
+END = dt.date(2017, 11, 30)  # the demo's last day (conftest.DEMO_ARGS: from 2016-01-01)
 PAGE_NAMES = ("Forecasts", "Anomalies", "What-if", "Model quality", "Data quality", "Drift")
 TIMEOUT = 60
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory):
-    """A demo warehouse built by the real jobs, and its published snapshot."""
-    root = tmp_path_factory.mktemp("dashboard")
-    settings = make_settings(root)
-    land_synthetic(SPEC, settings.landing_dir(), start=START, end=END, n_stores=6, n_items=5)
-    defs = build_definitions(settings)
-    instance = dg.DagsterInstance.ephemeral()
-
-    def run(job: str, tags=None, partition=None):
-        result = defs.resolve_job_def(job).execute_in_process(
-            instance=instance, tags=tags or {}, partition_key=partition, raise_on_error=False)
-        assert result.success, job
-        return result
-
-    run("ingest_job", range_tags(START, END))
-    train = run("train_job")
-    run("anomaly_job", range_tags(*SCORED))
-    run("monitor_job", partition=END.isoformat())
-    last = run("dashboard_job")
-    return settings, instance, defs, train, last
+def demo(tmp_path_factory, demo_run):
+    """A copy of the demo's data directory (its warehouse built by the real jobs, its published
+    snapshot), its Dagster instance, and its train_job and last dashboard_job runs."""
+    built, done = demo_run
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    settings = make_settings(tmp_path_factory.mktemp("dashboard"))
+    shutil.copytree(built, settings.data_dir)
+    with open_instance(settings) as instance:
+        runs = {job: instance.get_runs(dg.RunsFilter(job_name=job))  # newest first
+                for job in ("ingest_job", "train_job", "anomaly_job", "monitor_job",
+                            "dashboard_job")}
+        assert all(r and r[0].status == dg.DagsterRunStatus.SUCCESS for r in runs.values())
+        yield (settings, instance, build_definitions(settings), runs["train_job"][0],
+               runs["dashboard_job"][0])
 
 
 @pytest.fixture
