@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 from results import append_section, machine
-from scale import shape, step_spans
+from scale import ingest_new_day
 
 
 def feature_query_seconds(settings) -> dict:
@@ -63,32 +63,6 @@ def feature_query_seconds(settings) -> dict:
     return out
 
 
-def new_day(settings, series: int) -> dict:
-    """One more generated day landed and ingested as the daily run does, by step."""
-    from forecast_platform.cli.instance import ensure_dagster_home, open_instance
-    from forecast_platform.cli.runs import run_range
-    from forecast_platform.datasets.registry import get_spec
-    from forecast_platform.defs.jobs import INGEST_JOB
-    from forecast_platform.warehouse.store import connect
-
-    ensure_dagster_home(settings)
-    with connect(settings.warehouse_path, read_only=True) as con:
-        last = con.execute("SELECT max(date) FROM validated_sales").fetchall()[0][0]
-    day = last + dt.timedelta(days=1)
-    stores, items = shape(series)
-    spec = get_spec("synthetic")
-    spec.lander(spec, settings.landing_dir(), None, start=day, end=day, n_stores=stores,
-                n_items=items, mistakes=False)
-    t = time.perf_counter()
-    result = run_range(settings, INGEST_JOB, day, day)
-    seconds = round(time.perf_counter() - t, 2)
-    if not result.success:
-        raise SystemExit(f"error: ingesting {day} failed (run {result.run_id})")
-    with open_instance(settings) as instance:
-        steps = {k: round(e - b, 2) for k, (b, e) in step_spans(instance, result.run_id).items()}
-    return {"new_day": str(day), "new_day_seconds": seconds, "new_day_step_seconds": steps}
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data-dir", type=Path, required=True,
@@ -112,7 +86,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"features of {summary['day']}: grid {summary['grid_seconds']} s, at the day's rows "
           f"{summary['at_targets_seconds']} s (x{summary['ratio']}), largest relative "
           f"difference {summary['max_rel_diff']:.2e}", flush=True)
-    summary.update(new_day(settings, int(series)))
+    from forecast_platform.cli.instance import ensure_dagster_home
+
+    ensure_dagster_home(settings)
+    summary.update(ingest_new_day(settings, int(series)))
     print(f"new day {summary['new_day']} ingested in {summary['new_day_seconds']} s: "
           + ", ".join(f"{k} {v} s" for k, v in summary["new_day_step_seconds"].items()))
     if not args.no_append:

@@ -87,6 +87,33 @@ class RssSampler:
         self._thread.join()
 
 
+def ingest_new_day(settings, series: int) -> dict:
+    """One more generated day after the warehouse's last, landed and ingested as the daily run
+    does (``ingest_job``), timed by step."""
+    from forecast_platform.cli.instance import open_instance
+    from forecast_platform.cli.runs import run_range
+    from forecast_platform.datasets.registry import get_spec
+    from forecast_platform.defs.jobs import INGEST_JOB
+    from forecast_platform.warehouse.store import connect
+
+    with connect(settings.warehouse_path, read_only=True) as con:
+        day = con.execute("SELECT max(date) FROM validated_sales").fetchall()[0][0] \
+            + dt.timedelta(days=1)
+    stores, items = shape(series)
+    spec = get_spec("synthetic")
+    spec.lander(spec, settings.landing_dir(), None, start=day, end=day, n_stores=stores,
+                n_items=items, mistakes=False)
+    t = time.perf_counter()
+    result = run_range(settings, INGEST_JOB, day, day)
+    seconds = round(time.perf_counter() - t, 2)
+    if not result.success:
+        raise SystemExit(f"error: ingesting {day} failed at {series} series "
+                         f"(run {result.run_id})")
+    with open_instance(settings) as instance:
+        steps = {k: round(e - b, 2) for k, (b, e) in step_spans(instance, result.run_id).items()}
+    return {"new_day": str(day), "new_day_seconds": seconds, "new_day_step_seconds": steps}
+
+
 def step_spans(instance, run_id: str) -> dict[str, tuple[float, float]]:
     """Each step's STEP_START..STEP_SUCCESS (or failure) of a run, as wall-clock times."""
     import dagster as dg
@@ -109,7 +136,6 @@ def child(series: int, data_dir: Path, dask: bool) -> dict:
     """One size, in this process: what the parent reads back as JSON."""
     from forecast_platform.cli.instance import ensure_dagster_home, open_instance
     from forecast_platform.cli.runs import land, run_range, scoring_range
-    from forecast_platform.datasets.registry import get_spec
     from forecast_platform.defs.jobs import ANOMALY_JOB, INGEST_JOB, MONITOR_JOB, TRAIN_JOB
     from forecast_platform.defs.metadata import run_metadata
     from forecast_platform.settings import load_settings
@@ -151,18 +177,8 @@ def child(series: int, data_dir: Path, dask: bool) -> dict:
     total = round(sum(stages.values()), 2)
 
     # The daily steady state: one more day landed and ingested to features.
-    day = END + dt.timedelta(days=1)
-    spec = get_spec("synthetic")
-    spec.lander(spec, settings.landing_dir(), None, start=day, end=day, n_stores=stores,
-                n_items=items, mistakes=False)
-    t = time.perf_counter()
-    result = run_range(settings, INGEST_JOB, day, day)
-    new_day = round(time.perf_counter() - t, 2)
-    if not result.success:
-        raise SystemExit(f"error: ingesting {day} failed at {series} series")
-    with open_instance(settings) as instance:
-        new_day_steps = {key: round(end - begin, 2)
-                         for key, (begin, end) in step_spans(instance, result.run_id).items()}
+    day = ingest_new_day(settings, series)
+    new_day, new_day_steps = day["new_day_seconds"], day["new_day_step_seconds"]
 
     facts = run_metadata(train, "forecaster") or {}
     with connect(settings.warehouse_path, read_only=True) as con:
