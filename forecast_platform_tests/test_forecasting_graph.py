@@ -108,6 +108,28 @@ def test_forecasts_cover_every_series_over_the_horizon_with_intervals(trained):
     assert len(explain) == len(fc) and (explain["n"] == 3).all()
 
 
+def test_forecasts_in_batches_of_rows_give_the_forecasts_of_all_rows_at_once(trained):
+    """The forecasts asset predicts and explains a batch of future rows at a time (so its
+    memory is a batch's at any number of series): small batches give the same tables."""
+    from forecast_platform.definitions import build_definitions
+
+    settings, *_ = trained
+    columns = "* EXCLUDE (created_at)"
+    before = query(settings, f"SELECT {columns} FROM forecasts ORDER BY ALL")
+    explained = query(settings, "SELECT * FROM forecast_explanations ORDER BY ALL")
+    defs = build_definitions(settings)
+    again = dg.materialize(defs.assets, selection=["forecasts"], resources=defs.resources,
+                           run_config={"ops": {"forecasts": {"config": {"batch_rows": 1}}}},
+                           raise_on_error=False)
+    assert again.success
+    assert metadata(again, "forecasts")["batches"] == -(-len(before) // 2048) > 1
+    pd.testing.assert_frame_equal(query(settings, f"SELECT {columns} FROM forecasts "
+                                                  "ORDER BY ALL"), before, check_exact=True)
+    pd.testing.assert_frame_equal(query(settings, "SELECT * FROM forecast_explanations "
+                                                  "ORDER BY ALL"), explained, check_exact=True)
+    assert query(settings, "SELECT count(DISTINCT created_at) AS n FROM forecasts")["n"][0] == 1
+
+
 def test_expected_values_are_out_of_sample_and_anomalies_are_explained(trained):
     settings, first, _, scored = trained
     assert {"expected_sales", "anomaly_model", "serving_bundle"} <= materialized(first)

@@ -173,17 +173,19 @@ def build_planning_assets(spec: DatasetSpec) -> list:
                 return dg.MaterializeResult(metadata={
                     "dagster/row_count": 0, "origin": str(origin),
                     "series_planned": 0, "forecaster_version": champion_row.version})
-            # Only the planned series: the others' lift is 0 by definition.
-            rows = con.execute(query.sql, query.params).df()
-            planned = rows[rows["series_id"].isin(set(plan["series_id"]))]
-            planned = planned.sort_values(["series_id", "ds"], ignore_index=True)
+            # Only the planned series (filtered in DuckDB: at 50,000 series the horizon is
+            # 4.5 M rows): the others' lift is 0 by definition.
+            only_planned = (f"SELECT * FROM ({{}}) WHERE series_id IN (SELECT series_id FROM "
+                            f"{COVARIATE_PLAN} WHERE ds BETWEEN ? AND ?) ORDER BY series_id, ds")
+            window = [query.first, query.last]
+            planned = con.execute(only_planned.format(query.sql),
+                                  [*query.params, *window]).df()
             if known_passthrough(features):
                 unplanned = switched_off(spec, planned, columns)
             else:  # a feature reads a covariate: compute the rows again without the plan
                 plain = future_query(spec, features, origin, planned=False)
-                unplanned = con.execute(plain.sql, plain.params).df()
-                unplanned = unplanned[unplanned["series_id"].isin(set(plan["series_id"]))]
-                unplanned = unplanned.sort_values(["series_id", "ds"], ignore_index=True)
+                unplanned = con.execute(only_planned.format(plain.sql),
+                                        [*plain.params, *window]).df()
                 for column in spec.known:  # covariates not switched off keep the plan's value
                     if column not in columns:
                         unplanned[column] = planned[column].to_numpy()

@@ -29,6 +29,10 @@ from forecast_platform.warehouse.tables import VALIDATED
 TOP_CONTRIBUTIONS = 3
 
 
+# Future rows predicted and explained at a time by the forecasts asset: its memory is one
+# batch's (plus XGBoost's contributions of it) whatever the number of series.
+FORECAST_BATCH_ROWS = 262_144
+
 def model_name(spec: DatasetSpec) -> str:
     """The forecaster's name in the model registry and MLflow: one per dataset, so two datasets
     in one warehouse never promote each other's models."""
@@ -112,9 +116,12 @@ class Forecast:
 
 
 def build_forecast(model: Forecaster, rows: pd.DataFrame, spec: DatasetSpec, origin: dt.date,
-                   forecaster_version: int) -> Forecast:
+                   forecaster_version: int, created_at: dt.datetime | None = None) -> Forecast:
     """P10/P50/P90 and top contributions of ``model`` (moved to ``origin``) for the future
-    ``rows``, each row stamped with the origin and the forecaster version that made it."""
+    ``rows``, each row stamped with the origin and the forecaster version that made it.
+
+    Row by row: any batch of the rows gives its part of the whole's result (the forecasts
+    asset works through them a batch at a time). ``created_at``: one time for every batch."""
     preds = model.predict(rows)
     # A series too new for a level (its key shares need most of a year) cannot be forecast by
     # this model: leave it out, and say which ones, rather than store NaN.
@@ -125,7 +132,7 @@ def build_forecast(model: Forecaster, rows: pd.DataFrame, spec: DatasetSpec, ori
     out = rows[["ds", "series_id", *spec.keys]].assign(
         origin=origin, forecaster_version=forecaster_version,
         p10=preds["p10"].to_numpy(), p50=preds["p50"].to_numpy(), p90=preds["p90"].to_numpy(),
-        is_open=preds["is_open"].to_numpy(), created_at=dt.datetime.now(),
+        is_open=preds["is_open"].to_numpy(), created_at=created_at or dt.datetime.now(),
     )
     # Approximate attributions for the bulk table (exact TreeSHAP costs far more, see
     # docs/benchmarks.md); the service's /explain computes exact SHAP for the forecast a

@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import duckdb
+import pandas as pd
 
 from forecast_platform.settings import DEFAULT_LOCK_WAIT_SECONDS
 from forecast_platform.warehouse.migrations import migrate
@@ -133,6 +134,28 @@ def copy_to_parquet(con: duckdb.DuckDBPyConnection, sql: str, path: Path,
     groups = f", ROW_GROUP_SIZE {int(row_group_rows)}" if row_group_rows else ""
     return int(con.execute(f"COPY ({sql}) TO '{literal}' (FORMAT parquet, COMPRESSION zstd"
                            f"{groups})", params or []).fetchall()[0][0])
+
+
+def parquet_frames(path: Path, rows: int) -> Iterator[pd.DataFrame]:
+    """A Parquet file's rows as pandas frames of about ``rows`` rows each, in file order (one
+    empty frame for a file without rows).
+
+    Read by an in-memory DuckDB of its own, so the frames are typed exactly as the query that
+    wrote the file (``copy_to_parquet``) would have given them, and the warehouse stays closed
+    while the caller works through them.
+    """
+    vectors = max(1, rows // duckdb.__standard_vector_size__)
+    with duckdb.connect(":memory:") as con:
+        result = con.execute("SELECT * FROM read_parquet(?)", [str(path)])
+        first = True
+        while True:
+            frame = result.fetch_df_chunk(vectors)
+            if frame.empty and not first:  # an empty file still gives its (typed) columns
+                return
+            yield frame
+            if frame.empty:
+                return
+            first = False
 
 
 def quote(identifier: str) -> str:
