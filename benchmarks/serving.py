@@ -39,6 +39,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
+import gc
 import json
 import random
 import shutil
@@ -350,6 +351,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         env, tag, setup = prepare(args, root)
         print(f"bundle {tag} in {env['BENTOML_HOME']} {setup}", flush=True)
         inproc, series, scores = inprocess(env, tag, args)
+        gc.collect()  # the in-process model is gone before the server loads its own copy
         print(f"in-process: {inproc}", flush=True)
         load = serve_and_load(env, series, args, root / "server.log", scores)
     finally:

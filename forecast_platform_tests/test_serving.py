@@ -179,6 +179,13 @@ def test_bundle_packs_the_champion_and_a_bounded_snapshot(settings, bundle_tag, 
     assert history["series_id"].nunique() == b.manifest["series"] == 6
     assert len(history) == b.manifest["history_rows"]
     assert b.plan.names == PLAN.names
+    # The served rows come packed: every series' recent and future dates, the horizon predicted.
+    served = pd.read_parquet(b.served_features_file)
+    assert served["rn"].tolist() == list(range(len(served)))
+    assert len(served) == b.manifest["served_rows"]["rows"] == 6 * 2 * PLAN.horizon
+    forecasts = pd.read_parquet(b.served_forecasts_file)
+    assert len(forecasts) == b.manifest["served_rows"]["forecast_rows"] == 6 * PLAN.horizon
+    assert (pd.to_datetime(served.loc[forecasts["rn"], "ds"]) > pd.Timestamp(END)).all()
     from forecast_platform.serving import snapshot
 
     assert snapshot.HOLIDAYS_SOURCE is HOLIDAYS_SOURCE  # the service runs the offline SQL

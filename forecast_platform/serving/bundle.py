@@ -10,13 +10,24 @@ behind a backfill), so the bundle carries a small, self-sufficient snapshot:
     holidays.parquet   holiday_calendar over the same window and the horizon after the origin
     plan.parquet       covariate_plan over the horizon: the planned known covariates the
                        service answers with by default (a request's scenario overrides them)
+    served_features.parquet
+                       the feature rows of every served series and date (the recent observed
+                       dates and the horizon), computed here by the very SQL of the
+                       ``forecasts`` asset over the warehouse, ordered by series and date and
+                       numbered (``rn``) in small row groups, so the service reads a request's
+                       rows by number instead of computing or holding them all
+    served_forecasts.parquet
+                       ``rn``, P10/P50/P90 and ``is_open`` of every horizon row, predicted here
+                       by the packed forecaster with the closure rules applied
     anomaly/           the anomaly detector's slot: ``model.bin`` + ``info.json`` when one exists,
                        and ``context.parquet``: per series, the actuals and the expected
                        P10/P50/P90 the ``sales_anomalies`` asset reads (``expected_with_actuals``)
                        over the detector's context window before every scorable date
 
-With those, ``snapshot`` runs the very SQL of the ``forecasts`` asset (``future_source`` +
-``features_select``) over an in-memory DuckDB, so online features are the offline features.
+The served rows are the offline features and forecasts, computed once at build time a batch of
+rows at a time (the service used to compute them at load: minutes and gigabytes at 50,000
+series). History, calendar and plan stay for exact what-ifs: ``snapshot`` runs the same SQL
+over them with a scenario in its source.
 
 The spec itself is packed (not only its name): the bundle must keep serving what its model was
 trained on even if the dataset registry changes after it was built.
@@ -52,15 +63,18 @@ from forecast_platform.anomalies.expected import (
     expected_with_actuals,
 )
 from forecast_platform.datasets.spec import ClosureRule, DatasetSpec
-from forecast_platform.features.sql import FeaturePlan, plan_features
+from forecast_platform.features.offline import HOLIDAYS_SOURCE
+from forecast_platform.features.sql import FeaturePlan, features_select, plan_features
 from forecast_platform.forecasting import registry
+from forecast_platform.forecasting.closed import apply_closures
 from forecast_platform.forecasting.forecaster import Forecaster
-from forecast_platform.forecasting.future import at_origin
+from forecast_platform.forecasting.future import at_origin, future_params, future_source
 from forecast_platform.warehouse.blocks import DEFAULT_BLOCK_ROWS, series_blocks
 from forecast_platform.warehouse.store import copy_to_parquet, quote, table_exists
 from forecast_platform.warehouse.tables import CALENDAR, COVARIATE_PLAN, VALIDATED
 
-BUNDLE_FORMAT = 1
+# 2: the served rows are computed at build time (served_features / served_forecasts).
+BUNDLE_FORMAT = 2
 MANIFEST_FILE = "manifest.json"
 FORECASTER_FILE = "forecaster.bin"
 HISTORY_FILE = "history.parquet"
@@ -70,6 +84,13 @@ ANOMALY_DIR = "anomaly"
 ANOMALY_MODEL_FILE = "model.bin"
 ANOMALY_INFO_FILE = "info.json"
 ANOMALY_CONTEXT_FILE = "context.parquet"
+SERVED_FEATURES_FILE = "served_features.parquet"
+SERVED_FORECASTS_FILE = "served_forecasts.parquet"
+# Rows per row group of the served features: a request reads the groups holding its rows
+# (a series' horizon spans one or two), so small groups keep a lookup to a few milliseconds.
+SERVED_ROW_GROUP_ROWS = 8_192
+# Rows predicted at a time while packing: bounded memory whatever the number of series.
+SERVED_BATCH_ROWS = 262_144
 
 
 # -- spec (de)serialization -------------------------------------------------------------------
@@ -241,6 +262,77 @@ def write_anomaly_context(con: duckdb.DuckDBPyConnection, spec: DatasetSpec, win
                          f"{last}")}
 
 
+def served_sql(spec: DatasetSpec, plan: FeaturePlan, windows: Windows, planned: bool
+               ) -> tuple[str, list[dt.date]]:
+    """The feature rows the service serves, by series and date, and the query's parameters.
+
+    The horizon's rows are the ``forecasts`` asset's query (history from ``origin -
+    lookback_days``, so the same window frames and floating-point sums); the recent observed
+    dates read back from ``history_start``, the lookback the first of them needs.
+    ``planned``: known covariates from ``covariate_plan`` (``future_source``).
+    """
+    select = features_select(plan, future_source(spec, plan.horizon, planned=planned),
+                             HOLIDAYS_SOURCE)
+    future_history = windows.origin - dt.timedelta(days=plan.lookback_days)
+    params = [*future_params(windows.history_start, windows.origin),
+              windows.recent_start, windows.origin,
+              *future_params(future_history, windows.origin),
+              windows.future_start, windows.future_end]
+    return f"SELECT * FROM (({select}) UNION ALL ({select})) ORDER BY series_id, ds", params
+
+
+def write_served_rows(con: duckdb.DuckDBPyConnection, spec: DatasetSpec, plan: FeaturePlan,
+                      windows: Windows, forecaster: Forecaster, folder: Path,
+                      batch_rows: int = SERVED_BATCH_ROWS) -> dict[str, int]:
+    """``SERVED_FEATURES_FILE`` and ``SERVED_FORECASTS_FILE`` in ``folder``; returns their rows.
+
+    DuckDB writes the rows (no pandas: 9 M rows at 50,000 daily series); they are then read
+    back ``batch_rows`` at a time, numbered, and the horizon's rows predicted by
+    ``forecaster`` (moved to the origin) with the closure rules applied, as ``forecasts`` does.
+    """
+    sql, params = served_sql(spec, plan, windows, table_exists(con, COVARIATE_PLAN))
+    scratch = folder / "_served_rows.parquet"
+    copy_to_parquet(con, sql, scratch, params)
+    origin = pd.Timestamp(windows.origin)
+    rows = forecast_rows = 0
+    features_out = forecasts_out = None
+    try:
+        source = pq.ParquetFile(scratch)
+        for batch in source.iter_batches(batch_size=batch_rows):
+            table = pa.Table.from_batches([batch])
+            numbers = pa.array(range(rows, rows + len(table)), pa.int64())
+            table = table.add_column(0, "rn", numbers)
+            if features_out is None:
+                features_out = pq.ParquetWriter(folder / SERVED_FEATURES_FILE, table.schema,
+                                                compression="zstd")
+            features_out.write_table(table, row_group_size=SERVED_ROW_GROUP_ROWS)
+            rows += len(table)
+            frame = table.to_pandas(date_as_object=False)
+            frame["ds"] = pd.to_datetime(frame["ds"])
+            frame = frame[frame["ds"] > origin]
+            if not len(frame):
+                continue
+            preds = apply_closures(spec, frame, forecaster.predict(frame))
+            out = pa.table({"rn": frame["rn"].to_numpy(),
+                            **{q: preds[q].to_numpy(dtype=float) for q in ("p10", "p50", "p90")},
+                            "is_open": preds["is_open"].to_numpy(dtype=bool)})
+            if forecasts_out is None:
+                forecasts_out = pq.ParquetWriter(folder / SERVED_FORECASTS_FILE, out.schema,
+                                                 compression="zstd")
+            forecasts_out.write_table(out)
+            forecast_rows += len(out)
+    finally:
+        for writer in (features_out, forecasts_out):
+            if writer is not None:
+                writer.close()
+        scratch.unlink(missing_ok=True)
+    if forecast_rows == 0:
+        raise ValueError(f"no series has sales in the 28 periods up to {windows.origin} (the "
+                         "active series the forecasts asset forecasts): there is nothing to "
+                         "serve forecasts for")
+    return {"rows": rows, "forecast_rows": forecast_rows}
+
+
 @dataclass(frozen=True)
 class PackedBundle:
     """A bundle ready to be written: its small parts, the folder holding its Parquet files,
@@ -332,6 +424,7 @@ def pack_bundle(con: duckdb.DuckDBPyConnection, spec: DatasetSpec, model_name: s
                             "mlflow_run_id": anomaly.mlflow_run_id, **context_info}
         # A weekly model's seasonal recipe moves to the bundle's origin (forecasting/future.py).
         forecaster = at_origin(con, spec, Forecaster.from_bytes(champion.model_bytes), origin)
+        served = write_served_rows(con, spec, plan, windows, forecaster, folder)
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
         raise
@@ -358,6 +451,7 @@ def pack_bundle(con: duckdb.DuckDBPyConnection, spec: DatasetSpec, model_name: s
         "windows": windows.as_dict(),
         "series": counts["series"],
         "history_rows": counts["history_rows"],
+        "served_rows": served,
         "model": model,
         "anomaly": anomaly_info,
         "covariate_plan": counts["covariate_plan"],
@@ -434,6 +528,14 @@ class Bundle:
     @property
     def holidays_file(self) -> Path:
         return self.path / HOLIDAYS_FILE
+
+    @property
+    def served_features_file(self) -> Path:
+        return self.path / SERVED_FEATURES_FILE
+
+    @property
+    def served_forecasts_file(self) -> Path:
+        return self.path / SERVED_FORECASTS_FILE
 
     @property
     def plan_file(self) -> Path | None:

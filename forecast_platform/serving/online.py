@@ -1,8 +1,8 @@
 """Forecasts, explanations and anomaly scores from a loaded bundle.
 
-Forecasts for "nothing planned" are lookups into predictions made once at load over the
-snapshot's precomputed feature rows (``serving.snapshot``), so a request is an array lookup,
-not a query or a model call; a what-if scenario predicts again over the rows it changes.
+Forecasts for "nothing planned" are lookups into the predictions the bundle was packed with
+(``serving.snapshot``), so a request is an array lookup, not a query or a model call; a what-if
+scenario reads its feature rows and predicts again over the rows it changes.
 Requests are checked first (``serving.requests``), so bad input is a precise 4xx before any of
 that runs.
 
@@ -59,14 +59,9 @@ class OnlineModel:
         self.dates = snap.dates
         self.served = Served(self.spec, self.plan.horizon, self.windows.origin,
                              self.windows.future_start, snap.dates, snap.series_index)
-        preds = self.model.predict(snap.rows)
-        # Closed days (the spec's closure rules, as the forecasts asset applies them): is_open
-        # false and every quantile 0, whatever the model or a scenario says.
-        self.closed = closed_mask(self.spec, snap.rows)
-        preds = apply_closures(self.spec, snap.rows, preds)
-        self.p10 = preds["p10"].to_numpy()
-        self.p50 = preds["p50"].to_numpy()
-        self.p90 = preds["p90"].to_numpy()
+        # Predicted at build time with the closure rules applied (is_open false and every
+        # quantile 0 on a closed day, whatever the model or a scenario says), as offline.
+        self.p10, self.p50, self.p90, self.closed = snap.p10, snap.p50, snap.p90, snap.closed
         self.detector, self.anomaly_context, self.anomaly_missing = load_anomaly(bundle)
 
     # -- features ---------------------------------------------------------------------------
@@ -87,8 +82,7 @@ class OnlineModel:
         idx = snap.rows_for([r.position for r in resolved], date_pos)
         if (idx < 0).any():
             raise UnknownSeries("no data for some of the requested series and dates", "dates")
-        frame = snap.rows.iloc[idx].reset_index(drop=True)
-        return snap.overlay(frame, plan)
+        return snap.overlay(snap.frame(idx), plan)
 
     # -- endpoints ----------------------------------------------------------------------------
     def forecast(self, series: Sequence[Mapping[str, Any]], horizon: int | None = None,
@@ -111,8 +105,7 @@ class OnlineModel:
         idx = snap.rows_for([r.position for r in resolved], date_pos)
         if plan:
             frame = self.features(series, [self.dates[p] for p in date_pos], scenario) \
-                if not self.passthrough else snap.overlay(
-                    snap.rows.iloc[idx].reset_index(drop=True), plan)
+                if not self.passthrough else snap.overlay(snap.frame(idx), plan)
             # A scenario cannot open a closed day: the closure applies to its rows too.
             preds = apply_closures(self.spec, frame, self.model.predict(frame))
             p10, p50, p90 = (preds[c].to_numpy() for c in ("p10", "p50", "p90"))
@@ -147,7 +140,7 @@ class OnlineModel:
             raise UnknownSeries(f"series {resolved.keys} has no data on {day}", "date",
                                 "a date the series has sales for, or a forecast date")
         frame = self.features([series], [day], scenario) if plan else \
-            snap.rows.iloc[[snap.grid[resolved.position, pos]]].reset_index(drop=True)
+            snap.frame([snap.grid[resolved.position, pos]])
         pred = self.model.predict(frame).iloc[0]
         if pd.isna(pred["p50"]):
             # A weekly model forecasts from its origin's seasonal recipe: past weeks have none.

@@ -1,19 +1,21 @@
-"""A loaded bundle's snapshot, queried with the very SQL of the offline assets.
+"""A loaded bundle's served rows, and the offline SQL over its snapshot for exact what-ifs.
 
-At load, the bundle's snapshot goes into an in-memory DuckDB under the warehouse's own table
-names (``validated_sales``, ``holiday_calendar``), and the ``forecasts`` asset's query
-(``future_source`` + ``features_select``) computes the feature rows of every active series for
-the served dates: the recent observed dates and the horizon after the origin. Those rows are
-kept in a series x date grid, so answering with the plan (the bundle's ``covariate_plan``, as
-offline; "nothing planned" where it has no row) is a lookup, not a query.
+The bundle carries the feature rows of every active series for the served dates (the recent
+observed dates and the horizon after the origin) and the horizon's P10/P50/P90, computed at
+build time by the ``forecasts`` asset's SQL (``serving.bundle.write_served_rows``). At load
+only their numbers, series and dates are read, into a series x date grid of row numbers: a
+forecast with the plan (the bundle's ``covariate_plan``, as offline; "nothing planned" where it
+has no row) is an array lookup, and a request that needs feature rows (an explanation, a
+what-if) reads just its rows from the file, by number.
 
 What-if scenarios set known-in-advance covariates (e.g. ``promo = 1``, or ``promo = 0`` to see a
 planned promotion's day without it) on future dates, over the plan. In the
 plan those covariates are pure pass-through columns (``src."promo"``) that no other feature
 reads, which ``known_passthrough`` verifies at load; a scenario then only overwrites those
-columns of the precomputed rows (``overlay``). When that does not hold, or when asked, the
-scenario goes into the SQL source instead and the whole query runs again (``exact_rows``); a
-test shows both agree.
+columns of the served rows (``overlay``). When that does not hold, or when asked, the
+scenario goes into the SQL source instead and the whole query runs again (``exact_rows``) over
+the bundle's history, calendar and plan, which DuckDB reads from their files under the
+warehouse's own table names; a test shows both agree.
 """
 
 from __future__ import annotations
@@ -25,6 +27,9 @@ from collections.abc import Sequence
 import duckdb
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from forecast_platform.anomalies.detector import AnomalyDetector
 from forecast_platform.features.offline import HOLIDAYS_SOURCE
@@ -35,6 +40,8 @@ from forecast_platform.serving.anomaly import AnomalyContext, check_detector
 from forecast_platform.serving.bundle import Bundle, empty_plan
 from forecast_platform.warehouse.store import quote
 from forecast_platform.warehouse.tables import CALENDAR, COVARIATE_PLAN, VALIDATED
+
+SERVED = "served_features"
 
 Scenario = dict[dt.date, dict[str, float | str]]
 
@@ -76,7 +83,7 @@ def load_anomaly(bundle: Bundle
 
 
 class Snapshot:
-    """The bundle's history in DuckDB and the feature rows of every served series and date."""
+    """The served rows' grid and predictions, and the bundle's files as DuckDB views."""
 
     def __init__(self, bundle: Bundle, memory_limit: str | None = None):
         self.bundle = bundle
@@ -84,62 +91,96 @@ class Snapshot:
         self.plan = bundle.plan
         self.windows = bundle.windows
         self.passthrough = known_passthrough(bundle.plan)
+        for path in (bundle.served_features_file, bundle.served_forecasts_file):
+            if not path.is_file():
+                raise ValueError(f"bundle {bundle.tag} lacks {path.name}: rebuild it "
+                                 "(materialize serving_bundle)")
         self.con = duckdb.connect(":memory:")
-        # The feature query's windows run over every series' lookback: capped like the
-        # warehouse's (``FORECAST_DUCKDB_MEMORY_LIMIT``), spilling to a folder of its own
-        # rather than to the working directory, instead of DuckDB's default of most of RAM.
+        # An exact what-if runs the feature SQL over every series' lookback: capped like the
+        # warehouse (``FORECAST_DUCKDB_MEMORY_LIMIT``), spilling to a folder of its own rather
+        # than to the working directory, instead of DuckDB's default of most of RAM.
         self._spill = tempfile.TemporaryDirectory(prefix="forecast-snapshot-")
         self.con.execute("SET temp_directory = ?", [self._spill.name])
         if memory_limit:
             self.con.execute(f"SET memory_limit = '{memory_limit}'")
+        self.con.execute("SET parquet_metadata_cache = true")
         date = quote(self.spec.date_column)
-        # The files go straight into DuckDB (no pandas in between: the history is every
-        # series' lookback); dates are cast as bundles of every age stored them.
-        self.con.execute(f"CREATE TABLE {VALIDATED} AS SELECT * REPLACE (CAST({date} AS DATE) "
-                         f"AS {date}) FROM read_parquet(?)", [str(bundle.history_file)])
-        self.con.execute(f"CREATE TABLE {CALENDAR} AS SELECT CAST(ds AS DATE) AS ds, "
-                         "is_holiday, days_to_holiday FROM read_parquet(?)",
-                         [str(bundle.holidays_file)])
+        # Views over the files (nothing is loaded until a query reads it); dates are cast as
+        # bundles of every age stored them.
+        self._view(VALIDATED, f"SELECT * REPLACE (CAST({date} AS DATE) AS {date})",
+                   bundle.history_file)
+        self._view(CALENDAR, "SELECT CAST(ds AS DATE) AS ds, is_holiday, days_to_holiday",
+                   bundle.holidays_file)
         plan_select = (
             "SELECT CAST(ds AS DATE) AS ds, CAST(series_id AS VARCHAR) AS series_id"
             + "".join(f", CAST({quote(c)} AS {PLAN_SQL_TYPES[t]}) AS {quote(c)}"
                       for c, t in self.spec.known.items())
             + ", CAST(plan_version AS VARCHAR) AS plan_version")
         if bundle.plan_file is not None:
-            self.con.execute(f"CREATE TABLE {COVARIATE_PLAN} AS {plan_select} "
-                             "FROM read_parquet(?)", [str(bundle.plan_file)])
+            self._view(COVARIATE_PLAN, plan_select, bundle.plan_file)
         else:
             self.con.register("_plan", empty_plan(self.spec))
             self.con.execute(f"CREATE TABLE {COVARIATE_PLAN} AS {plan_select} FROM _plan")
             self.con.unregister("_plan")
+        self._view(SERVED, "SELECT *", bundle.served_features_file)
 
-        # Future rows exactly as the forecasts asset computes them (same lookback, so the same
-        # window frames and the same floating-point sums); the recent observed dates with the
-        # longer lookback they need.
-        # Each part comes ordered by series and date; the grid below finds any row by its
-        # position, so the parts are not sorted together (a copy of every row at 50,000 series).
-        rows = pd.concat([
-            self.compute_features(self.windows.recent_start, self.windows.origin),
-            self.compute_features(self.windows.future_start, self.windows.future_end),
-        ], ignore_index=True)
-        self.rows = rows
         step = self.spec.step_days
         n_dates = (self.windows.future_end - self.windows.recent_start).days // step + 1
         self.dates = [self.windows.recent_start + dt.timedelta(days=i * step)
                       for i in range(n_dates)]
         self.date_text = [d.isoformat() for d in self.dates]
         self.first_future = self.dates.index(self.windows.future_start)
-        # Served series: the active ones, i.e. those with future rows (as offline forecasts).
-        future = rows[rows["ds"] > pd.Timestamp(self.windows.origin)]
-        self.series_ids = sorted(future["series_id"].unique().tolist())
+        # Row numbers are positions: the file is numbered 0..n-1 in order.
+        index = pq.read_table(bundle.served_features_file, columns=["series_id", "ds"],
+                              read_dictionary=["series_id"])
+        n_rows = index.num_rows
+        ids = index.column("series_id").combine_chunks()
+        names = np.asarray(ids.dictionary.to_pylist(), dtype=object)
+        codes = ids.indices.to_numpy(zero_copy_only=False)
+        days = pc.cast(index.column("ds"), pa.date32()).to_numpy().astype("datetime64[D]")
+        date_pos = (days - np.datetime64(self.windows.recent_start, "D")).astype(np.int64) // step
+        # Served series: the active ones, i.e. those with horizon rows (as offline forecasts).
+        future = date_pos >= self.first_future
+        self.series_ids = sorted(names[np.unique(codes[future])].tolist())
         self.series_index = {sid: i for i, sid in enumerate(self.series_ids)}
+        position = np.array([self.series_index.get(n, -1) for n in names], dtype=np.int64)
+        pos = position[codes] if len(codes) else np.zeros(0, np.int64)
+        served = pos >= 0
         self.grid = np.full((len(self.series_ids), n_dates), -1, dtype=np.int64)
-        pos = rows["series_id"].map(self.series_index)
-        known = pos.notna().to_numpy()
-        date_pos = ((rows["ds"] - pd.Timestamp(self.windows.recent_start))
-                    .dt.days // step).to_numpy()
-        self.grid[pos[known].astype(int).to_numpy(), date_pos[known]] = \
-            np.arange(len(rows))[known]
+        self.grid[pos[served], date_pos[served]] = np.flatnonzero(served)
+        del index, ids, codes, days, date_pos, pos
+        # The horizon's predictions, by row number (NaN / open elsewhere).
+        forecasts = pq.read_table(bundle.served_forecasts_file)
+        rn = forecasts.column("rn").to_numpy()
+        self.p10, self.p50, self.p90 = (np.full(n_rows, np.nan) for _ in range(3))
+        for name, target in (("p10", self.p10), ("p50", self.p50), ("p90", self.p90)):
+            target[rn] = forecasts.column(name).to_numpy()
+        self.closed = np.zeros(n_rows, dtype=bool)
+        self.closed[rn] = ~forecasts.column("is_open").to_numpy(zero_copy_only=False)
+
+    def _view(self, name: str, select: str, path) -> None:
+        literal = str(path).replace("'", "''")
+        self.con.execute(f"CREATE VIEW {name} AS {select} FROM read_parquet('{literal}')")
+
+    def frame(self, rows: Sequence[int]) -> pd.DataFrame:
+        """The served feature rows numbered ``rows``, in that order.
+
+        Read from the file by number (its row groups are small and numbered in order, so
+        DuckDB reads only the groups holding them).
+        """
+        rows = np.asarray(rows, dtype=np.int64)
+        wanted = pa.table({"rn": np.unique(rows)})
+        cur = self.con.cursor()
+        try:
+            cur.register("_wanted", wanted)
+            got = cur.execute(f"SELECT * FROM {SERVED} WHERE rn BETWEEN ? AND ? "
+                              "AND rn IN (SELECT rn FROM _wanted)",
+                              [int(rows.min()), int(rows.max())]).df()
+        finally:
+            cur.close()
+        got = got.set_index("rn").loc[rows].reset_index(drop=True)
+        got["ds"] = pd.to_datetime(got["ds"])
+        return got
 
     def compute_features(self, start: dt.date, end: dt.date,
                          scenario: pd.DataFrame | None = None) -> pd.DataFrame:
