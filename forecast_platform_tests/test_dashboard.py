@@ -27,6 +27,7 @@ import duckdb
 import httpx
 import pandas as pd
 import pytest
+from streamlit import config as streamlit_config
 from streamlit.testing.v1 import AppTest
 
 from forecast_platform.cli.dashboard import APP
@@ -75,6 +76,11 @@ def app_env(demo, monkeypatch):
 def query(settings, sql: str, params=None) -> pd.DataFrame:
     with duckdb.connect(str(settings.warehouse_path), read_only=True) as con:
         return con.execute(sql, params or []).df()
+
+
+# As `forecast-platform dashboard` runs the app (cli/dashboard.py: no magic, so no ast.parse
+# racing another thread's on Python 3.11).
+streamlit_config.set_option("runner.magicEnabled", False)
 
 
 def app(page: str | None = None) -> AppTest:

@@ -21,11 +21,16 @@ DEFAULT_PORT = 8501
 
 def dashboard_command(host: str, port: int) -> list[str]:
     """``streamlit run`` of the app with this interpreter: headless (no browser opened), no
-    usage statistics, no file watcher (the app's code does not change under a planner)."""
+    usage statistics, no file watcher (the app's code does not change under a planner).
+
+    No "magic" either: the pages write everything explicitly, and magic parses each page
+    with ``ast.parse``, which on Python 3.11 can fail with "AST constructor recursion depth
+    mismatch" when two threads (two sessions' first renders) parse at once."""
     return [sys.executable, "-m", "streamlit", "run", str(APP),
             "--server.address", host, "--server.port", str(port),
             "--server.headless", "true", "--browser.gatherUsageStats", "false",
-            "--server.fileWatcherType", "none", "--client.toolbarMode", "viewer"]
+            "--server.fileWatcherType", "none", "--client.toolbarMode", "viewer",
+            "--runner.magicEnabled", "false"]
 
 
 def cmd_dashboard(args: argparse.Namespace) -> int:
