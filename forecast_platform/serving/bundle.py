@@ -11,9 +11,9 @@ behind a backfill), so the bundle carries a small, self-sufficient snapshot:
     plan.parquet       covariate_plan over the horizon: the planned known covariates the
                        service answers with by default (a request's scenario overrides them)
     served_features.parquet
-                       the feature rows of every served series and date (the recent observed
-                       dates and the horizon), computed here by the very SQL of the
-                       ``forecasts`` asset over the warehouse, ordered by series and date and
+                       the feature rows of every served series and date: the recent observed
+                       dates' from sales_features, the horizon's by the very SQL of the
+                       ``forecasts`` asset over the warehouse; ordered by series and date and
                        numbered (``rn``) in small row groups, so the service reads a request's
                        rows by number instead of computing or holding them all
     served_forecasts.parquet
@@ -71,7 +71,7 @@ from forecast_platform.forecasting.forecaster import Forecaster
 from forecast_platform.forecasting.future import at_origin, future_params, future_source
 from forecast_platform.warehouse.blocks import DEFAULT_BLOCK_ROWS, series_blocks
 from forecast_platform.warehouse.store import copy_to_parquet, quote, table_exists
-from forecast_platform.warehouse.tables import CALENDAR, COVARIATE_PLAN, VALIDATED
+from forecast_platform.warehouse.tables import CALENDAR, COVARIATE_PLAN, FEATURES, VALIDATED
 
 # 2: the served rows are computed at build time (served_features / served_forecasts).
 BUNDLE_FORMAT = 2
@@ -262,23 +262,30 @@ def write_anomaly_context(con: duckdb.DuckDBPyConnection, spec: DatasetSpec, win
                          f"{last}")}
 
 
-def served_sql(spec: DatasetSpec, plan: FeaturePlan, windows: Windows, planned: bool
-               ) -> tuple[str, list[dt.date]]:
-    """The feature rows the service serves, by series and date, and the query's parameters.
-
-    The horizon's rows are the ``forecasts`` asset's query (history from ``origin -
-    lookback_days``, so the same window frames and floating-point sums); the recent observed
-    dates read back from ``history_start``, the lookback the first of them needs.
-    ``planned``: known covariates from ``covariate_plan`` (``future_source``).
-    """
-    select = features_select(plan, future_source(spec, plan.horizon, planned=planned),
-                             HOLIDAYS_SOURCE)
+def served_queries(con: duckdb.DuckDBPyConnection, spec: DatasetSpec, plan: FeaturePlan,
+                   windows: Windows) -> list[tuple[str, list[dt.date]]]:
+    """The feature rows the service serves, each query with its parameters: the recent
+    observed dates as ``sales_features`` holds them (the offline features themselves), and
+    the horizon's by the ``forecasts`` asset's query (history from ``origin - lookback_days``,
+    so the same window frames and floating-point sums; known covariates from
+    ``covariate_plan`` when it exists). Raises ValueError when ``sales_features`` lacks some
+    of the recent dates ``validated_sales`` has."""
+    recent = [windows.recent_start, windows.origin]
+    date = quote(spec.date_column)
+    have = con.execute(f"SELECT count(DISTINCT ds) FROM {FEATURES} WHERE ds BETWEEN ? AND ?",
+                       recent).fetchall()[0][0] if table_exists(con, FEATURES) else 0
+    want = con.execute(f"SELECT count(DISTINCT {date}) FROM {VALIDATED} "
+                       f"WHERE {date} BETWEEN ? AND ?", recent).fetchall()[0][0]
+    if have < want:
+        raise ValueError(f"{FEATURES} holds {have} of the {want} dates with sales from "
+                         f"{windows.recent_start} to {windows.origin}: materialize its "
+                         "partitions before the serving bundle")
+    future = features_select(plan, future_source(spec, plan.horizon, planned=table_exists(
+        con, COVARIATE_PLAN)), HOLIDAYS_SOURCE)
     future_history = windows.origin - dt.timedelta(days=plan.lookback_days)
-    params = [*future_params(windows.history_start, windows.origin),
-              windows.recent_start, windows.origin,
-              *future_params(future_history, windows.origin),
-              windows.future_start, windows.future_end]
-    return f"SELECT * FROM (({select}) UNION ALL ({select})) ORDER BY series_id, ds", params
+    return [(f"SELECT * FROM {FEATURES} WHERE ds BETWEEN ? AND ?", recent),
+            (future, [*future_params(future_history, windows.origin),
+                      windows.future_start, windows.future_end])]
 
 
 def write_served_rows(con: duckdb.DuckDBPyConnection, spec: DatasetSpec, plan: FeaturePlan,
@@ -286,13 +293,22 @@ def write_served_rows(con: duckdb.DuckDBPyConnection, spec: DatasetSpec, plan: F
                       batch_rows: int = SERVED_BATCH_ROWS) -> dict[str, int]:
     """``SERVED_FEATURES_FILE`` and ``SERVED_FORECASTS_FILE`` in ``folder``; returns their rows.
 
-    DuckDB writes the rows (no pandas: 9 M rows at 50,000 daily series); they are then read
-    back ``batch_rows`` at a time, numbered, and the horizon's rows predicted by
-    ``forecaster`` (moved to the origin) with the closure rules applied, as ``forecasts`` does.
+    DuckDB writes the rows (no pandas: 9 M rows at 50,000 daily series): each query to a file
+    of its own, then every row sorted by series and date (a series' rows are then contiguous:
+    a request reads one or two row groups). They are read back ``batch_rows`` at a time,
+    numbered, and the horizon's rows predicted by ``forecaster`` (moved to the origin) with
+    the closure rules applied, as ``forecasts`` does.
     """
-    sql, params = served_sql(spec, plan, windows, table_exists(con, COVARIATE_PLAN))
+    parts = []
+    for i, (sql, params) in enumerate(served_queries(con, spec, plan, windows)):
+        parts.append(folder / f"_served_part_{i}.parquet")
+        copy_to_parquet(con, sql, parts[-1], params)
     scratch = folder / "_served_rows.parquet"
-    copy_to_parquet(con, sql, scratch, params)
+    files = ", ".join("'" + str(p).replace("'", "''") + "'" for p in parts)
+    copy_to_parquet(con, f"SELECT * FROM read_parquet([{files}], union_by_name = true) "
+                         "ORDER BY series_id, ds", scratch)
+    for part in parts:
+        part.unlink()
     origin = pd.Timestamp(windows.origin)
     rows = forecast_rows = 0
     features_out = forecasts_out = None
@@ -381,11 +397,12 @@ def pack_bundle(con: duckdb.DuckDBPyConnection, spec: DatasetSpec, model_name: s
                 ) -> PackedBundle:
     """Pack the champion of ``model_name`` and its feature snapshot.
 
-    Reads the warehouse only (``validated_sales``, ``holiday_calendar``, ``model_registry``; for
-    a weekly model also ``sales_features``, the history its seasonal recipe moves to the
-    bundle's origin from). The snapshot's files go to a new folder under ``scratch`` (the
-    system's temporary folder by default; the asset uses the data directory's staging folder,
-    on the file system of the model store, so storing them is a rename).
+    Reads the warehouse only (``validated_sales``, ``holiday_calendar``, ``covariate_plan``,
+    ``model_registry``, and ``sales_features``: the recent dates' served rows and, for a
+    weekly model, the history its seasonal recipe moves to the bundle's origin from). The
+    snapshot's files go to a new folder under ``scratch`` (the system's temporary folder by
+    default; the asset uses the data directory's staging folder, on the file system of the
+    model store, so storing them is a rename).
     Raises ValueError with what to do when there is nothing to pack.
     """
     champion = registry.champion(con, model_name)

@@ -26,7 +26,7 @@ import pandas as pd
 
 from forecast_platform.datasets.spec import DatasetSpec
 from forecast_platform.datasets.synthetic import SyntheticConfig, generate_sales
-from forecast_platform.features.offline import feature_frame, load_sales
+from forecast_platform.features.offline import compute_features, load_sales
 from forecast_platform.features.sql import plan_features
 from forecast_platform.forecasting import registry
 from forecast_platform.forecasting.forecaster import (
@@ -36,6 +36,7 @@ from forecast_platform.forecasting.forecaster import (
 )
 from forecast_platform.settings import child_env, load_settings
 from forecast_platform.warehouse.store import connect
+from forecast_platform.warehouse.tables import FEATURES
 
 SERVICE_DIR = Path(__file__).resolve().parents[2] / "bentos"
 SERVICE_FILE = SERVICE_DIR / "service.py"
@@ -47,7 +48,8 @@ def build_champion_warehouse(
     start: dt.date, end: dt.date, seed: int = 3, params: ForecasterParams | None = None,
     metrics: Mapping[str, Any] | None = None, mlflow_run_id: str | None = "run-123",
 ) -> Forecaster:
-    """Synthetic ``validated_sales``, ``holiday_calendar`` and a promoted champion in DuckDB.
+    """Synthetic ``validated_sales``, ``holiday_calendar``, ``sales_features`` and a promoted
+    champion in DuckDB.
 
     The features come from the real feature SQL and the model is the real ``Forecaster``, so
     a bundle built from this warehouse is what the ``serving_bundle`` asset would pack after a
@@ -63,7 +65,9 @@ def build_champion_warehouse(
     )
     with connect(warehouse) as con:
         load_sales(con, spec, sales, calendar=(start, end))
-        frame = feature_frame(con, plan, start, end)
+        # sales_features as the asset materializes it (the bundle serves its recent rows).
+        compute_features(con, plan, start, end)
+        frame = con.execute(f"SELECT * FROM {FEATURES} ORDER BY series_id, ds").df()
         features = default_model_features(plan.names, spec.frequency, list(spec.known))
         model = Forecaster(params, features, plan.horizon).fit(frame)
         changed = {k: v for k, v in vars(params).items() if v != getattr(ForecasterParams(), k)}
