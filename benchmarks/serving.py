@@ -59,6 +59,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(ROOT))
 from results import append_section, machine  # noqa: E402
 
+from forecast_platform.cli.parser import quiet_known_warnings  # noqa: E402
+
+quiet_known_warnings()  # before Dagster and dagster-mlflow are imported (below)
+
 from forecast_platform.datasets.registry import get_spec  # noqa: E402
 from forecast_platform.defs.bentoml_store import (  # noqa: E402
     load_stored_bundle,
