@@ -1,8 +1,9 @@
 """A loaded bundle's served rows, and the offline SQL over its snapshot for exact what-ifs.
 
 The bundle carries the feature rows of every active series for the served dates (the recent
-observed dates and the horizon after the origin) and the horizon's P10/P50/P90, computed at
-build time by the ``forecasts`` asset's SQL (``serving.bundle.write_served_rows``). At load
+observed dates, as ``sales_features`` holds them, and the horizon after the origin, by the
+``forecasts`` asset's SQL) and the horizon's P10/P50/P90, all written at build time
+(``serving.bundle.write_served_rows``). At load
 only their numbers, series and dates are read, into a series x date grid of row numbers: a
 forecast with the plan (the bundle's ``covariate_plan``, as offline; "nothing planned" where it
 has no row) is an array lookup, and a request that needs feature rows (an explanation, a
