@@ -313,3 +313,37 @@ def test_an_ingest_through_the_cli_validates_again_what_a_stopped_run_left(tmp_p
     assert f"Validating {lost}..{lost} again" in capsys.readouterr().out
     with duckdb.connect(str(settings.warehouse_path), read_only=True) as con:
         assert unbalanced_partitions(con, get_spec("synthetic")) == []
+
+
+def test_an_ingest_validates_again_every_unbalanced_range_a_stopped_run_left(tmp_path, capsys):
+    """Two separate ranges left unbalanced (raw rows never validated) are each validated again,
+    once, before the command's own range: a healing run does not start healing in turn."""
+    import datetime as dt
+
+    import pandas as pd
+
+    from forecast_platform.cli.runs import run_range
+    from forecast_platform.datasets.landing import write_landing_files
+    from forecast_platform.datasets.registry import get_spec
+    from forecast_platform.defs.jobs import INGEST_JOB
+    from forecast_platform.ingestion.checks import unbalanced_partitions
+
+    settings = _settings(tmp_path / "data")
+    days = pd.date_range("2017-01-01", "2017-01-10").strftime("%Y-%m-%d")
+    write_landing_files(pd.DataFrame({"date": days, "store": 1, "item": 1, "sales": 3,
+                                      "promo": 0}), settings.landing_dir(), "date")
+    assert run_range(settings, INGEST_JOB, dt.date(2017, 1, 1), dt.date(2017, 1, 8)).success
+    with duckdb.connect(str(settings.warehouse_path)) as con:  # what a killed run leaves
+        con.execute("DELETE FROM validated_sales WHERE date IN "
+                    "('2017-01-02', '2017-01-05', '2017-01-06')")
+        assert unbalanced_partitions(con, get_spec("synthetic")) == [
+            dt.date(2017, 1, 2), dt.date(2017, 1, 5), dt.date(2017, 1, 6)]
+    capsys.readouterr()
+
+    assert run_range(settings, INGEST_JOB, dt.date(2017, 1, 9), dt.date(2017, 1, 10)).success
+    printed = capsys.readouterr().out
+    assert printed.count("Validating 2017-01-02..2017-01-02 again") == 1, printed
+    assert printed.count("Validating 2017-01-05..2017-01-06 again") == 1, printed
+    with duckdb.connect(str(settings.warehouse_path), read_only=True) as con:
+        assert unbalanced_partitions(con, get_spec("synthetic")) == []
+        assert con.execute("SELECT count(*) FROM validated_sales").fetchall()[0] == (10,)

@@ -54,12 +54,14 @@ def land(settings: Settings, start: dt.date | None, stores: int, items: int,
 
 def run_range(settings: Settings, job_name: str, start: dt.date | None = None,
               end: dt.date | None = None, *, partition: dt.date | None = None,
-              tags: Mapping[str, str] | None = None):
+              tags: Mapping[str, str] | None = None, heal: bool = True):
     """Materialize a job as one run on the persistent instance: over ``start..end`` or one
     ``partition`` for partitioned jobs (e.g. one drift report), with ``tags`` (default
     ``trigger=cli``) and this process's PID and host.
 
-    First, runs whose process died are marked failed and their ``duckdb`` pool slots freed, and
+    An ingest over ``start..end`` first validates again the days outside it that a stopped run
+    left unbalanced (``heal_unbalanced``; ``heal=False`` for those runs themselves). Then runs
+    whose process died are marked failed and their ``duckdb`` pool slots freed, and
     while another run is in flight the command says every few seconds which one it waits for
     (``cli/recovery.py``). SIGINT / SIGTERM stop it within seconds: the run is marked canceled,
     its slots freed, and the process exits with 128 + the signal number and one line on stderr.
@@ -72,7 +74,7 @@ def run_range(settings: Settings, job_name: str, start: dt.date | None = None,
     from forecast_platform.defs.automation import RANGE_END, RANGE_START
     from forecast_platform.defs.jobs import INGEST_JOB
 
-    if job_name == INGEST_JOB and start is not None and end is not None:
+    if heal and job_name == INGEST_JOB and start is not None and end is not None:
         heal_unbalanced(settings, start, end)
     job = build_definitions(settings).resolve_job_def(job_name)
     run_tags = dict(tags or {"trigger": "cli"})
@@ -103,7 +105,10 @@ def run_range(settings: Settings, job_name: str, start: dt.date | None = None,
 def heal_unbalanced(settings: Settings, start: dt.date, end: dt.date) -> None:
     """Before an ingest of ``start..end``: validate again the days outside it whose raw rows are
     not their validated + rejected rows (a run killed between its steps), one run per range of
-    consecutive days, so every ingest through the CLI leaves the whole warehouse balanced."""
+    consecutive days, so every ingest through the CLI leaves the whole warehouse balanced.
+
+    The ranges are found once, before any of their runs: a healing run does not heal again
+    (each would find the others' ranges still unbalanced and start them, without end)."""
     from forecast_platform.datasets.landing import contiguous_ranges
     from forecast_platform.defs.jobs import INGEST_JOB
     from forecast_platform.ingestion.checks import unbalanced_partitions
@@ -120,7 +125,8 @@ def heal_unbalanced(settings: Settings, start: dt.date, end: dt.date) -> None:
     for first, last in contiguous_ranges(days, spec.step_days):
         print(f"Validating {first}..{last} again: their raw rows are not their validated + "
               "rejected rows (a run stopped between its steps) ...", flush=True)
-        run_range(settings, INGEST_JOB, first, last, tags={"trigger": "rows_balance"})
+        run_range(settings, INGEST_JOB, first, last, tags={"trigger": "rows_balance"},
+                  heal=False)
 
 
 def scoring_range(settings: Settings) -> tuple[dt.date, dt.date] | None:
