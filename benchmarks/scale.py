@@ -209,6 +209,8 @@ def child(series: int, data_dir: Path, dask: bool) -> dict:
 def run_size(series: int, dask: bool, scratch: Path | None, keep: bool = False) -> dict:
     """One size in a child process on a fresh data directory; its JSON back. With ``keep``
     the data directory stays (for ``serving.py --data-dir``) and its path is in the JSON."""
+    if scratch is not None:
+        scratch.mkdir(parents=True, exist_ok=True)
     root = Path(tempfile.mkdtemp(prefix=f"scale-{series}-", dir=scratch))
     try:
         out = root / "result.json"
