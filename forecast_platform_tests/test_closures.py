@@ -123,7 +123,7 @@ def test_init_dataset_writes_the_closures_beside_the_spec_and_reports_them(chain
     assert "closures: 57 rules in chain.closures.csv" in report
     assert "weekly closing: 11 rules (11 weekday), e.g. Store=1 closed every Sunday" in report
     assert "national holiday: 6 rules (6 yearly)" in report
-    assert "the forecaster needs at least 869" in report
+    assert "the forecaster needs at least 659" in report
     assert "closures left out" in report
 
 
@@ -259,9 +259,17 @@ def test_a_short_history_fails_early_with_the_figure(export, tmp_path):
     short = tmp_path / "short.csv"
     frame[frame["day"] >= "2020-06-01"].to_csv(short, index=False)
     with pytest.raises(MappingError, match=r"history is too short: 2020-06-01 .. 2021-06-30 is "
-                                           r"395 days, .* needs at least 869 days \(757 days for "
-                                           r"the features' longest lookback \+ 112 days"):
+                                           r"395 days, .* needs at least 659 days \(547 days "
+                                           r"before the first training row for the "
+                                           r"normaliser .* \+ "
+                                           r"112 days for the backtest"):
         inspect_csv(short, "chain", "day", ["Store", "Item"], "Sales")
+    # Two years, as many retailers' exports hold, are enough: the features that read further
+    # back are missing values until the history holds them.
+    two_years = tmp_path / "two_years.csv"
+    frame[frame["day"] >= "2019-07-01"].to_csv(two_years, index=False)
+    proposal = inspect_csv(two_years, "chain", "day", ["Store", "Item"], "Sales")
+    assert "history 731 days; the forecaster needs at least 659" in proposal.text()
 
 
 def test_data_without_series_structure_is_refused_saying_what_was_found(tmp_path):

@@ -17,8 +17,15 @@ import pytest
 import yaml
 
 from forecast_platform.cli import main
-from forecast_platform.datasets.custom import MappingError, inspect_csv, readable_bound, to_spec
+from forecast_platform.datasets.custom import (
+    MappingError,
+    figure,
+    inspect_csv,
+    readable_bound,
+    to_spec,
+)
 from forecast_platform.datasets.registry import get_spec
+from forecast_platform.planning.files import read_plan
 from forecast_platform_tests.conftest import check_results, make_settings, materialized, run_job
 
 FIRST_WEEK = dt.date(2014, 1, 5)  # Sundays
@@ -49,6 +56,20 @@ def weekly_csv(path: Path) -> Path:
                     "holiday": int(day.month == 12 and 18 <= day.day <= 24),
                     "region_type": ("metro", "rural")[r],
                 })
+    pd.DataFrame(rows).to_csv(path, index=False)
+    return path
+
+
+# The four weeks after the data, planned in the CSV's own date format (DD/MM/YYYY) as the same
+# system would export them: a promotion for north's SKU 101 in the second week.
+PLANNED = [FIRST_WEEK + dt.timedelta(weeks=WEEKS + w) for w in range(4)]
+
+
+def plan_csv(path: Path) -> Path:
+    rows = [{"week_ending": day.strftime("%d/%m/%Y"), "region": region, "sku": sku,
+             "on_promo": int((w, region, sku) == (1, "north", 101))}
+            for w, day in enumerate(PLANNED) for region in ("north", "south")
+            for sku in (101, 102, 103)]
     pd.DataFrame(rows).to_csv(path, index=False)
     return path
 
@@ -135,8 +156,8 @@ def test_the_target_bound_is_proposed_from_the_history(tmp_path):
     bound = p.spec["max_target"]
     assert 10 * largest <= bound <= 50 * largest
     assert f"{bound:g}".lstrip("0.")[0] in "125"  # 1, 2 or 5 times a power of ten
-    assert f"plausibility bound max_target {bound:,g}" in p.text()
-    assert f"largest value of the history, {largest:,g}" in p.text()
+    assert f"plausibility bound max_target {figure(bound)}" in p.text()
+    assert f"largest value of the history, {figure(largest)}" in p.text()
     spec = to_spec(p.spec)
     assert spec.max_target == bound and spec.encoding == "utf-8"
 
@@ -163,6 +184,29 @@ def test_a_windows_1252_csv_is_refused_unless_declared(tmp_path):
     assert "Café" in files[0].read_text(encoding="utf-8")
 
 
+def test_flag_words_as_spreadsheets_export_them_are_read_as_1_and_0(tmp_path):
+    """TRUE/FALSE (Walmart's IsHoliday) and yes/no flags: the holiday flag is accepted, the
+    flags are integers, and the landed files and a plan file hold 1 and 0."""
+    frame = pd.read_csv(weekly_csv(tmp_path / "plain.csv"), dtype=str)
+    frame["holiday"] = frame["holiday"].map({"0": "FALSE", "1": "TRUE"})
+    frame["on_promo"] = frame["on_promo"].map({"0": "no", "1": "Yes"})
+    csv = tmp_path / "words.csv"
+    frame.to_csv(csv, index=False)
+    p = inspect_csv(csv, "words", "week_ending", ["region", "sku"], "units",
+                    known=["on_promo"], holiday="holiday")
+    assert p.spec["flags"] == ["on_promo", "holiday"]
+    assert p.spec["known"] == {"on_promo": "int", "holiday": "int"}
+    assert "on_promo, holiday: flag words (TRUE/FALSE, yes/no) read as 1/0" in p.text()
+    spec = to_spec(yaml.safe_load(yaml.safe_dump(p.spec)))
+    landed = pd.concat(pd.read_csv(f, dtype=str) for f in spec.lander(spec, tmp_path / "land"))
+    assert set(landed["holiday"]) == set(landed["on_promo"]) == {"0", "1"}
+    assert (landed["holiday"] == "1").sum() == (frame["holiday"] == "TRUE").sum()
+    plan = tmp_path / "plan.csv"
+    plan.write_text("week_ending,region,sku,on_promo\n"
+                    f"{PLANNED[0]:%d/%m/%Y},north,101,TRUE\n")
+    assert read_plan(plan, spec)["on_promo"].tolist() == ["1"]
+
+
 # -- from the CSV to forecasts, through the CLI's init-dataset and the real graph ---------------
 
 
@@ -174,7 +218,8 @@ def graph(tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         # The spec is found through the data directory, as the CLI and code location find it.
         mp.setenv("FORECAST_DATA_DIR", str(settings.data_dir))
-        assert main(["init-dataset", "--csv", str(csv), *ARGS]) == 0
+        assert main(["init-dataset", "--csv", str(csv), *ARGS,
+                     "--plan", str(plan_csv(tmp / "plan.csv"))]) == 0
         spec = get_spec("shop", settings.datasets_dir)
         spec.lander(spec, settings.landing_dir(), settings.source_dir)
         instance = dg.DagsterInstance.ephemeral()
@@ -183,6 +228,7 @@ def graph(tmp_path_factory):
             return run_job(settings, start, end, job, instance, run_config=config)
 
         ingest = run("ingest_job", spec.start, spec.end)
+        assert run("plan_job", PLANNED[0], PLANNED[-1]).success
         train = run("train_job",
                     config={"ops": {"forecaster": {"config": {"backtest_origins": 2}}}})
     return settings, spec, ingest, train
@@ -232,6 +278,22 @@ def test_the_graph_runs_on_the_users_csv_to_forecasts(graph):
     assert holidays["is_holiday"].tolist() == [1] * len(holidays)
     assert set(holidays["ds"].dt.month) == {12} and holidays["ds"].dt.day.min() >= 18
     assert check_results(train)["forecaster.champion_gate"].metadata["metric"].value == "wmae"
+
+
+def test_a_plan_in_the_csvs_own_date_format_is_planned_and_forecast_with(graph):
+    settings, spec, _, train = graph
+    assert spec.date_format == "%d/%m/%Y"
+    with duckdb.connect(str(settings.warehouse_path), read_only=True) as con:
+        plan = con.execute("SELECT ds, series_id, on_promo FROM covariate_plan "
+                           "ORDER BY ds, series_id").df()
+        rejects = con.execute("SELECT count(*) FROM plan_rejects").fetchall()[0][0]
+    assert rejects == 0
+    assert len(plan) == 4 * 6 and sorted(set(plan["ds"].dt.date)) == PLANNED
+    promoted = plan[plan["on_promo"] == 1]
+    assert promoted[["ds", "series_id"]].astype(str).values.tolist() == [
+        [str(PLANNED[1]), "north|101"]]
+    meta = train.asset_materializations_for_node("forecasts")[0].metadata
+    assert meta["plan_rows_used"].value > 0
 
 
 def test_the_users_series_are_served_as_forecast_offline(graph):

@@ -9,6 +9,7 @@ sales), a small real champion, then the real CLI and assets on it.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from pathlib import Path
 
@@ -221,3 +222,22 @@ def test_a_weekly_plan_keeps_to_the_period_grid_and_each_column_its_type():
     assert "column 'MarkDown1': value 'inf' is not a finite number" in reasons[4]
     assert "column 'MarkDown1' is empty" in reasons[5]
     assert split.landed == len(frame)
+
+
+def test_a_plan_may_write_dates_as_the_datasets_own_files_do():
+    """A plan exported by the system that exports the sales writes dates its way (DD.MM.YYYY
+    here); ISO is read too, and anything else is refused naming both formats."""
+    spec = dataclasses.replace(SPEC, date_format="%d.%m.%Y")
+    window = plan_range(spec)
+    frame = pd.DataFrame({"date": ["05.01.2016", "2016-01-06", "07/01/2016"],
+                          "store": ["1"] * 3, "item": ["1"] * 3, "promo": ["1"] * 3,
+                          "_source_line": [2, 3, 4]})
+    split = validate_plan(frame, partitions_of(frame, spec, window), spec, "v", "f.csv",
+                          {"1|1"}, END, window)
+    assert sorted(pd.to_datetime(split.valid["ds"]).dt.date) == [dt.date(2016, 1, 5),
+                                                                  dt.date(2016, 1, 6)]
+    assert split.rejected["reason"].tolist() == [
+        "column 'date': value '07/01/2016' is not a date; expected DD.MM.YYYY or YYYY-MM-DD"]
+    with pytest.raises(PlanFileError, match="written DD.MM.YYYY or YYYY-MM-DD; found "
+                                            "'07/01/2016'"):
+        partitions_of(frame.iloc[[2]], spec, window)

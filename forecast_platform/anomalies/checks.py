@@ -48,7 +48,7 @@ def anomaly_rate(scored: ScoredRange) -> Outcome:
         problems.append(
             f"{len(shifted)} days have ALL series at a common factor outside "
             f"{DAY_FACTOR_BAND[0]}-{DAY_FACTOR_BAND[1]} x their expectation (closure, "
-            f"outage or a forecaster miss; e.g. {shifted.index[0]} at "
+            f"outage or a forecaster miss; e.g. {pd.Timestamp(shifted.index[0]).date()} at "
             f"{shifted.iloc[0]:.2f}x), absorbed before scoring")
     return Outcome(
         not problems,

@@ -95,8 +95,9 @@ class Proposal:
             lines.append(f"  holiday flag {s['holiday_column']!r}; metric of record "
                          f"{s['metric']}")
         if s.get("max_target") is not None:
-            lines.append(f"  plausibility bound max_target {s['max_target']:,g}: a larger target "
-                         "is quarantined (edit it in the spec if the business can exceed it)")
+            lines.append(f"  plausibility bound max_target {figure(s['max_target'])}: a larger "
+                         "target is quarantined (edit it in the spec if the business can "
+                         "exceed it)")
         if s.get("open_column"):
             lines.append(f"  open flag {s['open_column']!r}: closed rows (0) are closure rules, "
                          "never landed as sales")
@@ -108,6 +109,11 @@ class Proposal:
             lines.append(f"  files that are not UTF-8 are read as {s['encoding']}")
         lines += [f"  - {n}" for n in self.notes]
         return "\n".join(lines)
+
+
+def figure(value: float) -> str:
+    """A number as a person reads it: 10,000,000 rather than 1e+07; 0.5 stays 0.5."""
+    return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:,.6g}"
 
 
 def readable_bound(value: float) -> float:
@@ -176,6 +182,31 @@ def infer_type(values: pd.Series) -> ColumnType:
     return "str"
 
 
+FLAG_WORDS = {"true": "1", "false": "0", "yes": "1", "no": "0"}
+
+
+def word_flags(frame: pd.DataFrame, columns: list[str]) -> list[str]:
+    """The columns whose values are all flag words (TRUE/FALSE, yes/no, any case; blanks
+    allowed), as spreadsheets export a 0/1 column."""
+    found = []
+    for c in dict.fromkeys(columns):
+        present = frame[c].str.strip()
+        present = present[present.ne("")].str.lower()
+        if len(present) and present.isin(list(FLAG_WORDS)).all():
+            found.append(c)
+    return found
+
+
+def flags_as_numbers(frame: pd.DataFrame, flags: list[str] | tuple[str, ...]) -> pd.DataFrame:
+    """``frame`` with the flag columns' words as "1"/"0" (other text is left for the checks to
+    name)."""
+    present = [c for c in flags if c in frame.columns]
+    if not present:
+        return frame
+    return frame.assign(**{c: frame[c].map(lambda v: FLAG_WORDS.get(v.strip().lower(), v)
+                                           if isinstance(v, str) else v) for c in present})
+
+
 def guess_frequency(dates: pd.Series, column: str) -> str:
     days = pd.Series(sorted(dates.unique()))
     if len(days) < 2:
@@ -242,26 +273,29 @@ def open_flag(frame: pd.DataFrame, column: str) -> None:
 
 
 def shortest_history(frequency: str, horizon: int) -> tuple[int, str]:
-    """The fewest days of history the forecaster needs, and why: the features' longest
-    lookback (``plan_features(...).lookback_days``: before it a row lacks its yearly lags and
-    windows) plus the backtest's span (``check_history``: one horizon of training rows before
-    the first of ``BACKTEST_ORIGINS`` origins 28 days apart, and one horizon to score after the
-    last)."""
+    """The fewest days of history the forecaster needs, and why: the normaliser's lookback
+    (``plan_features(...).normaliser_days``: the model trains on rows that have it) plus the
+    backtest's span (``check_history``: one horizon of training rows before the first of
+    ``BACKTEST_ORIGINS`` origins 28 days apart, and one horizon to score after the last).
+
+    Not the features' longest lookback (two years back for daily data): a retailer's export of
+    two years is common, and the features that reach further are missing values to the model
+    until the history holds them."""
     from forecast_platform.features.sql import plan_features
 
     step = 7 if frequency == "W" else 1
     probe = DatasetSpec(name="probe", frequency=frequency, date_column="d", keys=("k",),
                         target="y", start=dt.date(2000, 1, 1), end=dt.date(2000, 1, 1),
                         horizon=horizon)
-    lookback = plan_features(probe).lookback_days
+    normaliser = plan_features(probe).normaliser_days
     spacing = max(1, 28 // step)
     backtest = (2 * horizon + (BACKTEST_ORIGINS - 1) * spacing) * step
     unit = "days" if step == 1 else "weeks"
-    why = (f"{lookback} days for the features' longest lookback + {backtest} days for the "
-           f"backtest ({BACKTEST_ORIGINS} origins {spacing * step} days apart, a "
-           f"{horizon}-{unit[:-1]} horizon of training before the first and to score after "
-           "the last)")
-    return lookback + backtest, why
+    why = (f"{normaliser} days before the first training row for the normaliser (the series' "
+           f"expected level the model scales by) + {backtest} days for the backtest "
+           f"({BACKTEST_ORIGINS} origins {spacing * step} days apart, a {horizon}-{unit[:-1]} "
+           "horizon of training before the first and to score after the last)")
+    return normaliser + backtest, why
 
 
 def inspect_csv(csv: Path, name: str, date: str, keys: list[str], target: str,
@@ -297,9 +331,14 @@ def inspect_csv(csv: Path, name: str, date: str, keys: list[str], target: str,
     known = list(known)
     if open_column is not None:
         _columns(frame, [open_column], "open")
-        open_flag(frame, open_column)
     if holiday is not None:
         _columns(frame, [holiday], "holiday")
+    flags = word_flags(frame, [*known, *observed, *static,
+                               *(c for c in (holiday, open_column) if c is not None)])
+    frame = flags_as_numbers(frame, flags)
+    if open_column is not None:
+        open_flag(frame, open_column)
+    if holiday is not None:
         holiday_flag(frame, holiday)
         if holiday not in known:
             known.append(holiday)
@@ -350,6 +389,8 @@ def inspect_csv(csv: Path, name: str, date: str, keys: list[str], target: str,
         frame, dates = frame[keep], dates[keep]
 
     notes: list[str] = [f"history {have} days; the forecaster needs at least {needed} ({why})"]
+    if flags:
+        notes.append(f"{', '.join(flags)}: flag words (TRUE/FALSE, yes/no) read as 1/0")
     target_values = pd.to_numeric(frame[target].str.strip(), errors="coerce")
     bad = target_values.isna() & frame[target].str.strip().ne("")
     if bad.mean() > 0.5:
@@ -363,13 +404,13 @@ def inspect_csv(csv: Path, name: str, date: str, keys: list[str], target: str,
     finite = target_values[target_values.abs() < math.inf]
     largest = float(finite.max()) if finite.notna().any() else 0.0
     max_target = readable_bound(MAX_TARGET_FACTOR * max(largest, 1.0))
-    notes.append(f"target bound max_target {max_target:,g} ({MAX_TARGET_FACTOR}x the largest "
-                 f"value of the history, {largest:,g}, rounded up): larger targets will be "
-                 "quarantined as implausible")
+    notes.append(f"target bound max_target {figure(max_target)} ({MAX_TARGET_FACTOR}x the "
+                 f"largest value of the history, {figure(largest)}, rounded up): larger targets "
+                 "will be quarantined as implausible")
     top = finite.nlargest(2)
     if len(top) == 2 and top.iloc[1] > 0 and top.iloc[0] > 100 * top.iloc[1]:
-        notes.append(f"the largest target {top.iloc[0]:,g} is over 100x the next "
-                     f"({top.iloc[1]:,g}): check it, the bound above is made from it")
+        notes.append(f"the largest target {figure(top.iloc[0])} is over 100x the next "
+                     f"({figure(top.iloc[1])}): check it, the bound above is made from it")
     if negative:
         notes.append(f"{int((target_values < 0).sum())} negative targets (returns?): accepted "
                      "(allow_negative_target)")
@@ -425,7 +466,7 @@ def inspect_csv(csv: Path, name: str, date: str, keys: list[str], target: str,
 
     spec = {
         "version": SPEC_VERSION,
-        "name": name, "csv": str(csv), "date_format": fmt,
+        "name": name, "csv": str(csv), "date_format": fmt, "flags": flags,
         "description": f"user CSV {csv.name}",
         "frequency": frequency, "date_column": date, "keys": list(keys),
         "key_types": key_types, "target": target,
@@ -527,6 +568,8 @@ def to_spec(data: dict, folder: Path | None = None,
             max_missing_share=float(data.get("max_missing_share", 0.05)),
             max_target=None if data.get("max_target") is None else float(data["max_target"]),
             encoding=str(data.get("encoding", "utf-8")),
+            date_format=str(data.get("date_format", "%Y-%m-%d")),
+            flags=tuple(data.get("flags", ()) or ()),
             closed_dates=tuple(data.get("closed_dates", ()) or ()),
             closures_file=closures_file, closure_rules=tuple(rules or ()),
             start=dt.date.fromisoformat(str(data["start"])),
@@ -581,7 +624,7 @@ def land_csv(spec: DatasetSpec, landing_dir: Path, source_dir: Path | None = Non
     if not path.is_file():
         raise FileNotFoundError(f"dataset {spec.name!r}: {path} does not exist (the CSV the "
                                 "spec was made from; pass --source-dir to point at its folder)")
-    frame = read_text_csv(path, spec.encoding)
+    frame = flags_as_numbers(read_text_csv(path, spec.encoding), spec.flags)
     if open_column is not None and open_column in frame.columns:
         # Closed rows (open flag 0) are closure rules of the spec, never sales.
         frame = frame[frame[open_column].str.strip().ne("0")]

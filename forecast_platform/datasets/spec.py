@@ -163,6 +163,12 @@ class DatasetSpec:
     # The encoding of landing files that are not UTF-8: 'utf-8' (default: such a file is
     # quarantined as a file) or 'cp1252' (Windows-1252, what Excel on Windows writes).
     encoding: str = "utf-8"
+    # How the data's own files write dates (strftime): a plan file written by the same
+    # system may use it; ISO (YYYY-MM-DD) is always read too.
+    date_format: str = "%Y-%m-%d"
+    # Flag columns the data writes as words (TRUE/FALSE, yes/no, as spreadsheets export them):
+    # read as 1/0 wherever its files are read (the lander, plan files).
+    flags: tuple[str, ...] = ()
     horizon: int = 90
     metric: str = "smape"  # the metric of record: what the champion gate compares
     description: str = ""

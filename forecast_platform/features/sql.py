@@ -152,6 +152,11 @@ class FeaturePlan:
     horizon: int
     features: tuple[Feature, ...]
     lookback_days: int
+    # The history the normaliser ``norm`` reads before a row. The model trains on rows that
+    # have it (its target is y / norm), so this, not the longest lag, is what a dataset's
+    # history must cover; longer lookbacks (two years back, yearly growth) are NULL before it,
+    # which XGBoost takes as missing.
+    normaliser_days: int = 0
     # Common table expressions (``name AS (...)``, reading ``src``) and the joins that bring
     # their columns next to each source row: what the pooled features refer to.
     ctes: tuple[str, ...] = ()
@@ -373,7 +378,12 @@ def plan_features(spec: DatasetSpec, horizon: int | None = None,
         joins.append(f"LEFT JOIN {STATIC} USING ({group})")
 
     longest = max(lag0 + 2 * season, 2 * season + half, w_last_year[1], w_recent_ly[1])
+    # Weekly: last year's same period (snaive_growth) or the year's level times the group's
+    # index of a season back (pooled_profile); daily: the pooled windows of the product.
+    normaliser = season if spec.frequency == "W" else max(w_year[1], w_last_year[1],
+                                                          w_recent_ly[1])
     return FeaturePlan(spec, horizon, tuple(feats), lookback_days=(longest + 1) * step,
+                       normaliser_days=(normaliser + 1) * step,
                        ctes=tuple(ctes), joins=tuple(joins),
                        windows=tuple(windows.values()))
 

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from forecast_platform.datasets.custom import flags_as_numbers
 from forecast_platform.datasets.spec import DatasetSpec, decode
 from forecast_platform.ingestion.text import clip
 
@@ -110,23 +111,44 @@ def read_plan(path: Path, spec: DatasetSpec) -> pd.DataFrame:
             f"{list(spec.known)}" if spec.known else
             f"{path.name}: dataset {spec.name!r} has no known covariates, so there is nothing "
             "to plan")
+    frame = flags_as_numbers(frame, spec.flags)
     # Header is line 1, so the first row is line 2 (as a spreadsheet shows it).
     return frame.assign(**{LINE_COLUMN: range(2, len(frame) + 2)})
 
 
-def parse_dates(values: pd.Series) -> pd.Series:
-    """ISO dates (YYYY-MM-DD, blanks around allowed) as ``datetime.date``; None where not."""
+ISO_DATE = "%Y-%m-%d"
+
+
+def parse_dates(values: pd.Series, date_format: str = ISO_DATE) -> pd.Series:
+    """Dates as ``datetime.date`` (None where a value is not one): ISO (YYYY-MM-DD) or the
+    dataset's own ``date_format`` (a plan exported by the system that exports the sales writes
+    its dates the same way), blanks around allowed."""
     text = values.str.strip()
-    parsed = pd.to_datetime(text, format="%Y-%m-%d", errors="coerce")
+    parsed = pd.to_datetime(text, format=ISO_DATE, errors="coerce")
     ok = parsed.notna() & text.str.fullmatch(r"\d{4}-\d{2}-\d{2}")
+    if date_format != ISO_DATE:
+        own = pd.to_datetime(text, format=date_format, errors="coerce")
+        parsed, ok = parsed.where(ok, own), ok | own.notna()
     return pd.Series([d.date() if k else None for d, k in zip(parsed, ok, strict=True)],
                      index=values.index, dtype=object)
+
+
+def date_formats(spec: DatasetSpec) -> str:
+    """The date formats a plan of ``spec`` may use, as a person writes them."""
+    def readable(fmt: str) -> str:
+        for code, text in (("%Y", "YYYY"), ("%m", "MM"), ("%d", "DD"), ("%H", "hh"),
+                           ("%M", "mm"), ("%S", "ss")):
+            fmt = fmt.replace(code, text)
+        return fmt
+
+    own = [] if spec.date_format == ISO_DATE else [readable(spec.date_format)]
+    return " or ".join([*own, readable(ISO_DATE)])
 
 
 def partitions_of(frame: pd.DataFrame, spec: DatasetSpec, plan_range: PlanRange) -> pd.Series:
     """Each row's partition date (see the module docstring); raises ``PlanFileError`` when no
     row of the file falls on a plan partition."""
-    days = parse_dates(frame[spec.date_column])
+    days = parse_dates(frame[spec.date_column], spec.date_format)
     inside = days.map(lambda d: d is not None and plan_range.holds(d))
     if not inside.any():
         shown = sorted({str(v) for v in frame[spec.date_column].head(1000)})[:5]
@@ -134,7 +156,7 @@ def partitions_of(frame: pd.DataFrame, spec: DatasetSpec, plan_range: PlanRange)
             f"no row has a {spec.date_column} the plan can hold: expected dates "
             f"{plan_range.start} .. {plan_range.last}"
             + (f" every {plan_range.step_days} days" if plan_range.step_days > 1 else "")
-            + f", found {[clip(s, 30) for s in shown]}")
+            + f" written {date_formats(spec)}; found {', '.join(clip(s, 30) for s in shown)}")
     fallback = min(d for d, i in zip(days, inside, strict=True) if i)
     return days.where(inside, fallback)
 

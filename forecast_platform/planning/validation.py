@@ -25,7 +25,7 @@ import pandas as pd
 
 from forecast_platform.datasets.spec import WEEKDAYS, ColumnType, DatasetSpec
 from forecast_platform.ingestion.text import clip
-from forecast_platform.planning.files import LINE_COLUMN, PlanRange, parse_dates
+from forecast_platform.planning.files import LINE_COLUMN, PlanRange, date_formats, parse_dates
 
 REJECT_COLUMNS = ["partition_date", "plan_version", "plan_file", "source_line", "rule",
                   "reason", "raw_values"]
@@ -92,10 +92,10 @@ def validate_plan(frame: pd.DataFrame, partitions: pd.Series, spec: DatasetSpec,
 
     date_col = spec.date_column
     raw_dates = frame[date_col].to_numpy()
-    days = parse_dates(frame[date_col]).to_numpy()
+    days = parse_dates(frame[date_col], spec.date_format).to_numpy()
     no_date = np.array([d is None for d in days])
     refuse(no_date, "dates", lambda i: f"column '{date_col}': value {clip(raw_dates[i])} is not "
-                                       "a date; expected YYYY-MM-DD")
+                                       f"a date; expected {date_formats(spec)}")
     if last_sales is None:
         refuse(~no_date, "dates", "no sales are landed yet, so no date is known to be in the "
                                   "future: ingest sales before validating a plan")
