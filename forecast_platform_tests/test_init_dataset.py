@@ -207,6 +207,21 @@ def test_flag_words_as_spreadsheets_export_them_are_read_as_1_and_0(tmp_path):
     assert read_plan(plan, spec)["on_promo"].tolist() == ["1"]
 
 
+def test_a_semicolon_export_is_read_as_it_is(tmp_path):
+    """Spreadsheets in much of Europe separate with semicolons: the CSV and its plan are read
+    with the delimiter their header uses."""
+    frame = pd.read_csv(weekly_csv(tmp_path / "plain.csv"), dtype=str)
+    csv = tmp_path / "semicolons.csv"
+    frame.to_csv(csv, index=False, sep=";")
+    p = inspect_csv(csv, "semi", "week_ending", ["region", "sku"], "units", known=["on_promo"])
+    spec = to_spec(p.spec)
+    landed = pd.concat(pd.read_csv(f, dtype=str) for f in spec.lander(spec, tmp_path / "land"))
+    assert len(landed) == len(frame) and set(landed["on_promo"]) == {"0", "1"}
+    plan = tmp_path / "plan.csv"
+    plan.write_text(f"week_ending;region;sku;on_promo\n{PLANNED[0]:%d/%m/%Y};north;101;1\n")
+    assert read_plan(plan, spec)[["region", "on_promo"]].values.tolist() == [["north", "1"]]
+
+
 # -- from the CSV to forecasts, through the CLI's init-dataset and the real graph ---------------
 
 

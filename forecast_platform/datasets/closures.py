@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from forecast_platform.datasets.spec import WEEKDAYS, ClosureRule, DatasetSpec
+from forecast_platform.datasets.spec import WEEKDAYS, ClosureRule, DatasetSpec, csv_delimiter
 from forecast_platform.warehouse.store import quote
 
 RULE_COLUMNS = ("date", "yearly", "weekday")
@@ -80,7 +80,9 @@ def read_closures(path: Path, keys: Sequence[str], key_types: dict[str, str] | N
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"closures file {path} does not exist")
-    frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    text = path.read_text(encoding="utf-8-sig")
+    frame = pd.read_csv(io.StringIO(text), sep=csv_delimiter(text), dtype=str,
+                        keep_default_na=False)
     known = {*RULE_COLUMNS, *keys, "note"}
     stray = [c for c in frame.columns if c not in known]
     if stray or not any(c in frame.columns for c in RULE_COLUMNS):

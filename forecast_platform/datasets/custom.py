@@ -45,6 +45,7 @@ from forecast_platform.datasets.spec import (
     ClosureRule,
     ColumnType,
     DatasetSpec,
+    csv_delimiter,
     decode,
 )
 
@@ -138,7 +139,8 @@ def read_text_csv(path: Path, encoding: str = "utf-8") -> pd.DataFrame:
         raise MappingError(f"{path} is not {'UTF-8' if encoding == 'utf-8' else encoding}: byte "
                            f"0x{data[err.start]:02x} at offset {err.start:,} does not decode"
                            f"{hint}") from None
-    return pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False)
+    return pd.read_csv(io.StringIO(text), sep=csv_delimiter(text), dtype=str,
+                       keep_default_na=False)
 
 
 def _columns(frame: pd.DataFrame, names: list[str], role: str) -> None:

@@ -288,6 +288,19 @@ class DatasetSpec:
         return self.key_types.get(key, "str")
 
 
+DELIMITERS = (",", ";", "\t", "|")
+
+
+def csv_delimiter(text: str) -> str:
+    """The delimiter of a CSV's text: the candidate its header line holds most of (a comma
+    when it holds none). Spreadsheets in much of Europe export with semicolons, some systems
+    with tabs or pipes; the files a user brings are read as they are."""
+    header = text.split("\n", 1)[0]
+    counts = {d: header.count(d) for d in DELIMITERS}
+    best = max(counts, key=counts.__getitem__)
+    return best if counts[best] else ","
+
+
 def decode(data: bytes, encoding: str = "utf-8") -> tuple[str, str]:
     """A landing file's bytes as text, and the encoding that read them.
 

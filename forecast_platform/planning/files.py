@@ -27,7 +27,7 @@ from pathlib import Path
 import pandas as pd
 
 from forecast_platform.datasets.custom import flags_as_numbers
-from forecast_platform.datasets.spec import DatasetSpec, decode
+from forecast_platform.datasets.spec import DatasetSpec, csv_delimiter, decode
 from forecast_platform.ingestion.text import clip
 
 PLAN_NAME = re.compile(r"^plan_(\d{8}T\d{12})\.csv$")
@@ -93,8 +93,8 @@ def read_plan(path: Path, spec: DatasetSpec) -> pd.DataFrame:
         raise PlanFileError(f"{path.name}: byte {error.start} is not {spec.encoding} text; "
                             "a plan is a CSV file") from None
     try:
-        frame = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False,
-                            skipinitialspace=True)
+        frame = pd.read_csv(io.StringIO(text), sep=csv_delimiter(text), dtype=str,
+                            keep_default_na=False, skipinitialspace=True)
     except (pd.errors.ParserError, pd.errors.EmptyDataError) as error:
         first = str(error).strip().splitlines()[0] if str(error).strip() else "no header"
         raise PlanFileError(f"{path.name}: not readable as CSV ({first})") from None
