@@ -159,6 +159,27 @@ def test_a_failed_publish_leaves_the_current_snapshot_and_no_debris(tmp_path):
         snapshot.current(root).path
 
 
+def test_store_totals_work_for_keys_named_with_spaces(tmp_path):
+    """An export's columns are named as people name them ("Store Name"): the snapshot's store
+    totals are built for such keys too."""
+    import dataclasses
+
+    from forecast_platform.dashboard.extract import write_tables
+
+    spec = dataclasses.replace(SPEC, keys=("Store Name", "SKU"), key_types={
+        "Store Name": "str", "SKU": "str"}, date_column="Sales Date", target="Units Sold",
+        known={})
+    con = duckdb.connect()
+    con.execute("""CREATE TABLE validated_sales AS SELECT "Store Name" || '|' || SKU AS series_id,
+        * FROM (VALUES ('Store 1', 'A-001', DATE '2017-01-02', 3), ('Store 1', 'A-002',
+        DATE '2017-01-02', 4), ('Store 2', 'A-001', DATE '2017-01-02', 5))
+        t("Store Name", SKU, "Sales Date", "Units Sold")""")
+    info = write_tables(con, spec, tmp_path)
+    series = pd.read_parquet(tmp_path / "series.parquet").set_index("series_id")
+    assert series.loc["Store Name=Store 1", "label"] == "Store Name Store 1 (total of 2 series)"
+    assert info["tables"]["history"] > 0
+
+
 def test_the_series_search_finds_one_of_many_without_a_giant_list():
     n = 50_000
     index = pd.DataFrame({"series_id": [f"{i // 500}|{i % 500}" for i in range(n)],

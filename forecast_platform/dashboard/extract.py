@@ -184,12 +184,13 @@ def _series_and_history(con, spec: DatasetSpec, folder: Path, exists: dict[str, 
         grouped = index.groupby(k, sort=True).agg(
             periods=("periods", "max"), first=("first", "min"), last=("last", "max"),
             members=("series_id", "size"), mean=("mean", "sum")).reset_index()
-        for row in grouped.itertuples(index=False):
-            value = getattr(row, k)
+        # Records, not itertuples: a key named like "Store Name" is no attribute.
+        for row in grouped.to_dict("records"):
+            value = row[k]
             aggregates.append({"series_id": aggregate_id(k, value), "kind": "aggregate",
-                               k: value, "periods": row.periods, "first": row.first,
-                               "last": row.last, "mean": row.mean,
-                               "label": f"{k} {value} (total of {row.members} series)"})
+                               k: value, "periods": row["periods"], "first": row["first"],
+                               "last": row["last"], "mean": row["mean"],
+                               "label": f"{k} {value} (total of {row['members']} series)"})
     if len(index):
         aggregates.append({"series_id": TOTAL, "kind": "aggregate",
                            "periods": int(index["periods"].max()), "first": index["first"].min(),
