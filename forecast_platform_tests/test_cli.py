@@ -129,3 +129,43 @@ def _pgid(pid: int) -> int | None:
         return os.getpgid(pid)
     except ProcessLookupError:
         return None
+
+
+def test_a_cli_runs_console_says_a_warning_in_one_line_and_leaves_failures_to_the_summary(
+        capfd, tmp_path):
+    """The CLI's console logger on a real Dagster job: a warning is one line naming its step;
+    a blocking check that refuses (an answer, not a crash) prints no stack trace and no
+    "Dependencies ... Not executing" lines; the summary reports the verdict and the step."""
+    import dagster as dg
+
+    from forecast_platform.cli.summary import summarize
+    from forecast_platform.defs.console import cli_console_logger
+    from forecast_platform_tests.conftest import make_settings
+
+    @dg.asset(check_specs=[dg.AssetCheckSpec("gate", asset="model", blocking=True)])
+    def model(context):
+        context.log.warning("the champion cannot be loaded\nsecond line of detail")
+        yield dg.MaterializeResult()
+        yield dg.AssetCheckResult(check_name="gate", passed=False,
+                                  description="does not beat seasonal_naive_7 (13.5 vs 11.9)")
+
+    @dg.asset(deps=[model])
+    def forecasts():
+        pass
+
+    job = dg.Definitions(assets=[model, forecasts], jobs=[dg.define_asset_job("j")]) \
+        .resolve_job_def("j").with_logger_defs({"console": cli_console_logger})
+    capfd.readouterr()
+    result = job.execute_in_process(raise_on_error=False, run_config={
+        "loggers": {"console": {"config": {"log_level": "WARNING"}}}})
+    printed = capfd.readouterr().err
+    assert not result.success
+    assert printed.splitlines() == ["  warning: model: the champion cannot be loaded"], printed
+
+    settings = make_settings(tmp_path)  # an empty warehouse: the summary's tables say "none yet"
+    settings.data_dir.mkdir(parents=True)
+    duckdb.connect(str(settings.warehouse_path)).close()
+    text = summarize(settings, [result], 1.0)
+    assert "[ERROR] model.gate: does not beat seasonal_naive_7 (13.5 vs 11.9)" in text
+    assert "step model stopped: its blocking check failed (above)" in text
+    assert "Traceback" not in text and "Stack Trace" not in text

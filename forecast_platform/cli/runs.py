@@ -72,11 +72,15 @@ def run_range(settings: Settings, job_name: str, start: dt.date | None = None,
     from forecast_platform.cli.recovery import process_tags, signal_guard, wait_for_warehouse
     from forecast_platform.definitions import build_definitions
     from forecast_platform.defs.automation import RANGE_END, RANGE_START
+    from forecast_platform.defs.console import cli_console_logger
     from forecast_platform.defs.jobs import INGEST_JOB
 
     if heal and job_name == INGEST_JOB and start is not None and end is not None:
         heal_unbalanced(settings, start, end)
-    job = build_definitions(settings).resolve_job_def(job_name)
+    # Dagster's console logger replaced by the CLI's (defs/console.py): one line a warning, and
+    # failures left to the command's summary instead of a stack trace.
+    job = build_definitions(settings).resolve_job_def(job_name) \
+        .with_logger_defs({"console": cli_console_logger})
     run_tags = dict(tags or {"trigger": "cli"})
     if start is not None and end is not None:
         run_tags.update({RANGE_START: start.isoformat(), RANGE_END: end.isoformat()})

@@ -72,14 +72,20 @@ def summarize(settings: Settings, results: list, seconds: float) -> str:
     failed = [c for c in checks if not c.passed]
     lines += ["", f"Asset checks: {len(checks) - len(failed)} passed, {len(failed)} failed"]
     for c in failed:
-        summary = c.metadata.get("summary")
-        text = summary.value if summary is not None else ""
+        summary = c.metadata.get("summary") or c.metadata.get("verdict")
+        text = summary.value if summary is not None else (c.description or "")
         lines.append(f"  [{c.severity.value}] {c.asset_key.to_user_string()}.{c.check_name}: "
                      f"{text}")
     for e in events:
         if e.event_type_value == "STEP_FAILURE":
-            error = e.event_specific_data.error.message.strip().splitlines()[0]
-            lines.append(f"  step {e.step_key} failed: {error}")
+            error = e.event_specific_data.error
+            if "DagsterAssetCheckFailedError" in (error.cls_name or "") + error.message:
+                lines.append(f"  step {e.step_key} stopped: its blocking check failed (above); "
+                             "the steps after it did not run")
+            else:
+                lines.append(f"  step {e.step_key} failed: "
+                             f"{error.message.strip().splitlines()[0]} (the whole error: "
+                             f"forecast-platform ui, run {e.run_id[:8]})")
     for result in results:
         lines += forecaster_summary(result)
         lines += anomaly_summary(result)
