@@ -142,12 +142,13 @@ def test_a_cli_runs_console_says_a_warning_in_one_line_and_leaves_failures_to_th
     from forecast_platform.defs.console import cli_console_logger
     from forecast_platform_tests.conftest import make_settings
 
-    @dg.asset(check_specs=[dg.AssetCheckSpec("gate", asset="model", blocking=True)])
+    @dg.asset(check_specs=[dg.AssetCheckSpec("champion_gate", asset="model", blocking=True)])
     def model(context):
         context.log.warning("the champion cannot be loaded\nsecond line of detail")
         yield dg.MaterializeResult()
-        yield dg.AssetCheckResult(check_name="gate", passed=False,
-                                  description="does not beat seasonal_naive_7 (13.5 vs 11.9)")
+        yield dg.AssetCheckResult(check_name="champion_gate", passed=False,
+                                  description="does not beat seasonal_naive_7 (13.5 vs 11.9)",
+                                  metadata={"champion": "none"})
 
     @dg.asset(deps=[model])
     def forecasts():
@@ -166,6 +167,7 @@ def test_a_cli_runs_console_says_a_warning_in_one_line_and_leaves_failures_to_th
     settings.data_dir.mkdir(parents=True)
     duckdb.connect(str(settings.warehouse_path)).close()
     text = summarize(settings, [result], 1.0)
-    assert "[ERROR] model.gate: does not beat seasonal_naive_7 (13.5 vs 11.9)" in text
+    assert "[ERROR] model.champion_gate: does not beat seasonal_naive_7 (13.5 vs 11.9)" in text
     assert "step model stopped: its blocking check failed (above)" in text
+    assert "No champion yet, so no forecasts" in text
     assert "Traceback" not in text and "Stack Trace" not in text

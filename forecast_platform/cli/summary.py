@@ -86,6 +86,13 @@ def summarize(settings: Settings, results: list, seconds: float) -> str:
                 lines.append(f"  step {e.step_key} failed: "
                              f"{error.message.strip().splitlines()[0]} (the whole error: "
                              f"forecast-platform ui, run {e.run_id[:8]})")
+    if any(c.check_name == "champion_gate" and getattr(c.metadata.get("champion"), "value",
+                                                         None) == "none" for c in failed):
+        lines += ["", "No champion yet, so no forecasts, anomaly scores or serving bundle: the "
+                      "gate promotes a model only when it beats every baseline and the champion "
+                      "on the metric of record. The backtest below shows where it lost; with "
+                      "more history or series, `forecast-platform demo` (or the train_job) "
+                      "trains again."]
     for result in results:
         lines += forecaster_summary(result)
         lines += anomaly_summary(result)
