@@ -85,7 +85,10 @@ def test_gate_names_the_baseline_a_model_fails_to_beat(clean_and_tampered):
     worse = type(clean)(clean.origins, bad, score(bad, clean.methods), clean.methods, 0.0)
     verdict = evaluate(worse, "smape", 0.0)
     assert not verdict.passed
-    assert any(r.startswith("does not beat seasonal_naive_7") for r in verdict.reasons)
+    assert any(r.startswith("does not beat seasonal_naive_7: smape ") for r in verdict.reasons)
+    # With no champion there is none to keep; a margin of 0 is not written out.
+    assert verdict.summary.startswith("not promoted: ") and " by 0%" not in verdict.summary
+    assert verdict.summary.endswith("no champion yet")
 
 
 def test_a_retrain_of_the_champions_recipe_on_newer_data_replaces_it(clean_and_tampered):

@@ -46,7 +46,9 @@ class GateVerdict:
 
     @property
     def summary(self) -> str:
-        head = "promoted" if self.passed else "kept the champion"
+        head = ("promoted" if self.passed else "kept the champion"
+                if self.champion is not None or self.champion_version is not None
+                else "not promoted")
         return f"{head}: " + "; ".join(self.reasons)
 
 
@@ -97,8 +99,8 @@ def evaluate(
         else:
             verdict.passed = False
             verdict.reasons.append(
-                f"does not beat {method} by {margin:.0%}: {metric} {overall[metric]:.3f} vs "
-                f"{base:.3f} ({overall[metric] / base - 1:+.1%})"
+                f"does not beat {method}{f' by {margin:.0%}' if margin else ''}: {metric} "
+                f"{overall[metric]:.3f} vs {base:.3f} ({overall[metric] / base - 1:+.1%})"
             )
     if champion is None and champion_recorded is None:
         verdict.reasons.append("no champion yet")
