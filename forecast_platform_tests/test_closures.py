@@ -235,6 +235,33 @@ def test_an_open_flag_becomes_exact_rules_and_closed_rows_are_not_landed(export,
     assert "open" not in landed.columns
 
 
+def test_rows_of_0_on_declared_closed_days_are_not_landed(export, tmp_path):
+    """An export that writes every day, 0 when the store is closed: with the closures declared,
+    a closed day's 0 is no sale and is not landed; a sale on a closed day is landed, for the
+    ingest checks to name."""
+    _, flagged = export
+    frame = pd.read_csv(flagged, dtype=str).drop(columns=["open"])
+    csv = tmp_path / "every_day.csv"
+    frame.to_csv(csv, index=False)
+    declared = tmp_path / "closures.csv"
+    declared.write_text("date;yearly;weekday;Store;note\n" + "".join(
+        f";;7;{s};closed on Sundays\n" for s in STORES if s != SUNDAY_OPEN))
+    data = tmp_path / "data"
+    init_dataset(["--csv", str(csv), "--data-dir", str(data), "--closures", str(declared),
+                  *ARGS])
+    spec = get_spec("chain", data / "datasets")
+    sunday = pd.to_datetime(frame["day"]).dt.dayofweek == 6
+    sold_on_a_closed_sunday = frame.index[sunday & frame["Store"].eq("1")][0]
+    frame.loc[sold_on_a_closed_sunday, "Sales"] = "5"
+    frame.to_csv(csv, index=False)
+    landed = pd.concat(pd.read_csv(f, dtype=str) for f in spec.lander(spec, tmp_path / "land"))
+    on_sunday = landed[pd.to_datetime(landed["day"]).dt.dayofweek == 6]
+    assert set(on_sunday["Store"]) == {"1", str(SUNDAY_OPEN)}
+    assert on_sunday[on_sunday["Store"] == "1"]["Sales"].tolist() == ["5"]
+    closed_sundays = sunday & frame["Store"].ne(str(SUNDAY_OPEN))
+    assert len(landed) == len(frame) - int(closed_sundays.sum()) + 1
+
+
 def test_an_open_flag_that_is_not_0_or_1_names_the_value_and_the_row(export, tmp_path):
     _, flagged = export
     frame = pd.read_csv(flagged, dtype=str)

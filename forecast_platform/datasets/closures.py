@@ -284,6 +284,18 @@ class History:
         return closed
 
 
+def closed_rows(spec: DatasetSpec, frame: pd.DataFrame, dates: pd.Series) -> np.ndarray:
+    """Per row of ``frame`` (the spec's key columns, as text) on ``dates``: whether one of the
+    spec's rules closes its series that day."""
+    if not spec.rules or frame.empty:
+        return np.zeros(len(frame), dtype=bool)
+    keyframe = pd.DataFrame({k: [normalize_key(v, spec.key_type(k)) for v in frame[k]]
+                             for k in spec.keys})
+    history = History.build(keyframe, pd.Series(pd.to_datetime(dates).to_numpy()),
+                            spec.step_days)
+    return history.apply(spec.rules)[history.codes, history.cols]
+
+
 def _group_any(matrix: np.ndarray, codes: np.ndarray, n: int) -> np.ndarray:
     """groups x periods: any series of the group (``codes``: each series' group, 0..n-1, every
     group with a series)."""

@@ -641,5 +641,11 @@ def land_csv(spec: DatasetSpec, landing_dir: Path, source_dir: Path | None = Non
         raise ValueError(f"dataset {spec.name!r}: {spec.date_column}="
                          f"{frame[spec.date_column].iloc[i]!r} on line {i + 2} of {path} is not "
                          f"a date in the spec's format {date_format}")
-    out = frame[spec.columns].assign(**{spec.date_column: dates.dt.strftime("%Y-%m-%d")})
+    # A row on a day its series is closed by rule, with nothing sold (0 or empty), is how
+    # many exports write "closed": not a sale, so it is not landed (as the open flag's closed
+    # rows). A sale on a closed day is landed, and the ingest checks name it.
+    sold = pd.to_numeric(frame[spec.target].str.strip(), errors="coerce").fillna(0).ne(0)
+    keep = ~cl.closed_rows(spec, frame, dates) | sold.to_numpy()
+    out = frame[spec.columns][keep].assign(
+        **{spec.date_column: dates[keep].dt.strftime("%Y-%m-%d")})
     return write_landing_files(out, landing_dir, spec.date_column)
