@@ -22,7 +22,7 @@ import pytest
 import yaml
 
 from forecast_platform.cli import main
-from forecast_platform.datasets.closures import closed_sql, read_closures
+from forecast_platform.datasets.closures import closed_rows, closed_sql, read_closures
 from forecast_platform.datasets.custom import MappingError, inspect_csv
 from forecast_platform.datasets.landing import landed_files
 from forecast_platform.datasets.registry import get_spec
@@ -233,6 +233,28 @@ def test_an_open_flag_becomes_exact_rules_and_closed_rows_are_not_landed(export,
     landed = pd.concat(pd.read_csv(f) for f in files)
     assert len(landed) == (pd.read_csv(flagged)["open"] == 1).sum()
     assert "open" not in landed.columns
+
+
+def test_an_export_writing_0_on_closed_days_gets_the_rules_of_one_leaving_them_out(
+        export, tmp_path):
+    """Every day written, 0 when closed: the same closure rules as the open-days export (the
+    Sundays, the holidays, the refurbishment of a whole store), and the closed zeros are not
+    landed. One series' run of zero days stays a zero run, not a closure."""
+    csv, flagged = export
+    frame = pd.read_csv(flagged, dtype=str).drop(columns=["open"])
+    ordinary = pd.to_datetime(frame["day"]).between("2020-10-05", "2020-10-16")
+    frame.loc[ordinary & frame["Store"].eq("3") & frame["Item"].eq("2"), "Sales"] = "0"
+    zeros = tmp_path / "zeros.csv"
+    frame.to_csv(zeros, index=False)
+    written = inspect_csv(zeros, "chain", "day", ["Store", "Item"], "Sales")
+    left_out = inspect_csv(csv, "chain", "day", ["Store", "Item"], "Sales")
+    assert sorted(map(repr, written.rules)) == sorted(map(repr, left_out.rules))
+    spec = dataclasses.replace(get_spec("synthetic"), name="chain", date_column="day",
+                               keys=("Store", "Item"), key_types={"Store": "int", "Item": "int"},
+                               target="Sales", known={}, closed_dates=(),
+                               closure_rules=tuple(written.rules))
+    shut = closed_rows(spec, frame, pd.to_datetime(frame["day"]))
+    assert int(shut.sum()) == len(frame) - len(pd.read_csv(csv))
 
 
 def test_rows_of_0_on_declared_closed_days_are_not_landed(export, tmp_path):

@@ -352,7 +352,7 @@ class Inferred:
     found: dict[str, list[ClosureRule]]  # by reason (weekday, national, regional, run)
 
 
-def infer_closures(history: History, daily: bool) -> Inferred:
+def infer_closures(history: History, daily: bool, rows: np.ndarray | None = None) -> Inferred:
     """Closure rules a history without an open flag implies, coarsest first:
 
     (a) daily data: a weekday a group (a key's value, e.g. a store, or a series) reports on at
@@ -369,8 +369,14 @@ def infer_closures(history: History, daily: bool) -> Inferred:
     exceptions: when a typical period misses over half the open series there are no date rules
     (the keys do not describe series), nor for a key whose groups miss whole on over 10 % of
     the periods.
+
+    ``history.present`` is what counts as reporting; ``rows`` (default the same) replaces it for
+    (d) when a group is one series: the caller passes the days that sold as ``present`` and the
+    days with a row as ``rows``, so a day written as 0 reads as closed on a calendar pattern or
+    for a whole group, while a run of zero days of one series stays a zero run (an anomaly).
     """
     h = history
+    rows = h.present if rows is None else rows
     closed = np.zeros_like(h.present)
     found: dict[str, list[ClosureRule]] = {k: [] for k in ("weekday", "national", "regional",
                                                            "run")}
@@ -437,7 +443,11 @@ def infer_closures(history: History, daily: bool) -> Inferred:
             continue
         # runs: missing whole (or already closed) while active, >= RUN_DAYS days in a row
         active_g = _group_any(h.active, codes, n)
-        whole = active_g & ~_group_any(h.present, codes, n)
+        # A group of several series selling nothing for days is closed (a refurbishment written
+        # as zeros); one series doing so is a zero run, closed only when it has no rows.
+        several = np.bincount(codes, minlength=n) > 1
+        whole = active_g & ~np.where(several[:, None], _group_any(h.present, codes, n),
+                                     _group_any(rows, codes, n))
         open_g = _group_any(h.active & ~closed, codes, n)
         for g in range(n):
             row = whole[g]

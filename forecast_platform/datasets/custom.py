@@ -104,7 +104,8 @@ class Proposal:
                          "never landed as sales")
         if self.rules:
             lines.append(f"  closures: {len(self.rules)} rules in {s['closures']} (days a series "
-                         "has no row by rule; the ingest checks expect none)")
+                         "has no row, or a row of 0 that is not landed, by rule; the ingest "
+                         "checks expect none)")
             lines += [f"    {line}" for line in cl.summarize(self.rules)]
         if s.get("encoding", "utf-8") != "utf-8":
             lines.append(f"  files that are not UTF-8 are read as {s['encoding']}")
@@ -534,7 +535,12 @@ def _closures(frame: pd.DataFrame, dates: pd.Series, keys: list[str],
         notes.append(f"{len(given)} closure rules declared in {declared}")
     if open_column is not None or declared is not None:
         return rules, history, None, notes
-    inferred = cl.infer_closures(history, daily)
+    # Exports that write every day write a closed day as 0: a day that sold nothing reads as
+    # not reporting for the calendar patterns (weekdays, holidays), and the lander leaves such
+    # rows out on the rules' days. A run of zero days of one series is left to the anomalies.
+    selling = cl.History.build(keyframe, dates.reset_index(drop=True), step,
+                               mask=open_rows & sold, periods=history.periods)
+    inferred = cl.infer_closures(selling, daily, rows=history.present)
     if inferred.rules:
         notes.append(f"closures inferred from the history ({len(inferred.rules)} rules): days "
                      "series do not report by rule, not gaps; edit the closures file, or "
