@@ -257,6 +257,25 @@ def test_an_export_writing_0_on_closed_days_gets_the_rules_of_one_leaving_them_o
     assert int(shut.sum()) == len(frame) - len(pd.read_csv(csv))
 
 
+def test_declared_closure_dates_may_be_written_as_the_data_writes_dates(export, tmp_path):
+    csv, _ = export
+    frame = pd.read_csv(csv, dtype=str)
+    frame["day"] = pd.to_datetime(frame["day"]).dt.strftime("%d.%m.%Y")
+    german = tmp_path / "german.csv"
+    frame.to_csv(german, index=False)
+    first, last = REFURBISHED[1:]
+    days = pd.date_range(first, last)
+    declared = tmp_path / "closures.csv"
+    declared.write_text(
+        "date,yearly,weekday,Store,note\n"
+        + "".join(f",,7,{s},Sundays\n" for s in STORES if s != SUNDAY_OPEN)
+        + "".join(f",{md},,,national\n" for md in NATIONAL)
+        + "".join(f",{md},,{s},regional\n" for s in REGION_STORES for md in REGIONAL)
+        + "".join(f"{d:%d.%m.%Y},,,{REFURBISHED[0]},refurbishment\n" for d in days))
+    p = inspect_csv(german, "chain", "day", ["Store", "Item"], "Sales", closures=declared)
+    assert sorted(r.date for r in p.rules if r.date) == [f"{d:%Y-%m-%d}" for d in days]
+
+
 def test_rows_of_0_on_declared_closed_days_are_not_landed(export, tmp_path):
     """An export that writes every day, 0 when the store is closed: with the closures declared,
     a closed day's 0 is no sale and is not landed; a sale on a closed day is landed, for the

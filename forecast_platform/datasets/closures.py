@@ -26,6 +26,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -72,11 +73,13 @@ def normalize_key(value: object, key_type: str) -> str:
     return text
 
 
-def read_closures(path: Path, keys: Sequence[str], key_types: dict[str, str] | None = None
-                  ) -> tuple[ClosureRule, ...]:
+def read_closures(path: Path, keys: Sequence[str], key_types: dict[str, str] | None = None,
+                  date_format: str | None = None) -> tuple[ClosureRule, ...]:
     """The rules of a closures CSV (columns date, yearly, weekday, any of the keys, note).
 
-    Errors name the file, the line and what is wrong with it."""
+    ``date_format``: how the user's data writes dates (a declared file may write a rule's date
+    that way, e.g. 25.12.2017); ISO is always read. Errors name the file, the line and what is
+    wrong with it."""
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"closures file {path} does not exist")
@@ -95,13 +98,24 @@ def read_closures(path: Path, keys: Sequence[str], key_types: dict[str, str] | N
                  for k in keys if k in row and str(row[k]).strip() != ""}
         try:
             rules.append(ClosureRule(
-                date=row.get("date", "").strip() or None,
+                date=_iso(row.get("date", "").strip(), date_format) or None,
                 yearly=row.get("yearly", "").strip() or None,
                 weekday=row.get("weekday", "").strip() or None,
                 match=match, note=str(row.get("note", "")).strip()))
         except ValueError as err:
             raise ValueError(f"closures file {path}, line {i + 2}: {err}") from None
     return tuple(rules)
+
+
+def _iso(text: str, date_format: str | None) -> str:
+    """A rule's date as ISO: the text when it is ISO (or cannot be read otherwise: the rule
+    names it), else read with the data's ``date_format``."""
+    if not text or date_format is None or re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
+        return text
+    try:
+        return dt.datetime.strptime(text, date_format).date().isoformat()
+    except ValueError:
+        return text
 
 
 def write_closures(rules: Sequence[ClosureRule], path: Path, keys: Sequence[str]) -> Path:

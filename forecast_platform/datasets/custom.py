@@ -386,7 +386,7 @@ def inspect_csv(csv: Path, name: str, date: str, keys: list[str], target: str,
             f"{periods_ahead} periods needs at least {needed} days ({why}); land more history")
     key_types = {k: ("int" if infer_type(frame[k]) == "int" else "str") for k in keys}
     rules, history, inferred, closure_notes = _closures(
-        frame, dates, keys, key_types, target, step, closures, open_column)
+        frame, dates, keys, key_types, target, step, closures, open_column, fmt)
     if open_column is not None:  # the closed rows are rules now, never sales
         keep = frame[open_column].str.strip().eq("1").to_numpy()
         frame, dates = frame[keep], dates[keep]
@@ -490,7 +490,7 @@ def inspect_csv(csv: Path, name: str, date: str, keys: list[str], target: str,
 
 def _closures(frame: pd.DataFrame, dates: pd.Series, keys: list[str],
               key_types: dict[str, str], target: str, step: int, declared: Path | None,
-              open_column: str | None
+              open_column: str | None, date_format: str | None = None
               ) -> tuple[list[ClosureRule], cl.History, np.ndarray | None, list[str]]:
     """The closure rules of the history (declared, from the open flag, else inferred), the
     history of its open rows as matrices, the inferred closed matrix (None when not inferred)
@@ -523,7 +523,8 @@ def _closures(frame: pd.DataFrame, dates: pd.Series, keys: list[str],
                      f"{len(rules)} exact closure rules (not landed)")
     if declared is not None:
         try:
-            given = cl.read_closures(Path(declared).expanduser(), keys, key_types)
+            given = cl.read_closures(Path(declared).expanduser(), keys, key_types,
+                                     date_format=date_format)
         except ValueError as err:
             raise MappingError(f"--closures: {err}") from None
         wrong = cl.contradictions(history, given, sold & open_rows, frame[target], lines)
