@@ -71,11 +71,9 @@ def summarize(settings: Settings, results: list, seconds: float) -> str:
               if e.event_type_value == "ASSET_CHECK_EVALUATION"]
     failed = [c for c in checks if not c.passed]
     lines += ["", f"Asset checks: {len(checks) - len(failed)} passed, {len(failed)} failed"]
-    for c in failed:
-        summary = c.metadata.get("summary") or c.metadata.get("verdict")
-        text = summary.value if summary is not None else (c.description or "")
+    for c in failed:  # every check states its verdict as its description
         lines.append(f"  [{c.severity.value}] {c.asset_key.to_user_string()}.{c.check_name}: "
-                     f"{text}")
+                     f"{c.description or ''}")
     for e in events:
         if e.event_type_value == "STEP_FAILURE":
             error = e.event_specific_data.error

@@ -41,12 +41,14 @@ from forecast_platform.datasets import closures as cl
 from forecast_platform.datasets.landing import write_landing_files
 from forecast_platform.datasets.spec import (
     ENCODINGS,
+    FLAG_WORDS,
     METRICS,
     ClosureRule,
     ColumnType,
     DatasetSpec,
     csv_delimiter,
     decode,
+    flags_as_numbers,
 )
 
 # Date formats tried in order; the first that parses every value is the file's.
@@ -185,9 +187,6 @@ def infer_type(values: pd.Series) -> ColumnType:
     return "str"
 
 
-FLAG_WORDS = {"true": "1", "false": "0", "yes": "1", "no": "0"}
-
-
 def word_flags(frame: pd.DataFrame, columns: list[str]) -> list[str]:
     """The columns whose values are all flag words (TRUE/FALSE, yes/no, any case; blanks
     allowed), as spreadsheets export a 0/1 column."""
@@ -198,16 +197,6 @@ def word_flags(frame: pd.DataFrame, columns: list[str]) -> list[str]:
         if len(present) and present.isin(list(FLAG_WORDS)).all():
             found.append(c)
     return found
-
-
-def flags_as_numbers(frame: pd.DataFrame, flags: list[str] | tuple[str, ...]) -> pd.DataFrame:
-    """``frame`` with the flag columns' words as "1"/"0" (other text is left for the checks to
-    name)."""
-    present = [c for c in flags if c in frame.columns]
-    if not present:
-        return frame
-    return frame.assign(**{c: frame[c].map(lambda v: FLAG_WORDS.get(v.strip().lower(), v)
-                                           if isinstance(v, str) else v) for c in present})
 
 
 def guess_frequency(dates: pd.Series, column: str) -> str:

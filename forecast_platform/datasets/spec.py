@@ -32,7 +32,10 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:  # frames are only passed through here
+    import pandas as pd
 
 Frequency = Literal["D", "W"]
 # Metrics of record the backtest computes and the champion gate compares (forecasting/metrics.py).
@@ -299,6 +302,19 @@ def csv_delimiter(text: str) -> str:
     counts = {d: header.count(d) for d in DELIMITERS}
     best = max(counts, key=counts.__getitem__)
     return best if counts[best] else ","
+
+
+FLAG_WORDS = {"true": "1", "false": "0", "yes": "1", "no": "0"}
+
+
+def flags_as_numbers(frame: pd.DataFrame, flags: list[str] | tuple[str, ...]) -> pd.DataFrame:
+    """``frame`` with the flag columns' words as "1"/"0" (other text is left for the checks to
+    name)."""
+    present = [c for c in flags if c in frame.columns]
+    if not present:
+        return frame
+    return frame.assign(**{c: frame[c].map(lambda v: FLAG_WORDS.get(v.strip().lower(), v)
+                                           if isinstance(v, str) else v) for c in present})
 
 
 def decode(data: bytes, encoding: str = "utf-8") -> tuple[str, str]:

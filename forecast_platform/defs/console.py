@@ -15,7 +15,6 @@ import sys
 
 import dagster as dg
 from dagster._core.log_manager import get_log_record_metadata, has_log_record_metadata
-from dagster._core.utils import coerce_valid_log_level
 
 # Reported by the command's summary (cli/summary.py), not here.
 SUMMARIZED_EVENTS = frozenset({dg.DagsterEventType.STEP_FAILURE.value,
@@ -56,7 +55,8 @@ class OneLine(logging.Formatter):
 )
 def cli_console_logger(init_context: dg.InitLoggerContext) -> logging.Logger:
     logger = logging.Logger(init_context.logger_config["name"],
-                            level=coerce_valid_log_level(init_context.logger_config["log_level"]))
+                            level=logging.getLevelNamesMapping()[
+                                init_context.logger_config["log_level"].upper()])
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(OneLine())
     handler.addFilter(_shown)

@@ -26,8 +26,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from forecast_platform.datasets.custom import flags_as_numbers
-from forecast_platform.datasets.spec import DatasetSpec, csv_delimiter, decode
+from forecast_platform.datasets.spec import (
+    DatasetSpec,
+    csv_delimiter,
+    decode,
+    flags_as_numbers,
+)
 from forecast_platform.ingestion.text import clip
 
 PLAN_NAME = re.compile(r"^plan_(\d{8}T\d{12})\.csv$")
